@@ -1,0 +1,248 @@
+//! OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the status
+//! code the OpenAI API uses, so SDK error classes and retry logic behave.
+//!
+//! SECURITY: messages are built from fixed text and validated field names only; nothing
+//! here echoes a credential, a prompt or a request body.
+
+use crate::auth::AuthError;
+use crate::engine::EngineError;
+use hyper::StatusCode;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+    /// `Allow` header value for 405.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).with_param(param)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn unknown_url(method: &str, path: &str) -> Self {
+        // The path is echoed only after being reduced to safe characters and length.
+        let shown: String = path
+            .chars()
+            .take(128)
+            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+            .collect();
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Invalid URL ({method} {shown})"),
+        )
+        .with_code("unknown_url")
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!("Method not allowed; this path accepts {allow}"),
+        )
+        .with_code("method_not_allowed");
+        e.allow = Some(allow);
+        e
+    }
+
+    pub fn model_not_found(requested: &str) -> Self {
+        let shown: String = requested
+            .chars()
+            .take(128)
+            .filter(|c| !c.is_control())
+            .collect();
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("The model `{shown}` does not exist or you do not have access to it."),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
+    }
+
+    pub fn payload_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("Request body is larger than {limit} bytes"),
+        )
+        .with_code("request_too_large")
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "Content-Type must be application/json",
+        )
+        .with_code("unsupported_media_type")
+    }
+
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "The request body was not received in time",
+        )
+        .with_code("request_timeout")
+    }
+
+    pub fn overloaded(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "The server is busy; retry after the indicated delay",
+        )
+        .with_code("overloaded");
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    pub fn not_ready() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "The model is still loading",
+        )
+        .with_code("model_loading");
+        e.retry_after = Some(5);
+        e
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "The server had an error while processing your request",
+        )
+        .with_code("internal_error")
+    }
+
+    pub fn from_auth(e: &AuthError) -> Self {
+        match e {
+            AuthError::Missing => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "Missing API key: send `Authorization: Bearer KEY_ID:API_KEY`",
+            )
+            .with_code("missing_api_key"),
+            AuthError::Malformed | AuthError::Invalid => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "Incorrect API key provided",
+            )
+            .with_code("invalid_api_key"),
+            AuthError::Expired => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "This API key has expired",
+            )
+            .with_code("expired_api_key"),
+            AuthError::RateLimited { retry_after, limit } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!("Rate limit reached: {limit} requests per minute for this key"),
+                )
+                .with_code("rate_limit_exceeded");
+                e.retry_after = Some(secs);
+                e
+            }
+            AuthError::Internal => Self::internal(),
+        }
+    }
+
+    pub fn from_engine(e: &EngineError) -> Self {
+        match e {
+            EngineError::ContextExceeded { prompt_tokens, max_tokens, context } => Self::invalid(
+                format!(
+                    "This model's maximum context length is {context} tokens. However, you requested \
+                     {} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). \
+                     Please reduce the length of the messages or completion.",
+                    *prompt_tokens as u64 + *max_tokens as u64
+                ),
+                "messages",
+            )
+            .with_code("context_length_exceeded"),
+            EngineError::EmptyPrompt => Self::invalid("The prompt is empty", "messages"),
+            EngineError::Template => Self::invalid(
+                "The model's chat template cannot render these messages",
+                "messages",
+            ),
+            EngineError::Internal => Self::internal(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn shape_matches_openai() {
+        let v = ApiError::invalid("temperature must be between 0 and 2", "temperature").body();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "temperature");
+        assert!(v["error"]["code"].is_null());
+        let e = ApiError::from_auth(&AuthError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+            limit: 3,
+        });
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.retry_after, Some(2));
+    }
+
+    #[test]
+    fn unknown_url_does_not_echo_control_bytes_or_long_paths() {
+        let e = ApiError::unknown_url("GET", &format!("/x\u{1b}[31m{}", "a".repeat(500)));
+        assert!(!e.message.contains('\u{1b}'));
+        assert!(e.message.len() < 200);
+    }
+}

@@ -1,0 +1,389 @@
+//! The OpenAI API, in request order: route → authenticate → read body → validate →
+//! engine → respond. Only these routes exist:
+//!
+//! | method | path                     |
+//! |--------|--------------------------|
+//! | POST   | /v1/chat/completions     |
+//! | POST   | /v1/completions          |
+//! | GET    | /v1/models               |
+//! | GET    | /v1/models/{id}          |
+//!
+//! Anything else is 404, a known path with the wrong method 405; every error is
+//! OpenAI-shaped JSON (see `error.rs`).
+//!
+//! SECURITY: unknown paths are answered before authentication (they reveal nothing), but
+//! no body is read and no engine work happens before the caller is authenticated. The
+//! body is read under a size cap and a deadline; a full engine queue is a 503, never a wait.
+
+pub mod error;
+pub mod request;
+pub mod stream;
+
+use crate::auth::{KeyStore, Principal};
+use crate::config::LimitsConfig;
+use crate::engine::{EngineHandle, Event, FinishReason, GenerateRequest};
+use bytes::Bytes;
+use error::ApiError;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
+use hyper::{Request, Response, StatusCode};
+use request::{ChatCompletionRequest, CompletionRequest, Generation};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stream::{ChunkMeta, Kind, SseBody};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::Instrument;
+
+pub type ApiBody = BoxBody<Bytes, Infallible>;
+
+/// Everything a request handler needs; shared by all connections.
+pub struct AppState {
+    pub keys: KeyStore,
+    pub engine: EngineHandle,
+    pub limits: LimitsConfig,
+    pub model_id: String,
+    /// Unix time the model was registered (server start), for /v1/models.
+    pub created: u64,
+    pub body_read_timeout: Duration,
+}
+
+/// Which route a request addresses.
+enum Route<'a> {
+    Chat,
+    Completions,
+    Models,
+    Model(&'a str),
+}
+
+fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
+    match path {
+        "/v1/chat/completions" => Some((Route::Chat, "POST")),
+        "/v1/completions" => Some((Route::Completions, "POST")),
+        "/v1/models" => Some((Route::Models, "GET")),
+        _ => path
+            .strip_prefix("/v1/models/")
+            .filter(|id| !id.is_empty())
+            .map(|id| (Route::Model(id), "GET")),
+    }
+}
+
+/// Entry point for one HTTP request on the API listener.
+pub async fn handle(
+    req: Request<Incoming>,
+    state: Arc<AppState>,
+) -> Result<Response<ApiBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", %method, path = %truncate(&path, 64), key_id = tracing::field::Empty);
+    let response = async {
+        let result = dispatch(req, &state).await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request done"
+        );
+        response
+    }
+    .instrument(span)
+    .await;
+    Ok(response)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars()
+        .take(n)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+async fn dispatch(req: Request<Incoming>, state: &AppState) -> Result<Response<ApiBody>, ApiError> {
+    let path = req.uri().path();
+    let Some((route, allowed)) = route(path) else {
+        return Err(ApiError::unknown_url(req.method().as_str(), path));
+    };
+    if req.method().as_str() != allowed {
+        return Err(ApiError::method_not_allowed(allowed));
+    }
+    let principal = authenticate(&req, state).await?;
+    tracing::Span::current().record("key_id", &*principal.key_id);
+    let mut response = match route {
+        Route::Models => Ok(json_response(StatusCode::OK, &models_list(state))),
+        Route::Model(id) => {
+            if id == state.model_id {
+                Ok(json_response(StatusCode::OK, &model_object(state)))
+            } else {
+                Err(ApiError::model_not_found(id))
+            }
+        }
+        Route::Chat => generate(req, state, Kind::Chat).await,
+        Route::Completions => generate(req, state, Kind::Completion).await,
+    }?;
+    if let Some((limit, remaining)) = principal.rate {
+        let h = response.headers_mut();
+        h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from(remaining),
+        );
+    }
+    Ok(response)
+}
+
+async fn authenticate(req: &Request<Incoming>, state: &AppState) -> Result<Principal, ApiError> {
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    state.keys.authenticate(header).await.map_err(|e| {
+        tracing::info!(reason = ?AuthReason(&e), "authentication refused");
+        ApiError::from_auth(&e)
+    })
+}
+
+/// Logs the refusal kind only, never the credential.
+struct AuthReason<'a>(&'a crate::auth::AuthError);
+
+impl std::fmt::Debug for AuthReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::auth::AuthError::*;
+        f.write_str(match self.0 {
+            Missing => "missing",
+            Malformed => "malformed",
+            Invalid => "invalid",
+            Expired => "expired",
+            RateLimited { .. } => "rate_limited",
+            Internal => "internal",
+        })
+    }
+}
+
+fn models_list(state: &AppState) -> Value {
+    json!({"object": "list", "data": [model_object(state)]})
+}
+
+fn model_object(state: &AppState) -> Value {
+    json!({
+        "id": state.model_id,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "llama-gguf-inference",
+    })
+}
+
+/// Read the whole body: JSON content type, size cap, deadline.
+async fn read_body(req: Request<Incoming>, state: &AppState) -> Result<Bytes, ApiError> {
+    let headers = req.headers();
+    if !is_json(headers) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let limit = state.limits.max_body_bytes;
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+    }
+    let body = Limited::new(req.into_body(), limit as usize);
+    match tokio::time::timeout(state.body_read_timeout, body.collect()).await {
+        Err(_) => Err(ApiError::body_timeout()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::payload_too_large(limit))
+        }
+        Ok(Err(_)) => Err(ApiError::bad_request("The request body could not be read")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false)
+}
+
+async fn generate(
+    req: Request<Incoming>,
+    state: &AppState,
+    kind: Kind,
+) -> Result<Response<ApiBody>, ApiError> {
+    if !state.engine.stats.is_ready() {
+        return Err(ApiError::not_ready());
+    }
+    let body = read_body(req, state).await?;
+    let generation: Generation = match kind {
+        Kind::Chat => {
+            request::parse_json::<ChatCompletionRequest>(&body)?.validate(&state.limits)?
+        }
+        Kind::Completion => {
+            request::parse_json::<CompletionRequest>(&body)?.validate(&state.limits)?
+        }
+    };
+    drop(body);
+    if generation.model != state.model_id {
+        return Err(ApiError::model_not_found(&generation.model));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    state
+        .engine
+        .submit(GenerateRequest {
+            prompt: generation.prompt,
+            max_tokens: generation.max_tokens,
+            default_max_tokens: state.limits.max_tokens,
+            stop: generation.stop,
+            sampling: generation.sampling,
+            events: tx,
+        })
+        .map_err(|_| ApiError::overloaded(1))?;
+    // Wait for the engine to accept the prompt (or refuse it) before choosing a status.
+    let prompt_tokens = match rx.recv().await {
+        Some(Event::Started { prompt_tokens }) => prompt_tokens,
+        Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
+        Some(_) | None => return Err(ApiError::internal()),
+    };
+    let meta = ChunkMeta {
+        id: response_id(kind),
+        created: unix_now(),
+        model: state.model_id.clone(),
+        kind,
+        include_usage: generation.include_usage,
+    };
+    if generation.stream {
+        let mut response = Response::new(SseBody::new(meta, rx).boxed());
+        let h = response.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        secure_headers(h);
+        return Ok(response);
+    }
+    collect_completion(meta, prompt_tokens, rx).await
+}
+
+async fn collect_completion(
+    meta: ChunkMeta,
+    prompt_tokens: u32,
+    mut rx: UnboundedReceiver<Event>,
+) -> Result<Response<ApiBody>, ApiError> {
+    let mut text = String::new();
+    let (reason, completion_tokens) = loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Finished {
+                reason,
+                completion_tokens,
+                ..
+            }) => break (reason, completion_tokens),
+            Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
+            Some(Event::Started { .. }) => {}
+            None => return Err(ApiError::internal()),
+        }
+    };
+    let body = completion_body(&meta, text, reason, prompt_tokens, completion_tokens);
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn completion_body(
+    meta: &ChunkMeta,
+    text: String,
+    reason: FinishReason,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+) -> Value {
+    let usage = stream::usage(prompt_tokens, completion_tokens);
+    match meta.kind {
+        Kind::Chat => json!({
+            "id": meta.id,
+            "object": "chat.completion",
+            "created": meta.created,
+            "model": meta.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": reason.as_str(),
+            }],
+            "usage": usage,
+        }),
+        Kind::Completion => json!({
+            "id": meta.id,
+            "object": "text_completion",
+            "created": meta.created,
+            "model": meta.model,
+            "choices": [{
+                "index": 0,
+                "text": text,
+                "logprobs": null,
+                "finish_reason": reason.as_str(),
+            }],
+            "usage": usage,
+        }),
+    }
+}
+
+fn response_id(kind: Kind) -> String {
+    let mut b = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    match kind {
+        Kind::Chat => format!("chatcmpl-{hex}"),
+        Kind::Completion => format!("cmpl-{hex}"),
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// SECURITY: responses are never cached by intermediaries or sniffed as another type.
+pub fn secure_headers(h: &mut HeaderMap) {
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> Response<ApiBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    secure_headers(h);
+    r
+}
+
+pub fn error_response(e: &ApiError) -> Response<ApiBody> {
+    let mut r = json_response(e.status, &e.body());
+    let h = r.headers_mut();
+    if let Some(secs) = e.retry_after {
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(allow) = e.allow {
+        h.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if e.status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}

@@ -1,0 +1,341 @@
+//! API-key authentication: `Authorization: Bearer key_id:api_key` (or HTTP Basic with
+//! user = key_id, password = api_key) checked against argon2id hashes.
+//!
+//! SECURITY:
+//! - Unknown key ids are verified against a dummy hash with the same cost, so response
+//!   timing does not tell an attacker which ids exist.
+//! - Argon2 runs on tokio's blocking pool behind a semaphore: a flood of guesses cannot
+//!   stall the async workers or allocate unbounded argon2 memory.
+//! - After the first successful verification, an HMAC-SHA256 (key random per process) of
+//!   the secret is cached per key id; later requests recompute the HMAC and compare in
+//!   constant time (`ring::hmac::verify`), costing microseconds. The cache holds at most
+//!   one tag per configured key, never the secret.
+//! - Expiry and rate limits are checked only after the secret is proven, so they reveal
+//!   nothing to someone without it.
+
+use crate::keys::{self, KeyEntry};
+use crate::ratelimit::TokenBucket;
+use argon2::password_hash::PasswordHashString;
+use argon2::{Argon2, PasswordVerifier};
+use base64ct::{Base64, Encoding};
+use ring::hmac;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+/// Longest Authorization header value considered; anything longer is malformed.
+const MAX_CREDENTIAL_LEN: usize = 512;
+
+/// Why a request was not authenticated. Messages never include the credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Malformed,
+    Invalid,
+    Expired,
+    RateLimited { retry_after: Duration, limit: u32 },
+    Internal,
+}
+
+/// Who a request is, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: Arc<str>,
+    /// Requests-per-minute limit and what is left, when the key has one.
+    pub rate: Option<(u32, u32)>,
+}
+
+struct KeyRecord {
+    hash: PasswordHashString,
+    expires: Option<OffsetDateTime>,
+    bucket: Option<Mutex<TokenBucket>>,
+    id: Arc<str>,
+}
+
+pub struct KeyStore {
+    keys: HashMap<String, KeyRecord>,
+    dummy_hash: PasswordHashString,
+    cache_key: hmac::Key,
+    /// key id → HMAC tag of the secret that last verified for it.
+    verified: Mutex<HashMap<String, hmac::Tag>>,
+    verify_slots: Arc<Semaphore>,
+    argon2_runs: AtomicU64,
+}
+
+impl KeyStore {
+    pub fn new(
+        entries: Vec<KeyEntry>,
+        default_rpm: u32,
+        max_concurrent_verifications: u32,
+    ) -> Result<Self, String> {
+        let rng = ring::rand::SystemRandom::new();
+        let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+            .map_err(|_| "the system random source failed".to_string())?;
+        // The dummy takes the first key's parameters so an unknown id costs the same.
+        let params = entries
+            .first()
+            .and_then(|e| argon2::Params::try_from(&e.hash.password_hash()).ok())
+            .unwrap_or_else(keys::default_params);
+        let dummy_secret = keys::generate_secret()?;
+        let dummy = keys::hash_secret(dummy_secret.as_bytes(), params)?;
+        let dummy_hash = PasswordHashString::new(&dummy).map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let keys = entries
+            .into_iter()
+            .map(|e| {
+                let rpm = e.requests_per_minute.unwrap_or(default_rpm);
+                let record = KeyRecord {
+                    hash: e.hash,
+                    expires: e.expires,
+                    bucket: (rpm > 0).then(|| Mutex::new(TokenBucket::per_minute(rpm, now))),
+                    id: Arc::from(e.id.as_str()),
+                };
+                (e.id, record)
+            })
+            .collect();
+        Ok(Self {
+            keys,
+            dummy_hash,
+            cache_key,
+            verified: Mutex::new(HashMap::new()),
+            verify_slots: Arc::new(Semaphore::new(max_concurrent_verifications.max(1) as usize)),
+            argon2_runs: AtomicU64::new(0),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// How many argon2 verifications have run (cache misses and unknown ids).
+    pub fn argon2_runs(&self) -> u64 {
+        self.argon2_runs.load(Ordering::Relaxed)
+    }
+
+    /// Authenticate one request from its Authorization header value.
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let (id, secret) = parse_authorization(header)?;
+        let Some(record) = self.keys.get(&id) else {
+            // SECURITY: same work as a real check, result discarded.
+            let _ = self.argon2_verify(self.dummy_hash.clone(), secret).await;
+            return Err(AuthError::Invalid);
+        };
+        let tag_input = cache_input(&id, &secret);
+        if !self.cache_hit(&id, &tag_input) {
+            if !self.argon2_verify(record.hash.clone(), secret).await? {
+                return Err(AuthError::Invalid);
+            }
+            let tag = hmac::sign(&self.cache_key, &tag_input);
+            if let Ok(mut map) = self.verified.lock() {
+                map.insert(id.clone(), tag);
+            }
+        }
+        if let Some(expires) = record.expires {
+            if OffsetDateTime::now_utc() >= expires {
+                return Err(AuthError::Expired);
+            }
+        }
+        let rate = match &record.bucket {
+            None => None,
+            Some(bucket) => {
+                let mut b = bucket.lock().map_err(|_| AuthError::Internal)?;
+                match b.try_take(Instant::now()) {
+                    Ok(()) => Some((b.capacity(), b.remaining())),
+                    Err(retry_after) => {
+                        return Err(AuthError::RateLimited {
+                            retry_after,
+                            limit: b.capacity(),
+                        })
+                    }
+                }
+            }
+        };
+        Ok(Principal {
+            key_id: record.id.clone(),
+            rate,
+        })
+    }
+
+    fn cache_hit(&self, id: &str, tag_input: &[u8]) -> bool {
+        let Ok(map) = self.verified.lock() else {
+            return false;
+        };
+        match map.get(id) {
+            // SECURITY: constant-time comparison of the recomputed tag.
+            Some(tag) => hmac::verify(&self.cache_key, tag_input, tag.as_ref()).is_ok(),
+            None => false,
+        }
+    }
+
+    async fn argon2_verify(
+        &self,
+        hash: PasswordHashString,
+        secret: Vec<u8>,
+    ) -> Result<bool, AuthError> {
+        let _permit = self
+            .verify_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AuthError::Internal)?;
+        self.argon2_runs.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .verify_password(&secret, &hash.password_hash())
+                .is_ok()
+        })
+        .await
+        .map_err(|_| AuthError::Internal)
+    }
+}
+
+fn cache_input(id: &str, secret: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(id.len() + 1 + secret.len());
+    v.extend_from_slice(id.as_bytes());
+    v.push(0);
+    v.extend_from_slice(secret);
+    v
+}
+
+/// Parse `Bearer key_id:api_key` or `Basic base64(key_id:api_key)`.
+pub fn parse_authorization(value: &[u8]) -> Result<(String, Vec<u8>), AuthError> {
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(AuthError::Malformed);
+    }
+    let text = std::str::from_utf8(value).map_err(|_| AuthError::Malformed)?;
+    let (scheme, rest) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    let rest = rest.trim();
+    let pair = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.to_string()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let bytes = Base64::decode_vec(rest).map_err(|_| AuthError::Malformed)?;
+        String::from_utf8(bytes).map_err(|_| AuthError::Malformed)?
+    } else {
+        return Err(AuthError::Malformed);
+    };
+    let (id, secret) = pair.split_once(':').ok_or(AuthError::Malformed)?;
+    if keys::check_key_id(id).is_err() || secret.is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok((id.to_string(), secret.as_bytes().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{hash_secret, parse_keys};
+
+    fn store(lines: &str) -> KeyStore {
+        KeyStore::new(parse_keys(lines).unwrap(), 0, 2).unwrap()
+    }
+
+    fn cheap_hash(secret: &str) -> String {
+        hash_secret(
+            secret.as_bytes(),
+            argon2::Params::new(7 * 1024, 1, 1, None).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parses_bearer_and_basic() {
+        assert_eq!(
+            parse_authorization(b"Bearer alice:s3cret").unwrap(),
+            ("alice".into(), b"s3cret".to_vec())
+        );
+        let basic = format!("Basic {}", Base64::encode_string(b"bob:pw:with:colons"));
+        assert_eq!(
+            parse_authorization(basic.as_bytes()).unwrap(),
+            ("bob".into(), b"pw:with:colons".to_vec())
+        );
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer nocolon",
+            b"Token a:b",
+            b"Bearer :x",
+            b"Bearer a:",
+            b"Basic !!!",
+        ] {
+            assert_eq!(
+                parse_authorization(bad),
+                Err(AuthError::Malformed),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_authorization(&[b'a'; 600]), Err(AuthError::Malformed));
+    }
+
+    #[tokio::test]
+    async fn second_success_is_a_cache_hit_without_argon2() {
+        let s = store(&format!("alice:{}\n", cheap_hash("right")));
+        // KeyStore::new hashed the dummy; that is not a verification.
+        assert_eq!(s.argon2_runs(), 0);
+        let p = s.authenticate(Some(b"Bearer alice:right")).await.unwrap();
+        assert_eq!(&*p.key_id, "alice");
+        assert_eq!(s.argon2_runs(), 1);
+        for _ in 0..5 {
+            s.authenticate(Some(b"Bearer alice:right")).await.unwrap();
+        }
+        assert_eq!(s.argon2_runs(), 1, "cache must serve repeated successes");
+        // A wrong secret for a cached id is not served from the cache.
+        assert_eq!(
+            s.authenticate(Some(b"Bearer alice:wrong"))
+                .await
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(s.argon2_runs(), 2);
+        // And the right one still hits afterwards.
+        s.authenticate(Some(b"Bearer alice:right")).await.unwrap();
+        assert_eq!(s.argon2_runs(), 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_id_costs_an_argon2_run() {
+        let s = store(&format!("alice:{}\n", cheap_hash("right")));
+        assert_eq!(
+            s.authenticate(Some(b"Bearer mallory:right"))
+                .await
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(s.argon2_runs(), 1);
+        assert_eq!(s.authenticate(None).await.unwrap_err(), AuthError::Missing);
+    }
+
+    #[tokio::test]
+    async fn expiry_and_rate_limit_apply_after_the_secret_is_proven() {
+        let h = cheap_hash("k");
+        let s = store(&format!("old:{h}::2001-01-01T00:00:00Z\nslow:{h}:2\n"));
+        assert_eq!(
+            s.authenticate(Some(b"Bearer old:k")).await.unwrap_err(),
+            AuthError::Expired
+        );
+        assert_eq!(
+            s.authenticate(Some(b"Bearer old:x")).await.unwrap_err(),
+            AuthError::Invalid
+        );
+        s.authenticate(Some(b"Bearer slow:k")).await.unwrap();
+        s.authenticate(Some(b"Bearer slow:k")).await.unwrap();
+        match s.authenticate(Some(b"Bearer slow:k")).await.unwrap_err() {
+            AuthError::RateLimited { retry_after, limit } => {
+                assert_eq!(limit, 2);
+                assert!(retry_after > Duration::from_secs(1));
+            }
+            other => panic!("expected rate limit, got {other:?}"),
+        }
+        // A wrong secret does not consume the victim's budget, it is simply invalid.
+        assert_eq!(
+            s.authenticate(Some(b"Bearer slow:bad")).await.unwrap_err(),
+            AuthError::Invalid
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! Command line: `serve` (default), `check-config`, `hash-key`, `gen-key`, `hash-keys`.
+//!
+//! Hand-parsed on purpose: five commands and one option do not earn an argument-parsing
+//! dependency in an audited binary. SECURITY: secrets are read from stdin, never from
+//! arguments (which other users can see in /proc), and no command echoes a secret it read.
+
+use crate::keys;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// Largest secret or plaintext keys file read from stdin.
+const MAX_STDIN_BYTES: u64 = 16 * 1024 * 1024;
+
+const USAGE: &str = "\
+llama-gguf-inference: serve one GGUF model over the OpenAI API, with TLS and API keys
+
+USAGE:
+    llama-gguf-inference [serve] --config FILE     run the server (the default command)
+    llama-gguf-inference check-config --config FILE
+                                                   validate config, keys file, TLS files and
+                                                   the model's GGUF header; exit 0 or 1
+    llama-gguf-inference hash-key                  read an api_key on stdin, print its
+                                                   argon2id hash for the keys file
+    llama-gguf-inference gen-key KEY_ID            print a fresh key (once) and its keys-file line
+    llama-gguf-inference hash-keys [FILE]          convert the old gateway's plaintext
+                                                   key_id:api_key[:rpm][:expiry] file (FILE or
+                                                   stdin) to hashed lines on stdout
+
+OPTIONS:
+    -h, --help       print help (also after a command: `gen-key --help`)
+    -V, --version    print the version
+";
+
+const SERVE_HELP: &str = "\
+llama-gguf-inference serve --config FILE
+
+Start the server described by FILE (TOML; see config/reference.toml). Runs in the
+foreground, logs to stderr, stops gracefully on SIGTERM or SIGINT.
+";
+
+const CHECK_HELP: &str = "\
+llama-gguf-inference check-config --config FILE
+
+Validate everything start-up would: the TOML file, the keys file (every hash), the TLS
+certificate and key (or the self-signed settings), and the model file's GGUF header.
+Prints every problem, naming the key, and exits 1; prints a summary and exits 0 if all is well.
+";
+
+const HASH_KEY_HELP: &str = "\
+llama-gguf-inference hash-key
+
+Reads one api_key from stdin (a trailing newline is ignored) and prints its argon2id PHC
+string (m=19456 KiB, t=2, p=1). Put it in the keys file as KEY_ID:HASH.
+Example: printf '%s' \"$SECRET\" | llama-gguf-inference hash-key
+";
+
+const GEN_KEY_HELP: &str = "\
+llama-gguf-inference gen-key KEY_ID
+
+Generates a random 256-bit api_key and prints it once, as the full credential clients send
+(KEY_ID:API_KEY), followed by the line to add to the keys file. The secret is not stored
+anywhere by this command. KEY_ID: 1-64 characters of A-Z a-z 0-9 - _ .
+";
+
+const HASH_KEYS_HELP: &str = "\
+llama-gguf-inference hash-keys [FILE]
+
+Converts a plaintext keys file of the old Python gateway (key_id:api_key[:rpm][:expiry],
+# comments) into this server's hashed format, on stdout. Reads FILE, or stdin without one.
+Delete the plaintext file afterwards.
+";
+
+/// Run the command line; returns the process exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let args: Vec<String> = match args.into_iter().map(|a| a.into_string()).collect() {
+        Ok(a) => a,
+        Err(_) => return usage_error("arguments must be valid UTF-8"),
+    };
+    let (command, rest): (&str, &[String]) = match args.first().map(String::as_str) {
+        None => {
+            eprint!("{USAGE}");
+            return 2;
+        }
+        Some("-h") | Some("--help") | Some("help") => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Some("-V") | Some("--version") => {
+            println!("llama-gguf-inference {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        Some(c @ ("serve" | "check-config" | "hash-key" | "gen-key" | "hash-keys")) => {
+            (c, &args[1..])
+        }
+        Some(flag) if flag.starts_with('-') => ("serve", &args[..]),
+        Some(other) => return usage_error(&format!("unknown command {other:?}")),
+    };
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        print!(
+            "{}",
+            match command {
+                "serve" => SERVE_HELP,
+                "check-config" => CHECK_HELP,
+                "hash-key" => HASH_KEY_HELP,
+                "gen-key" => GEN_KEY_HELP,
+                _ => HASH_KEYS_HELP,
+            }
+        );
+        return 0;
+    }
+    match command {
+        "serve" => match config_arg(rest) {
+            Ok(path) => match crate::serve(&path) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("llama-gguf-inference: {e}");
+                    1
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        "check-config" => match config_arg(rest) {
+            Ok(path) => match crate::check_config(&path) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        "hash-key" => hash_key(rest),
+        "gen-key" => gen_key(rest),
+        _ => hash_keys(rest),
+    }
+}
+
+fn usage_error(msg: &str) -> i32 {
+    eprintln!("llama-gguf-inference: {msg}\n\n{USAGE}");
+    2
+}
+
+fn config_arg(rest: &[String]) -> Result<PathBuf, String> {
+    match rest {
+        [flag, path] if flag == "--config" || flag == "-c" => Ok(PathBuf::from(path)),
+        [one] if one.starts_with("--config=") => Ok(PathBuf::from(&one["--config=".len()..])),
+        [] => Err("missing --config FILE".into()),
+        _ => Err(format!(
+            "unexpected arguments {rest:?}; expected --config FILE"
+        )),
+    }
+}
+
+fn read_stdin() -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(MAX_STDIN_BYTES)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    Ok(buf)
+}
+
+fn hash_key(rest: &[String]) -> i32 {
+    if !rest.is_empty() {
+        return usage_error("hash-key takes no arguments; it reads the api_key on stdin");
+    }
+    let mut secret = match read_stdin() {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e),
+    };
+    while matches!(secret.last(), Some(b'\n' | b'\r')) {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return usage_error("no api_key on stdin");
+    }
+    if secret.contains(&b':') {
+        return usage_error("an api_key may not contain ':' (it separates key_id and api_key)");
+    }
+    match keys::hash_secret(&secret, keys::default_params()) {
+        Ok(h) => {
+            println!("{h}");
+            0
+        }
+        Err(e) => {
+            eprintln!("llama-gguf-inference: {e}");
+            1
+        }
+    }
+}
+
+fn gen_key(rest: &[String]) -> i32 {
+    let [id] = rest else {
+        return usage_error("gen-key needs exactly one KEY_ID");
+    };
+    if let Err(e) = keys::check_key_id(id) {
+        return usage_error(&e);
+    }
+    let result = keys::generate_secret().and_then(|secret| {
+        let hash = keys::hash_secret(secret.as_bytes(), keys::default_params())?;
+        Ok((secret, hash))
+    });
+    match result {
+        Ok((secret, hash)) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "api key (shown once; clients send it as the Bearer token):"
+            );
+            let _ = writeln!(out, "{id}:{secret}");
+            let _ = writeln!(out, "keys file line:");
+            let _ = writeln!(out, "{id}:{hash}");
+            0
+        }
+        Err(e) => {
+            eprintln!("llama-gguf-inference: {e}");
+            1
+        }
+    }
+}
+
+fn hash_keys(rest: &[String]) -> i32 {
+    let input = match rest {
+        [] => read_stdin(),
+        [path] => std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")),
+        _ => return usage_error("hash-keys takes at most one FILE"),
+    };
+    let text = match input.map(String::from_utf8) {
+        Ok(Ok(t)) => t,
+        Ok(Err(_)) => return usage_error("the plaintext keys file is not UTF-8"),
+        Err(e) => return usage_error(&e),
+    };
+    match keys::convert_plaintext(&text, keys::default_params()) {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("llama-gguf-inference: {e}");
+            }
+            1
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! The one TOML file: typed, strict (`deny_unknown_fields`), defaulted, validated once.
+//!
+//! SECURITY: a typo in a security-relevant key must never silently fall back to a default,
+//! so unknown keys are errors. Validation runs as a single pass that reports *every*
+//! problem, each naming its key (`section.key`) and what is allowed, so an operator fixes
+//! the file in one round trip.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest config file we will read. A real one is a few KiB.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTPS listener for the OpenAI API.
+    pub listen: String,
+    /// Plain-HTTP listener for /health and /ready; never touches the engine.
+    pub health_listen: String,
+    /// Cap on simultaneously open API connections (TLS or not yet).
+    pub max_connections: u32,
+    /// Seconds a client has to finish the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send a complete request head.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send the whole request body.
+    pub body_read_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            health_listen: "127.0.0.1:8081".into(),
+            max_connections: 1024,
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. With `key`, disables the self-signed certificate.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Subject alternative names of the self-signed certificate.
+    pub self_signed_names: Vec<String>,
+    /// Directory where a generated certificate is stored and re-used across restarts.
+    pub self_signed_dir: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            self_signed_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            self_signed_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `key_id:<argon2id PHC>[:requests_per_minute][:expiry]` per line.
+    pub keys_file: PathBuf,
+    /// Requests per minute for keys whose line names no limit; 0 means unlimited.
+    #[serde(default = "default_rpm")]
+    pub default_requests_per_minute: u32,
+    /// Argon2 verifications allowed to run at once (each costs ~19 MiB and ~20 ms).
+    #[serde(default = "default_verifications")]
+    pub max_concurrent_verifications: u32,
+}
+
+fn default_rpm() -> u32 {
+    60
+}
+fn default_verifications() -> u32 {
+    2
+}
+
+/// How many model layers go to the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuLayers {
+    All,
+    Count(u32),
+}
+
+impl<'de> Deserialize<'de> for GpuLayers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(GpuLayers::Count(n)),
+            Raw::Text(s) if s == "all" => Ok(GpuLayers::All),
+            Raw::Text(s) => Err(serde::de::Error::custom(format!(
+                "expected \"all\" or a number of layers, got {s:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The GGUF file. The only setting without a default.
+    pub path: PathBuf,
+    /// What /v1/models lists and what `model` in a request must name.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Context window in tokens (prompt + completion) for each sequence.
+    #[serde(default = "default_context")]
+    pub context: u32,
+    /// Sequences the engine holds at once (the KV cache is sized for all of them).
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
+    /// Generation threads; 0 means one per available core.
+    #[serde(default)]
+    pub threads: u32,
+    /// Prompt-processing threads; 0 means the same as `threads`.
+    #[serde(default)]
+    pub threads_batch: u32,
+    /// Prompt tokens decoded per llama.cpp batch.
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    /// Layers offloaded to the GPU on a CUDA build: "all" or a number. Ignored on CPU builds.
+    #[serde(default = "default_gpu_layers")]
+    pub gpu_layers: GpuLayers,
+}
+
+fn default_context() -> u32 {
+    4096
+}
+fn default_parallel() -> u32 {
+    1
+}
+fn default_batch() -> u32 {
+    512
+}
+fn default_gpu_layers() -> GpuLayers {
+    GpuLayers::All
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: u64,
+    /// Largest `max_tokens` / `max_completion_tokens` a request may ask for; also the
+    /// completion budget when a request names none.
+    pub max_tokens: u32,
+    /// Most messages in one chat request.
+    pub max_messages: u32,
+    /// Most bytes of prompt text (all messages together) in one request.
+    pub max_prompt_bytes: u32,
+    /// Most stop sequences per request (OpenAI allows 4).
+    pub max_stop: u32,
+    /// Longest stop sequence in bytes.
+    pub max_stop_bytes: u32,
+    /// Requests waiting for the engine; beyond this a request gets 503 + Retry-After.
+    pub queue_depth: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_tokens: 1024,
+            max_messages: 256,
+            max_prompt_bytes: 256 * 1024,
+            max_stop: 4,
+            max_stop_bytes: 256,
+            queue_depth: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// "text" or "json", to stderr.
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. "info" or "info,llama_cpp=debug".
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info,llama-cpp-2=warn".into(),
+        }
+    }
+}
+
+/// One problem with the config: which key, and what is wrong / allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a config could not be used. Lists every issue found.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid config file {}:", self.file.display())?;
+        for issue in &self.issues {
+            writeln!(f, "  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Addresses after validation.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddrs {
+    pub api: SocketAddr,
+    pub health: SocketAddr,
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Relative paths inside it are resolved
+    /// against the file's directory, so a config moves together with its keys file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            issues: vec![ConfigIssue {
+                key: key.into(),
+                message,
+            }],
+        };
+        let meta = std::fs::metadata(path)
+            .map_err(|e| fail("(file)", format!("cannot read the config file: {e}")))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(fail(
+                "(file)",
+                format!("larger than {MAX_CONFIG_BYTES} bytes; is this the right file?"),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(
+                "(file)",
+                format!("cannot read the config file as UTF-8: {e}"),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|issues| ConfigError {
+            file: path.to_path_buf(),
+            issues,
+        })
+    }
+
+    /// Parse and validate TOML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| vec![toml_issue(&e)])?;
+        cfg.resolve_paths(base);
+        let issues = cfg.validate();
+        if issues.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(issues)
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.auth.keys_file);
+        fix(&mut self.model.path);
+        if let Some(p) = self.tls.cert.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.tls.key.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.tls.self_signed_dir.as_mut() {
+            fix(p);
+        }
+    }
+
+    /// The model id: configured, or the file name without `.gguf`.
+    pub fn model_id(&self) -> String {
+        if let Some(id) = &self.model.id {
+            return id.clone();
+        }
+        self.model
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    }
+
+    pub fn listen_addrs(&self) -> ListenAddrs {
+        // validate() guarantees both parse.
+        ListenAddrs {
+            api: self
+                .server
+                .listen
+                .parse()
+                .unwrap_or(([127, 0, 0, 1], 8443).into()),
+            health: self
+                .server
+                .health_listen
+                .parse()
+                .unwrap_or(([127, 0, 0, 1], 8081).into()),
+        }
+    }
+
+    /// Every cross-field and range rule, each issue naming its key.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(ConfigIssue {
+                key: key.into(),
+                message,
+            })
+        };
+        let s = &self.server;
+        let api: Option<SocketAddr> = s.listen.parse().ok();
+        let health: Option<SocketAddr> = s.health_listen.parse().ok();
+        if api.is_none() {
+            bad(
+                "server.listen",
+                format!(
+                    "{:?} is not an IP:port address, e.g. \"0.0.0.0:8443\"",
+                    s.listen
+                ),
+            );
+        }
+        if health.is_none() {
+            bad(
+                "server.health_listen",
+                format!(
+                    "{:?} is not an IP:port address, e.g. \"0.0.0.0:8081\"",
+                    s.health_listen
+                ),
+            );
+        }
+        if let (Some(a), Some(h)) = (api, health) {
+            if a.port() != 0
+                && a.port() == h.port()
+                && (a.ip() == h.ip() || a.ip().is_unspecified() || h.ip().is_unspecified())
+            {
+                bad(
+                    "server.health_listen",
+                    "must use a different port from server.listen".into(),
+                );
+            }
+        }
+        range(
+            &mut bad,
+            "server.max_connections",
+            s.max_connections as u64,
+            1,
+            1_000_000,
+        );
+        range(
+            &mut bad,
+            "server.tls_handshake_timeout_secs",
+            s.tls_handshake_timeout_secs,
+            1,
+            300,
+        );
+        range(
+            &mut bad,
+            "server.header_read_timeout_secs",
+            s.header_read_timeout_secs,
+            1,
+            300,
+        );
+        range(
+            &mut bad,
+            "server.body_read_timeout_secs",
+            s.body_read_timeout_secs,
+            1,
+            3600,
+        );
+
+        let t = &self.tls;
+        match (&t.cert, &t.key) {
+            (Some(_), None) => bad(
+                "tls.key",
+                "tls.cert is set, so tls.key must be set too".into(),
+            ),
+            (None, Some(_)) => bad(
+                "tls.cert",
+                "tls.key is set, so tls.cert must be set too".into(),
+            ),
+            (Some(_), Some(_)) if t.self_signed_dir.is_some() => bad(
+                "tls.self_signed_dir",
+                "not used when tls.cert and tls.key are set; remove it".into(),
+            ),
+            _ => {}
+        }
+        if t.cert.is_none() && t.self_signed_names.is_empty() {
+            bad(
+                "tls.self_signed_names",
+                "must name at least one host or IP for the self-signed certificate".into(),
+            );
+        }
+        for name in &t.self_signed_names {
+            if name.is_empty()
+                || name.len() > 253
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                bad(
+                    "tls.self_signed_names",
+                    format!("{name:?} is not a DNS name or IP address"),
+                );
+            }
+        }
+
+        let a = &self.auth;
+        range(
+            &mut bad,
+            "auth.default_requests_per_minute",
+            a.default_requests_per_minute as u64,
+            0,
+            1_000_000,
+        );
+        range(
+            &mut bad,
+            "auth.max_concurrent_verifications",
+            a.max_concurrent_verifications as u64,
+            1,
+            64,
+        );
+
+        let m = &self.model;
+        if m.path.as_os_str().is_empty() {
+            bad("model.path", "must name the GGUF model file".into());
+        } else if m.path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+            bad(
+                "model.path",
+                format!("{} does not end in .gguf", m.path.display()),
+            );
+        }
+        if let Some(id) = &m.id {
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+            {
+                bad(
+                    "model.id",
+                    "must be 1-128 characters of A-Z a-z 0-9 - _ . : /".into(),
+                );
+            }
+        }
+        range(&mut bad, "model.context", m.context as u64, 64, 1 << 20);
+        range(&mut bad, "model.parallel", m.parallel as u64, 1, 256);
+        range(&mut bad, "model.threads", m.threads as u64, 0, 1024);
+        range(
+            &mut bad,
+            "model.threads_batch",
+            m.threads_batch as u64,
+            0,
+            1024,
+        );
+        range(&mut bad, "model.batch", m.batch as u64, 1, 1 << 16);
+
+        let l = &self.limits;
+        range(
+            &mut bad,
+            "limits.max_body_bytes",
+            l.max_body_bytes,
+            1024,
+            64 * 1024 * 1024,
+        );
+        range(
+            &mut bad,
+            "limits.max_tokens",
+            l.max_tokens as u64,
+            1,
+            1 << 20,
+        );
+        if l.max_tokens >= m.context {
+            bad(
+                "limits.max_tokens",
+                format!(
+                    "must be smaller than model.context ({}), or no prompt would fit; lower limits.max_tokens or raise model.context",
+                    m.context
+                ),
+            );
+        }
+        range(
+            &mut bad,
+            "limits.max_messages",
+            l.max_messages as u64,
+            1,
+            100_000,
+        );
+        range(
+            &mut bad,
+            "limits.max_prompt_bytes",
+            l.max_prompt_bytes as u64,
+            1,
+            64 * 1024 * 1024,
+        );
+        if l.max_prompt_bytes as u64 > l.max_body_bytes {
+            bad(
+                "limits.max_prompt_bytes",
+                format!(
+                    "larger than limits.max_body_bytes ({}), which caps it anyway",
+                    l.max_body_bytes
+                ),
+            );
+        }
+        range(&mut bad, "limits.max_stop", l.max_stop as u64, 0, 16);
+        range(
+            &mut bad,
+            "limits.max_stop_bytes",
+            l.max_stop_bytes as u64,
+            1,
+            4096,
+        );
+        range(
+            &mut bad,
+            "limits.queue_depth",
+            l.queue_depth as u64,
+            1,
+            100_000,
+        );
+
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            bad(
+                "logging.level",
+                format!(
+                    "{:?} is not a filter such as \"info\" or \"warn,llama_gguf_inference=debug\"",
+                    self.logging.level
+                ),
+            );
+        }
+        out
+    }
+}
+
+fn range(bad: &mut impl FnMut(&str, String), key: &str, value: u64, min: u64, max: u64) {
+    if value < min || value > max {
+        bad(
+            key,
+            format!("{value} is out of range; allowed {min}..={max}"),
+        );
+    }
+}
+
+/// Turn a TOML/serde error into an issue that names the key where possible.
+fn toml_issue(e: &toml::de::Error) -> ConfigIssue {
+    let message = e.message().to_string();
+    let key = if let Some(rest) = message.strip_prefix("unknown field `") {
+        rest.split('`').next().unwrap_or("(unknown)").to_string()
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        rest.split('`').next().unwrap_or("(unknown)").to_string()
+    } else {
+        "(syntax)".to_string()
+    };
+    let at = e
+        .span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default();
+    let hint = if message.starts_with("unknown field") {
+        "; remove it or fix its spelling (see config/reference.toml)"
+    } else if message.starts_with("missing field") {
+        "; this key is required (see config/reference.toml)"
+    } else {
+        ""
+    };
+    ConfigIssue {
+        key,
+        message: format!("{message}{at}{hint}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[auth]\nkeys_file = \"keys\"\n[model]\npath = \"m.gguf\"\n";
+
+    fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
+        Config::parse(text, Path::new("/etc/lgi"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.model.path, Path::new("/etc/lgi/m.gguf"));
+        assert_eq!(c.auth.keys_file, Path::new("/etc/lgi/keys"));
+        assert_eq!(c.model.context, 4096);
+        assert_eq!(c.model_id(), "m");
+        assert_eq!(c.server.listen, "127.0.0.1:8443");
+        assert_eq!(
+            c.tls.self_signed_names,
+            vec!["localhost", "127.0.0.1", "::1"]
+        );
+        assert_eq!(c.model.gpu_layers, GpuLayers::All);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let issues = parse(&format!("{MINIMAL}contxt = 5\n")).unwrap_err();
+        assert_eq!(issues[0].key, "contxt");
+        assert!(
+            issues[0].message.contains("unknown field"),
+            "{}",
+            issues[0].message
+        );
+    }
+
+    #[test]
+    fn missing_model_path_is_named() {
+        let issues = parse("[auth]\nkeys_file = \"k\"\n[model]\nid = \"x\"\n").unwrap_err();
+        assert_eq!(issues[0].key, "path");
+        assert!(issues[0].message.contains("required"));
+    }
+
+    #[test]
+    fn every_range_error_is_reported_at_once() {
+        let text = "[server]\nlisten = \"nope\"\nhealth_listen = \"127.0.0.1:8443\"\n\
+                    [auth]\nkeys_file = \"k\"\n[model]\npath = \"m.bin\"\ncontext = 1\nparallel = 0\n\
+                    [limits]\nmax_tokens = 0\n[tls]\ncert = \"c.pem\"\n";
+        let issues = parse(text).unwrap_err();
+        let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+        for k in [
+            "server.listen",
+            "model.path",
+            "model.context",
+            "model.parallel",
+            "limits.max_tokens",
+            "tls.key",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn same_port_for_both_listeners_is_refused() {
+        let text = format!(
+            "{MINIMAL}[server]\nlisten = \"0.0.0.0:9000\"\nhealth_listen = \"127.0.0.1:9000\"\n"
+        );
+        let issues = parse(&text).unwrap_err();
+        assert_eq!(issues[0].key, "server.health_listen");
+    }
+
+    #[test]
+    fn gpu_layers_accepts_all_or_number_only() {
+        let c = parse(&format!("{MINIMAL}gpu_layers = 12\n")).unwrap();
+        assert_eq!(c.model.gpu_layers, GpuLayers::Count(12));
+        let issues = parse(&format!("{MINIMAL}gpu_layers = \"most\"\n")).unwrap_err();
+        assert!(
+            issues[0].message.contains("\"all\""),
+            "{}",
+            issues[0].message
+        );
+    }
+
+    #[test]
+    fn bad_log_level_is_named() {
+        let issues = parse(&format!("{MINIMAL}[logging]\nlevel = \"info,,=[\"\n")).unwrap_err();
+        assert_eq!(issues[0].key, "logging.level");
+    }
+}

@@ -1,0 +1,227 @@
+//! The engine boundary: what the HTTP side may ask of the model, and nothing else.
+//!
+//! SECURITY / robustness: the HTTP side never blocks on the engine. Requests go into a
+//! bounded queue (`try_send`; full → the caller answers 503 with Retry-After) and results
+//! come back as events on a per-request channel. The engine notices a dropped receiver
+//! (client gone) and stops that generation; a queued request whose client already left
+//! is discarded before it costs compute. Counters are atomics, so the health listener
+//! reads them without ever taking a lock the engine holds.
+//!
+//! llama.cpp itself is touched only in `llama.rs`, behind the `llama` cargo feature.
+
+pub mod text;
+
+#[cfg(feature = "llama")]
+pub mod llama;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One chat message after API validation: a role the template knows and plain text.
+#[derive(Debug, Clone)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// The prompt: chat messages (rendered by the model's own template) or raw text.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    Chat(Vec<ChatMessage>),
+    Text(String),
+}
+
+/// Sampling settings, already range-checked by the API layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+}
+
+/// One generation job.
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    /// Explicit completion budget, or None for "as much as fits, up to `default_max_tokens`".
+    pub max_tokens: Option<u32>,
+    pub default_max_tokens: u32,
+    pub stop: Vec<String>,
+    pub sampling: Sampling,
+    pub events: UnboundedSender<Event>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What the engine reports for one request, in order: `Started`, any number of `Text`,
+/// then `Finished` — or a single `Failed`.
+///
+/// The per-request channel is unbounded on purpose: the engine must never wait for a
+/// slow client. Its size is bounded by `max_tokens` pieces.
+#[derive(Debug)]
+pub enum Event {
+    Started {
+        prompt_tokens: u32,
+    },
+    Text(String),
+    Finished {
+        reason: FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
+    Failed(EngineError),
+}
+
+/// Failures the client should hear about (no prompt text in any of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// Prompt plus requested completion do not fit the context window.
+    ContextExceeded {
+        prompt_tokens: u32,
+        max_tokens: u32,
+        context: u32,
+    },
+    /// The prompt is empty after templating/tokenizing.
+    EmptyPrompt,
+    /// The model's chat template could not render these messages.
+    Template,
+    /// Something inside llama.cpp failed; details are in the server log only.
+    Internal,
+}
+
+/// Counters shared with the health listener. Lock-free by design.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub ready: AtomicBool,
+    pub queued: AtomicU64,
+    pub active: AtomicU64,
+    pub completed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub failed: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+}
+
+impl EngineStats {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// The queue is full; the caller should answer 503 with Retry-After.
+#[derive(Debug)]
+pub struct QueueFull;
+
+/// The HTTP side's handle on the engine: a bounded queue and the shared counters.
+#[derive(Clone)]
+pub struct EngineHandle {
+    queue: SyncSender<GenerateRequest>,
+    pub stats: Arc<EngineStats>,
+    /// Context window per sequence, for request validation and /v1/models.
+    pub context: u32,
+}
+
+impl EngineHandle {
+    pub fn new(queue: SyncSender<GenerateRequest>, stats: Arc<EngineStats>, context: u32) -> Self {
+        Self {
+            queue,
+            stats,
+            context,
+        }
+    }
+
+    /// Enqueue without waiting.
+    pub fn submit(&self, req: GenerateRequest) -> Result<(), QueueFull> {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        match self.queue.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(QueueFull)
+            }
+        }
+    }
+}
+
+/// Resolve the completion budget for a prompt of `prompt_tokens` in a `context` window.
+pub fn completion_budget(
+    prompt_tokens: u32,
+    max_tokens: Option<u32>,
+    default_max: u32,
+    context: u32,
+) -> Result<u32, EngineError> {
+    let room = context.saturating_sub(prompt_tokens);
+    match max_tokens {
+        Some(m) if m <= room => Ok(m),
+        None if room > 0 => Ok(default_max.min(room)),
+        requested => Err(EngineError::ContextExceeded {
+            prompt_tokens,
+            max_tokens: requested.unwrap_or(0),
+            context,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_rules() {
+        assert_eq!(completion_budget(10, Some(5), 100, 64), Ok(5));
+        assert_eq!(completion_budget(10, None, 100, 64), Ok(54));
+        assert_eq!(completion_budget(10, None, 20, 64), Ok(20));
+        assert!(matches!(
+            completion_budget(60, Some(5), 100, 64),
+            Err(EngineError::ContextExceeded {
+                prompt_tokens: 60,
+                max_tokens: 5,
+                context: 64
+            })
+        ));
+        assert!(completion_budget(64, None, 20, 64).is_err());
+    }
+
+    #[test]
+    fn full_queue_is_refused_not_awaited() {
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        let h = EngineHandle::new(tx, Arc::new(EngineStats::default()), 64);
+        let make = || {
+            let (events, _) = tokio::sync::mpsc::unbounded_channel();
+            GenerateRequest {
+                prompt: Prompt::Text("x".into()),
+                max_tokens: None,
+                default_max_tokens: 1,
+                stop: vec![],
+                sampling: Sampling {
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    seed: 0,
+                    presence_penalty: 0.0,
+                    frequency_penalty: 0.0,
+                },
+                events,
+            }
+        };
+        assert!(h.submit(make()).is_ok());
+        assert!(h.submit(make()).is_err());
+        assert_eq!(h.stats.queued.load(Ordering::Relaxed), 1);
+    }
+}

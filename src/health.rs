@@ -1,0 +1,177 @@
+//! The plain-HTTP health listener on its own port: `/health` (alive), `/ready` (model
+//! loaded) and `/metrics` (Prometheus text).
+//!
+//! SECURITY / robustness: it reads atomics only and never waits on the engine or takes a
+//! lock the engine holds, so it answers in milliseconds while generation saturates the
+//! CPU. It serves no request body, no credentials and no prompt text, has its own small
+//! connection cap and header timeout, and answers any other path with 404.
+
+use crate::engine::EngineStats;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+/// Health checkers are few; a flood of them must not exhaust file descriptors.
+const MAX_HEALTH_CONNECTIONS: usize = 64;
+/// A probe that cannot send its request line in this time is dropped.
+const HEALTH_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve_health(
+    listener: TcpListener,
+    stats: Arc<EngineStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_HEALTH_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "health accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| {
+                let stats = stats.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &stats)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEALTH_HEADER_TIMEOUT)
+                .max_buf_size(8192)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn answer(req: &Request<Incoming>, stats: &EngineStats) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if !matches!(path, "/health" | "/ready" | "/metrics") {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            "{\"status\":\"not_found\"}".into(),
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "application/json",
+            "{\"status\":\"method_not_allowed\"}".into(),
+        );
+        r.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/health" => reply(
+            StatusCode::OK,
+            "application/json",
+            "{\"status\":\"ok\"}".into(),
+        ),
+        "/ready" if stats.is_ready() => reply(
+            StatusCode::OK,
+            "application/json",
+            "{\"status\":\"ready\"}".into(),
+        ),
+        "/ready" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            "{\"status\":\"loading\"}".into(),
+        ),
+        _ => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(stats)),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Prometheus exposition of the engine counters.
+pub fn metrics(s: &EngineStats) -> String {
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 8] = [
+        (
+            "lgi_ready",
+            "gauge",
+            "1 once the model is loaded",
+            u64::from(s.is_ready()),
+        ),
+        (
+            "lgi_queue_depth",
+            "gauge",
+            "requests waiting for the engine",
+            g(&s.queued),
+        ),
+        (
+            "lgi_active_requests",
+            "gauge",
+            "requests generating now",
+            g(&s.active),
+        ),
+        (
+            "lgi_requests_completed_total",
+            "counter",
+            "generations finished",
+            g(&s.completed),
+        ),
+        (
+            "lgi_requests_cancelled_total",
+            "counter",
+            "generations stopped because the client left",
+            g(&s.cancelled),
+        ),
+        (
+            "lgi_requests_failed_total",
+            "counter",
+            "generations that failed",
+            g(&s.failed),
+        ),
+        (
+            "lgi_prompt_tokens_total",
+            "counter",
+            "prompt tokens processed",
+            g(&s.prompt_tokens),
+        ),
+        (
+            "lgi_completion_tokens_total",
+            "counter",
+            "tokens generated",
+            g(&s.completion_tokens),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    out
+}

@@ -1,0 +1,282 @@
+//! llama-gguf-inference: one GGUF model, served over the OpenAI HTTP API, directly on the
+//! internet, by one hardened process.
+//!
+//! Read this file top to bottom to follow start-up; then `http.rs` → `api/mod.rs` for the
+//! request path.
+//!
+//! | module        | what it does / defends                                              |
+//! |---------------|---------------------------------------------------------------------|
+//! | `cli`         | commands and `--help`; secrets only via stdin                        |
+//! | `config`      | the one TOML file: strict, defaulted, every error names its key      |
+//! | `keys`        | keys file: argon2id-only hashes with bounded parameters              |
+//! | `auth`        | Bearer/Basic credentials, dummy-hash timing, HMAC verified cache    |
+//! | `ratelimit`   | per-key requests-per-minute token bucket                             |
+//! | `tls`         | rustls config, PEM files or a (persisted) self-signed certificate   |
+//! | `gguf`        | safe-Rust GGUF header walk before llama.cpp parses the file         |
+//! | `http`        | accept loop: connection cap, handshake deadline, hyper limits       |
+//! | `api`         | routes, body limits, strict JSON, OpenAI-shaped errors, SSE         |
+//! | `engine`      | bounded queue to the engine thread; `engine::llama` is llama.cpp    |
+//! | `health`      | plain-HTTP /health, /ready, /metrics from atomics only              |
+//! | `logging`     | tracing to stderr, text or JSON, no secrets                         |
+//!
+//! Start-up order (`serve`): config → keys → TLS material → GGUF header → bind both
+//! listeners → [lock-down goes here] → tokio runtime → engine thread loads the model →
+//! serve. `main` stays single-threaded until the runtime is built, so that a sandbox
+//! applied at the marked point covers every thread created after it.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod gguf;
+pub mod health;
+pub mod http;
+pub mod keys;
+pub mod logging;
+pub mod ratelimit;
+pub mod tls;
+
+use config::Config;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long in-flight requests may run on after SIGTERM/SIGINT before connections close.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Async worker threads. The engine thread and llama.cpp's own threads need the cores;
+/// the HTTP side needs little (TLS, JSON, argon2 runs on the blocking pool).
+const MAX_ASYNC_WORKERS: usize = 2;
+
+/// Everything validated before any socket is bound or the model is loaded.
+struct Prepared {
+    cfg: Config,
+    keys: auth::KeyStore,
+    tls: tls::TlsMaterial,
+    gguf: gguf::GgufSummary,
+}
+
+/// Steps 1-4 of start-up, shared by `serve` and `check-config`.
+fn prepare(config_path: &Path) -> Result<Prepared, String> {
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    let keys = match keys::load_keys_file(&cfg.auth.keys_file) {
+        Ok(entries) => match auth::KeyStore::new(
+            entries,
+            cfg.auth.default_requests_per_minute,
+            cfg.auth.max_concurrent_verifications,
+        ) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                problems.push(format!("auth.keys_file: {e}"));
+                None
+            }
+        },
+        Err(errors) => {
+            for e in errors {
+                problems.push(format!(
+                    "auth.keys_file ({}): {e}",
+                    cfg.auth.keys_file.display()
+                ));
+            }
+            None
+        }
+    };
+    let tls =
+        match tls::load_material(&cfg.tls).and_then(|m| tls::server_config(&m, true).map(|_| m)) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+    let gguf = match gguf::check_file(&cfg.model.path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(format!("model.path ({}): {e}", cfg.model.path.display()));
+            None
+        }
+    };
+    match (keys, tls, gguf) {
+        (Some(keys), Some(tls), Some(gguf)) if problems.is_empty() => Ok(Prepared {
+            cfg,
+            keys,
+            tls,
+            gguf,
+        }),
+        _ => {
+            let mut msg = format!("cannot start with {}:\n", config_path.display());
+            for p in problems {
+                msg.push_str(&format!("  - {p}\n"));
+            }
+            Err(msg)
+        }
+    }
+}
+
+/// `check-config`: validate everything start-up would, without binding or loading.
+pub fn check_config(config_path: &Path) -> Result<String, String> {
+    let p = prepare(config_path)?;
+    Ok(format!(
+        "config OK: {}\n  listen {} (TLS), health {}\n  {} key(s) in {}\n  TLS certificate ({:?}) SHA-256 {}\n  model {} (id {:?}): GGUF v{}, {} tensors, architecture {}, chat template {}",
+        config_path.display(),
+        p.cfg.server.listen,
+        p.cfg.server.health_listen,
+        p.keys.len(),
+        p.cfg.auth.keys_file.display(),
+        p.tls.source,
+        p.tls.fingerprint(),
+        p.cfg.model.path.display(),
+        p.cfg.model_id(),
+        p.gguf.version,
+        p.gguf.tensor_count,
+        p.gguf.architecture.as_deref().unwrap_or("unknown"),
+        if p.gguf.has_chat_template { "present" } else { "missing (chat completions will fail)" },
+    ))
+}
+
+/// `serve`: the whole start-up order, then serve until SIGTERM/SIGINT.
+pub fn serve(config_path: &Path) -> Result<(), String> {
+    // 1-4: config, keys, TLS material, GGUF header. Logging needs the config first.
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    logging::init(&cfg.logging)?;
+    let p = prepare(config_path)?;
+    tracing::info!(
+        keys = p.keys.len(),
+        model = %p.cfg.model.path.display(),
+        architecture = p.gguf.architecture.as_deref().unwrap_or("unknown"),
+        tensors = p.gguf.tensor_count,
+        "configuration, keys and GGUF header checked"
+    );
+    tracing::info!(
+        source = ?p.tls.source,
+        sha256 = %p.tls.fingerprint(),
+        "TLS certificate (pin this fingerprint for a self-signed deployment)"
+    );
+    let tls_config = tls::server_config(&p.tls, true)?;
+
+    // 5: bind both listeners with std sockets (a root start can take port 443 here).
+    let addrs = p.cfg.listen_addrs();
+    let api_listener = bind(addrs.api, "server.listen")?;
+    let health_listener = bind(addrs.health, "server.health_listen")?;
+    tracing::info!(
+        api = %api_listener.local_addr().map_err(|e| e.to_string())?,
+        health = %health_listener.local_addr().map_err(|e| e.to_string())?,
+        "listening"
+    );
+
+    // 6: lock-down (privileges, capabilities, no_new_privs, Landlock) belongs exactly here,
+    // while this is still the only thread.
+
+    // 7: runtime, engine, serve.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_ASYNC_WORKERS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(p.cfg.auth.max_concurrent_verifications as usize + 2)
+        .thread_name("async")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run(p, tls_config, api_listener, health_listener))
+}
+
+fn bind(addr: std::net::SocketAddr, key: &str) -> Result<std::net::TcpListener, String> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("{key}: cannot bind {addr}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| format!("{key}: {e}"))?;
+    Ok(l)
+}
+
+#[cfg(not(feature = "llama"))]
+async fn run(
+    _p: Prepared,
+    _tls: std::sync::Arc<rustls::ServerConfig>,
+    _api: std::net::TcpListener,
+    _health: std::net::TcpListener,
+) -> Result<(), String> {
+    Err("this binary was built without the `llama` feature and cannot serve a model".into())
+}
+
+#[cfg(feature = "llama")]
+async fn run(
+    p: Prepared,
+    tls_config: std::sync::Arc<rustls::ServerConfig>,
+    api_listener: std::net::TcpListener,
+    health_listener: std::net::TcpListener,
+) -> Result<(), String> {
+    use std::sync::Arc;
+    let api_listener =
+        tokio::net::TcpListener::from_std(api_listener).map_err(|e| e.to_string())?;
+    let health_listener =
+        tokio::net::TcpListener::from_std(health_listener).map_err(|e| e.to_string())?;
+    let stats = Arc::new(engine::EngineStats::default());
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+
+    // Health first: it must answer (503 on /ready) while the model loads.
+    let health = tokio::spawn(health::serve_health(
+        health_listener,
+        stats.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    engine::llama::route_logs();
+    let (engine, loaded) = engine::llama::spawn(&p.cfg, stats.clone())?;
+    let state = Arc::new(api::AppState {
+        keys: p.keys,
+        engine,
+        limits: p.cfg.limits.clone(),
+        model_id: p.cfg.model_id(),
+        created: api::unix_now(),
+        body_read_timeout: Duration::from_secs(p.cfg.server.body_read_timeout_secs),
+    });
+    let limits = http::ConnLimits {
+        max_connections: p.cfg.server.max_connections,
+        tls_handshake_timeout: Duration::from_secs(p.cfg.server.tls_handshake_timeout_secs),
+        header_read_timeout: Duration::from_secs(p.cfg.server.header_read_timeout_secs),
+    };
+    let api = tokio::spawn(http::serve_api(
+        api_listener,
+        tokio_rustls::TlsAcceptor::from(tls_config),
+        state,
+        limits,
+        shutdown_rx,
+        SHUTDOWN_GRACE,
+    ));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+
+    let mut result = Ok(());
+    tokio::select! {
+        loaded = loaded => match loaded {
+            Ok(Ok(m)) => {
+                tracing::info!(
+                    context = m.context,
+                    trained_context = m.n_ctx_train,
+                    parameters = m.n_params,
+                    size_mib = m.size_bytes / (1024 * 1024),
+                    load_ms = m.load_time.as_millis() as u64,
+                    chat_template = m.has_template,
+                    "model loaded; ready"
+                );
+                tokio::select! {
+                    _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+                }
+            }
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err("the engine thread ended during model load".into()),
+        },
+        _ = sigterm.recv() => tracing::info!("SIGTERM during model load: shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT during model load: shutting down"),
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = api.await;
+    let _ = health.await;
+    tracing::info!("stopped");
+    result
+}
