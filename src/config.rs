@@ -526,11 +526,11 @@ impl Config {
             1,
             1 << 20,
         );
-        if l.max_tokens >= m.context {
+        if l.max_tokens > m.context {
             bad(
                 "limits.max_tokens",
                 format!(
-                    "must be smaller than model.context ({}), or no prompt would fit; lower limits.max_tokens or raise model.context",
+                    "must not exceed model.context ({}); lower limits.max_tokens or raise model.context",
                     m.context
                 ),
             );

@@ -115,7 +115,7 @@ async fn dispatch(req: Request<Incoming>, state: &AppState) -> Result<Response<A
         return Err(ApiError::method_not_allowed(allowed));
     }
     let principal = authenticate(&req, state).await?;
-    tracing::Span::current().record("key_id", &*principal.key_id);
+    tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
     let mut response = match route {
         Route::Models => Ok(json_response(StatusCode::OK, &models_list(state))),
         Route::Model(id) => {

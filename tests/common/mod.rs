@@ -1,0 +1,393 @@
+//! Test harness: starts the real binary with a generated config and keys, and talks to it
+//! over real TLS (rustls client trusting the server's persisted self-signed certificate)
+//! with hyper's HTTP/1.1 client. Every server is killed when its `Server` drops.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use llama_gguf_inference::keys;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub const MODEL_ID: &str = "test-model";
+pub const BIN: &str = env!("CARGO_BIN_EXE_llama-gguf-inference");
+
+/// Credentials written into every test server's keys file.
+pub const ALICE: &str = "alice:alice-secret-0123456789";
+pub const LIMITED: &str = "limited:limited-secret-0123456789";
+pub const EXPIRED: &str = "expired:expired-secret-0123456789";
+
+pub fn model_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "test model missing at {}: run `make test` (it fetches the model) or `.ci/setup`",
+        p.display()
+    );
+    p
+}
+
+fn cheap_hash(secret: &str) -> String {
+    // The floor the keys file accepts; keeps test start-up fast.
+    keys::hash_secret(
+        secret.as_bytes(),
+        argon2::Params::new(7 * 1024, 1, 1, None).unwrap(),
+    )
+    .unwrap()
+}
+
+fn secret(cred: &str) -> &str {
+    cred.split_once(':').unwrap().1
+}
+
+pub struct Options {
+    pub extra_toml: String,
+    pub model_section: String,
+    pub env: Vec<(String, String)>,
+    pub wait_ready: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            extra_toml: String::new(),
+            model_section: "context = 1024\nthreads = 2\n".into(),
+            env: vec![],
+            wait_ready: true,
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub api: SocketAddr,
+    pub health: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write the test keys file and a config; return the config path.
+pub fn write_config(dir: &Path, opts: &Options) -> PathBuf {
+    let keys = format!(
+        "# test keys\nalice:{}\nlimited:{}:3\nexpired:{}::2001-01-01T00:00:00Z\n",
+        cheap_hash(secret(ALICE)),
+        cheap_hash(secret(LIMITED)),
+        cheap_hash(secret(EXPIRED)),
+    );
+    std::fs::write(dir.join("keys"), keys).unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nhealth_listen = \"127.0.0.1:0\"\n\
+         [tls]\nself_signed_dir = \"tls\"\n\
+         [auth]\nkeys_file = \"keys\"\ndefault_requests_per_minute = 0\n\
+         [model]\npath = \"{}\"\nid = \"{MODEL_ID}\"\n{}\
+         {}",
+        model_path().display(),
+        opts.model_section,
+        opts.extra_toml,
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &opts);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the server binary");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(" listening ") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => panic!(
+                "server did not start; log:\n{}",
+                log.lock().unwrap().join("\n")
+            ),
+        };
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let server = Server {
+            api: field("api"),
+            health: field("health"),
+            child,
+            dir,
+            log,
+        };
+        if opts.wait_ready {
+            server.wait_ready(Duration::from_secs(60));
+        }
+        server
+    }
+
+    pub fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if health_get(self.health, "/ready").0 == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server never became ready; log:\n{}", self.log_text());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the process to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("tls/cert.pem")
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.api, &self.ca_pem()).await
+    }
+
+    /// One metric from the health listener's /metrics.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, body) = health_get(self.health, "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing:\n{body}"))
+    }
+
+    /// Poll `cond` until true or `limit` passes (a correctness wait, not a timing assertion).
+    pub fn wait_for(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}; log:\n{}", self.log_text());
+    }
+}
+
+/// Plain HTTP/1.0 GET against the health port with std sockets: (status, body).
+pub fn health_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn tls_connector(ca_pem: &Path) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca_pem).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// One kept-alive HTTP/1.1 connection over TLS.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, ca_pem: &Path) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tls_connector(ca_pem).connect(name, tcp).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Client { sender, conn }
+    }
+
+    pub async fn send_raw(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.sender.ready().await.unwrap();
+        self.sender.send_request(req).await.unwrap()
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = self.send_raw(req).await;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, path: &str, cred: Option<&str>) -> Reply {
+        self.send(request("GET", path, cred, None)).await
+    }
+
+    pub async fn post(&mut self, path: &str, cred: Option<&str>, body: &Value) -> Reply {
+        self.send(request("POST", path, cred, Some(body.to_string())))
+            .await
+    }
+}
+
+pub fn request(
+    method: &str,
+    path: &str,
+    cred: Option<&str>,
+    body: Option<String>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(c) = cred {
+        b = b.header("authorization", format!("Bearer {c}"));
+    }
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    b.body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap()
+}
+
+/// Parse an SSE body into its `data:` payloads.
+pub fn sse_events(body: &[u8]) -> Vec<String> {
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an SSE data line: {e:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// Run the binary with arguments and optional stdin: (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
