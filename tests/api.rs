@@ -107,7 +107,7 @@ async fn chat_non_streaming_and_streaming_agree() {
         p > 5,
         "the templated prompt is more than a few tokens: {usage}"
     );
-    assert!(comp >= 1 && comp <= 24);
+    assert!((1..=24).contains(&comp));
     assert_eq!(usage["total_tokens"].as_u64().unwrap(), p + comp);
     let reason = choice["finish_reason"].as_str().unwrap();
     assert!(
