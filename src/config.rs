@@ -707,6 +707,31 @@ mod tests {
     }
 
     #[test]
+    fn reference_config_parses_and_states_the_defaults() {
+        let text = include_str!("../config/reference.toml");
+        let c = Config::parse(text, Path::new("/etc/lgi")).unwrap();
+        let d = LimitsConfig::default();
+        assert_eq!(c.limits.max_body_bytes, d.max_body_bytes);
+        assert_eq!(c.limits.max_tokens, d.max_tokens);
+        assert_eq!(c.limits.queue_depth, d.queue_depth);
+        assert_eq!(c.limits.max_prompt_bytes, d.max_prompt_bytes);
+        let s = ServerConfig::default();
+        assert_eq!(c.server.listen, s.listen);
+        assert_eq!(c.server.max_connections, s.max_connections);
+        assert_eq!(
+            c.server.header_read_timeout_secs,
+            s.header_read_timeout_secs
+        );
+        assert_eq!(c.logging.level, LoggingConfig::default().level);
+        assert_eq!(
+            c.tls.self_signed_names,
+            TlsConfig::default().self_signed_names
+        );
+        assert_eq!(c.model.context, default_context());
+        assert_eq!(c.auth.default_requests_per_minute, default_rpm());
+    }
+
+    #[test]
     fn bad_log_level_is_named() {
         let issues = parse(&format!("{MINIMAL}[logging]\nlevel = \"info,,=[\"\n")).unwrap_err();
         assert_eq!(issues[0].key, "logging.level");

@@ -386,6 +386,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_keys_file_parses() {
+        let keys = parse_keys(include_str!("../config/keys.example")).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].requests_per_minute, Some(600));
+    }
+
+    #[test]
     fn empty_file_is_an_error() {
         assert!(parse_keys("# nothing\n").is_err());
     }
