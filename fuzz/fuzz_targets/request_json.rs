@@ -1,0 +1,18 @@
+//! Request bodies: the first byte picks the endpoint, the rest is the body. Parsing and
+//! validation must answer every input with a typed result, never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use llama_gguf_inference::api::request::{parse_json, ChatCompletionRequest, CompletionRequest};
+use llama_gguf_inference::config::LimitsConfig;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, body)) = data.split_first() else { return };
+    let limits = LimitsConfig::default();
+    if which & 1 == 0 {
+        if let Ok(r) = parse_json::<ChatCompletionRequest>(body) {
+            let _ = r.validate(&limits);
+        }
+    } else if let Ok(r) = parse_json::<CompletionRequest>(body) {
+        let _ = r.validate(&limits);
+    }
+});
