@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// Concurrent HTTP/2 streams per connection (each may hold an engine request).
 const H2_MAX_STREAMS: u32 = 32;
-/// Largest request head (HTTP/1 read buffer and HTTP/2 header list), in bytes.
+/// Largest request head (HTTP/1 read buffer and HTTP/2 header list), in bytes (hyper's floor is 8 KiB).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// HTTP/2 resets a client may cause before the connection is closed (CVE-2023-44487 class).
 const H2_MAX_PENDING_RESETS: usize = 20;
@@ -118,7 +118,7 @@ fn connection_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES.max(8192))
+        .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())

@@ -151,7 +151,8 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
+        // SECURITY: a field name is client-chosen; bound what is echoed in `param`.
+        let path: String = e.path().to_string().chars().take(64).collect();
         let inner = e.into_inner();
         let msg = describe_json_error(&inner);
         if path.is_empty() || path == "." {
@@ -169,24 +170,45 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
     Ok(value)
 }
 
+/// Longest parse-error message returned; serde messages can quote client input.
+const MAX_ERROR_MESSAGE: usize = 200;
+
 fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
-    match e.classify() {
+    let text = e.to_string();
+    let msg = match e.classify() {
         Category::Syntax | Category::Eof => {
-            format!("We could not parse the JSON body of your request: {e}")
+            format!("We could not parse the JSON body of your request: {text}")
         }
         _ => {
-            // serde messages name types and fields, never input values beyond short literals.
-            let text = e.to_string();
             let cut = text.find(" at line ").unwrap_or(text.len());
-            format!("Invalid request body: {}", &text[..cut])
+            format!("Invalid request body: {}", redact_strings(&text[..cut]))
         }
+    };
+    // SECURITY: bounded, and never a quoted client string (it may be prompt text).
+    msg.chars().take(MAX_ERROR_MESSAGE).collect()
+}
+
+/// Replace serde's quoted values (`string "..."`) with a placeholder.
+fn redact_strings(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let after = &rest[at + "string \"".len()..];
+        rest = match after.find("\", ") {
+            Some(end) => &after[end + 1..],
+            None => "",
+        };
     }
+    out.push_str(rest);
+    out
 }
 
 fn unknown_field_name(msg: &str) -> Option<String> {
     let rest = msg.split("unknown field `").nth(1)?;
-    Some(rest.split('`').next()?.to_string())
+    Some(rest.split('`').next()?.chars().take(64).collect())
 }
 
 fn check_range(
@@ -618,6 +640,24 @@ mod tests {
             let e = parse_json::<ChatCompletionRequest>(body).unwrap_err();
             assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST);
         }
+    }
+
+    #[test]
+    fn type_errors_do_not_echo_client_strings() {
+        let e = parse_json::<ChatCompletionRequest>(
+            br#"{"model":"m","messages":"my private prompt text, expected by nobody"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        assert!(!e.message.contains("private"), "{}", e.message);
+        let long = format!(r#"{{"model":"m","messages":[],"{}":1}}"#, "k".repeat(5000));
+        let e = parse_json::<ChatCompletionRequest>(long.as_bytes()).unwrap_err();
+        assert!(
+            e.message.len() <= MAX_ERROR_MESSAGE * 4,
+            "{}",
+            e.message.len()
+        );
+        assert!(e.param.unwrap().len() <= 64);
     }
 
     #[test]
