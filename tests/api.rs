@@ -26,6 +26,13 @@ fn completion_body(prompt: &str, extra: Value) -> Value {
     body
 }
 
+/// A short chat that must succeed: proves the server (still) serves.
+async fn assert_serves(c: &mut Client) {
+    let body = chat_body("Hi", json!({"max_tokens": 3}));
+    let r = c.post("/v1/chat/completions", Some(ALICE), &body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
 fn assert_openai_error(reply: &Reply, status: u16, kind: &str) -> Value {
     assert_eq!(
         reply.status.as_u16(),
@@ -460,15 +467,7 @@ async fn malformed_requests_get_openai_errors_and_the_server_keeps_serving() {
     }
 
     // After all that, a real request on a fresh connection still works.
-    let mut c2 = server.client().await;
-    let r = c2
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("Say OK", json!({"max_tokens": 2})),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    assert_serves(&mut server.client().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,14 +498,7 @@ async fn prompt_longer_than_the_context_is_a_400() {
         .await;
     assert_openai_error(&r, 400, "invalid_request_error");
     // And the engine is fine afterwards.
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("Hi", json!({"max_tokens": 4})),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    assert_serves(&mut c).await;
 }
 
 /// A long greedy count keeps the engine busy well past the checks below.
@@ -517,18 +509,17 @@ fn long_generation() -> Value {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_answers_while_generating_and_disconnect_cancels() {
-    let server = Server::start();
+/// Start a long streaming generation, read its first chunk, and check the engine is busy.
+/// Returns the connection and the body still being streamed.
+async fn start_long_generation(server: &Server) -> (Client, hyper::body::Incoming) {
     let mut c = server.client().await;
-    let resp = c
-        .send_raw(request(
-            "POST",
-            "/v1/completions",
-            Some(ALICE),
-            Some(long_generation().to_string()),
-        ))
-        .await;
+    let req = request(
+        "POST",
+        "/v1/completions",
+        Some(ALICE),
+        Some(long_generation().to_string()),
+    );
+    let resp = c.send_raw(req).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -538,6 +529,13 @@ async fn health_answers_while_generating_and_disconnect_cancels() {
         1,
         "generation is running"
     );
+    (c, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_generating_and_disconnect_cancels() {
+    let server = Server::start();
+    let (c, body) = start_long_generation(&server).await;
 
     // The health port answers, and says ready, while the engine is generating.
     for _ in 0..20 {
@@ -571,15 +569,7 @@ async fn health_answers_while_generating_and_disconnect_cancels() {
     assert!(generated < 400, "stopped early: {generated} of 400 tokens");
 
     // The next request is served.
-    let mut c = server.client().await;
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("Hi", json!({"max_tokens": 3})),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    assert_serves(&mut server.client().await).await;
     assert!(server
         .log_text()
         .contains("generation cancelled: client went away"));
@@ -591,18 +581,7 @@ async fn full_queue_is_503_with_retry_after() {
         extra_toml: "[limits]\nqueue_depth = 1\n".into(),
         ..Options::default()
     });
-    let mut running = server.client().await;
-    let resp = running
-        .send_raw(request(
-            "POST",
-            "/v1/completions",
-            Some(ALICE),
-            Some(long_generation().to_string()),
-        ))
-        .await;
-    let mut running_body = resp.into_body();
-    running_body.frame().await.unwrap().unwrap();
-    assert_eq!(server.metric("lgi_active_requests"), 1);
+    let (running, running_body) = start_long_generation(&server).await;
 
     // One request fits in the queue behind it...
     let queued_client = server.client().await;
