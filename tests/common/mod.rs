@@ -249,17 +249,27 @@ pub fn health_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 pub fn tls_connector(ca_pem: &Path) -> tokio_rustls::TlsConnector {
+    tls_connector_with(ca_pem, rustls::DEFAULT_VERSIONS, &[])
+}
+
+/// A rustls client trusting only the server's certificate, with chosen versions and ALPN.
+pub fn tls_connector_with(
+    ca_pem: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca_pem).unwrap();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
