@@ -52,12 +52,12 @@ struct Prepared {
     cfg: Config,
     keys: auth::KeyStore,
     tls: tls::TlsMaterial,
+    tls_config: std::sync::Arc<rustls::ServerConfig>,
     gguf: gguf::GgufSummary,
 }
 
-/// Steps 1-4 of start-up, shared by `serve` and `check-config`.
-fn prepare(config_path: &Path) -> Result<Prepared, String> {
-    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+/// Steps 2-4 of start-up, after the config is loaded; shared by `serve` and `check-config`.
+fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
     let mut problems = Vec::new();
     let keys = match keys::load_keys_file(&cfg.auth.keys_file) {
         Ok(entries) => match auth::KeyStore::new(
@@ -81,14 +81,15 @@ fn prepare(config_path: &Path) -> Result<Prepared, String> {
             None
         }
     };
-    let tls =
-        match tls::load_material(&cfg.tls).and_then(|m| tls::server_config(&m, true).map(|_| m)) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        };
+    let tls = match tls::load_material(&cfg.tls)
+        .and_then(|m| tls::server_config(&m, true).map(|c| (m, c)))
+    {
+        Ok(pair) => Some(pair),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
     let gguf = match gguf::check_file(&cfg.model.path) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -97,10 +98,11 @@ fn prepare(config_path: &Path) -> Result<Prepared, String> {
         }
     };
     match (keys, tls, gguf) {
-        (Some(keys), Some(tls), Some(gguf)) if problems.is_empty() => Ok(Prepared {
+        (Some(keys), Some((tls, tls_config)), Some(gguf)) if problems.is_empty() => Ok(Prepared {
             cfg,
             keys,
             tls,
+            tls_config,
             gguf,
         }),
         _ => {
@@ -115,7 +117,8 @@ fn prepare(config_path: &Path) -> Result<Prepared, String> {
 
 /// `check-config`: validate everything start-up would, without binding or loading.
 pub fn check_config(config_path: &Path) -> Result<String, String> {
-    let p = prepare(config_path)?;
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let p = prepare(cfg, config_path)?;
     Ok(format!(
         "config OK: {}\n  listen {} (TLS), health {}\n  {} key(s) in {}\n  TLS certificate ({:?}) SHA-256 {}\n  model {} (id {:?}): GGUF v{}, {} tensors, architecture {}, chat template {}",
         config_path.display(),
@@ -139,7 +142,7 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
     // 1-4: config, keys, TLS material, GGUF header. Logging needs the config first.
     let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
     logging::init(&cfg.logging)?;
-    let p = prepare(config_path)?;
+    let p = prepare(cfg, config_path)?;
     tracing::info!(
         keys = p.keys.len(),
         model = %p.cfg.model.path.display(),
@@ -152,7 +155,6 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         sha256 = %p.tls.fingerprint(),
         "TLS certificate (pin this fingerprint for a self-signed deployment)"
     );
-    let tls_config = tls::server_config(&p.tls, true)?;
 
     // 5: bind both listeners with std sockets (a root start can take port 443 here).
     let addrs = p.cfg.listen_addrs();
@@ -179,7 +181,7 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run(p, tls_config, api_listener, health_listener))
+    runtime.block_on(run(p, api_listener, health_listener))
 }
 
 fn bind(addr: std::net::SocketAddr, key: &str) -> Result<std::net::TcpListener, String> {
@@ -192,7 +194,6 @@ fn bind(addr: std::net::SocketAddr, key: &str) -> Result<std::net::TcpListener, 
 #[cfg(not(feature = "llama"))]
 async fn run(
     _p: Prepared,
-    _tls: std::sync::Arc<rustls::ServerConfig>,
     _api: std::net::TcpListener,
     _health: std::net::TcpListener,
 ) -> Result<(), String> {
@@ -202,7 +203,6 @@ async fn run(
 #[cfg(feature = "llama")]
 async fn run(
     p: Prepared,
-    tls_config: std::sync::Arc<rustls::ServerConfig>,
     api_listener: std::net::TcpListener,
     health_listener: std::net::TcpListener,
 ) -> Result<(), String> {
@@ -238,7 +238,7 @@ async fn run(
     };
     let api = tokio::spawn(http::serve_api(
         api_listener,
-        tokio_rustls::TlsAcceptor::from(tls_config),
+        tokio_rustls::TlsAcceptor::from(p.tls_config.clone()),
         state,
         limits,
         shutdown_rx,
