@@ -26,10 +26,19 @@ fn completion_body(prompt: &str, extra: Value) -> Value {
     body
 }
 
+/// POST a chat request as `alice`.
+async fn chat(c: &mut Client, content: &str, extra: Value) -> Reply {
+    c.post(
+        "/v1/chat/completions",
+        Some(ALICE),
+        &chat_body(content, extra),
+    )
+    .await
+}
+
 /// A short chat that must succeed: proves the server (still) serves.
 async fn assert_serves(c: &mut Client) {
-    let body = chat_body("Hi", json!({"max_tokens": 3}));
-    let r = c.post("/v1/chat/completions", Some(ALICE), &body).await;
+    let r = chat(c, "Hi", json!({"max_tokens": 3})).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
@@ -89,13 +98,7 @@ async fn chat_non_streaming_and_streaming_agree() {
     let server = Server::start();
     let mut c = server.client().await;
     let greedy = json!({"temperature": 0, "max_tokens": 24});
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("What is the capital of France?", greedy.clone()),
-        )
-        .await;
+    let r = chat(&mut c, "What is the capital of France?", greedy.clone()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
     assert_eq!(v["object"], "chat.completion");
@@ -389,33 +392,15 @@ async fn malformed_requests_get_openai_errors_and_the_server_keeps_serving() {
         "invalid_request_error",
     );
 
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("hi", json!({"temperature": -1})),
-        )
-        .await;
+    let r = chat(&mut c, "hi", json!({"temperature": -1})).await;
     let v = assert_openai_error(&r, 400, "invalid_request_error");
     assert_eq!(v["error"]["param"], "temperature");
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("hi", json!({"frobnicate": true})),
-        )
-        .await;
+    let r = chat(&mut c, "hi", json!({"frobnicate": true})).await;
     assert_eq!(
         assert_openai_error(&r, 400, "invalid_request_error")["error"]["param"],
         "frobnicate"
     );
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("hi", json!({"max_tokens": 0})),
-        )
-        .await;
+    let r = chat(&mut c, "hi", json!({"max_tokens": 0})).await;
     assert_eq!(
         assert_openai_error(&r, 400, "invalid_request_error")["error"]["param"],
         "max_tokens"
@@ -479,23 +464,11 @@ async fn prompt_longer_than_the_context_is_a_400() {
     });
     let mut c = server.client().await;
     let long = "word ".repeat(400);
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body(&long, json!({})),
-        )
-        .await;
+    let r = chat(&mut c, &long, json!({})).await;
     let v = assert_openai_error(&r, 400, "invalid_request_error");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     // A prompt that fits plus a max_tokens that does not is also refused, not truncated.
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body(&"word ".repeat(200), json!({"max_tokens": 64})),
-        )
-        .await;
+    let r = chat(&mut c, &"word ".repeat(200), json!({"max_tokens": 64})).await;
     assert_openai_error(&r, 400, "invalid_request_error");
     // And the engine is fine afterwards.
     assert_serves(&mut c).await;
@@ -602,13 +575,7 @@ async fn full_queue_is_503_with_retry_after() {
 
     // ...the next one is refused at once with 503 and Retry-After.
     let mut c = server.client().await;
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &chat_body("Hi", json!({"max_tokens": 2})),
-        )
-        .await;
+    let r = chat(&mut c, "Hi", json!({"max_tokens": 2})).await;
     let v = assert_openai_error(&r, 503, "server_error");
     assert_eq!(v["error"]["code"], "overloaded");
     assert!(r.header("retry-after").is_some());
