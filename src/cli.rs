@@ -1,6 +1,7 @@
-//! Command line: `serve` (default), `check-config`, `hash-key`, `gen-key`, `hash-keys`.
+//! Command line: `serve` (default), `check-config`, `policy`, `hash-key`, `gen-key`,
+//! `hash-keys`.
 //!
-//! Hand-parsed on purpose: five commands and one option do not earn an argument-parsing
+//! Hand-parsed on purpose: six commands and two options do not earn an argument-parsing
 //! dependency in an audited binary. SECURITY: secrets are read from stdin, never from
 //! arguments (which other users can see in /proc), and no command echoes a secret it read.
 
@@ -20,6 +21,7 @@ USAGE:
     llama-gguf-inference check-config --config FILE
                                                    validate config, keys file, TLS files and
                                                    the model's GGUF header; exit 0 or 1
+    llama-gguf-inference policy --config FILE      print the sandbox start-up will apply
     llama-gguf-inference hash-key                  read an api_key on stdin, print its
                                                    argon2id hash for the keys file
     llama-gguf-inference gen-key KEY_ID            print a fresh key (once) and its keys-file line
@@ -33,10 +35,24 @@ OPTIONS:
 ";
 
 const SERVE_HELP: &str = "\
-llama-gguf-inference serve --config FILE
+llama-gguf-inference serve --config FILE [--self-test-sandbox]
 
 Start the server described by FILE (TOML; see config/reference.toml). Runs in the
 foreground, logs to stderr, stops gracefully on SIGTERM or SIGINT.
+
+--self-test-sandbox   start up fully (lock-down, model load, seccomp), then try forbidden
+                      actions from a new thread (read /etc/passwd, write /tmp, connect,
+                      bind a third port, exec, ptrace, ...), print one line per probe on
+                      stdout and exit: 0 if every probe was stopped as the policy says.
+                      Run it on each new host (and on GPU hosts with the CUDA build).
+";
+
+const POLICY_HELP: &str = "\
+llama-gguf-inference policy --config FILE
+
+Print the sandbox that `serve` would apply with FILE on this host: the identity switch,
+the capability sets cleared, every Landlock rule with its path, rights and reason, the
+TCP ports, the scopes, and the seccomp deny list. Changes nothing.
 ";
 
 const CHECK_HELP: &str = "\
@@ -90,7 +106,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             println!("llama-gguf-inference {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
-        Some(c @ ("serve" | "check-config" | "hash-key" | "gen-key" | "hash-keys")) => {
+        Some(c @ ("serve" | "check-config" | "policy" | "hash-key" | "gen-key" | "hash-keys")) => {
             (c, &args[1..])
         }
         Some(flag) if flag.starts_with('-') => ("serve", &args[..]),
@@ -102,6 +118,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             match command {
                 "serve" => SERVE_HELP,
                 "check-config" => CHECK_HELP,
+                "policy" => POLICY_HELP,
                 "hash-key" => HASH_KEY_HELP,
                 "gen-key" => GEN_KEY_HELP,
                 _ => HASH_KEYS_HELP,
@@ -110,8 +127,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         return 0;
     }
     match command {
-        "serve" => match config_arg(rest) {
-            Ok(path) => match crate::serve(&path) {
+        "serve" => match serve_args(rest) {
+            Ok((path, mode)) => match crate::serve(&path, mode) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("llama-gguf-inference: {e}");
@@ -133,6 +150,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
             },
             Err(e) => usage_error(&e),
         },
+        "policy" => match config_arg(rest) {
+            Ok(path) => match crate::policy(&path) {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("llama-gguf-inference: {e}");
+                    1
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
         "hash-key" => hash_key(rest),
         "gen-key" => gen_key(rest),
         _ => hash_keys(rest),
@@ -142,6 +172,17 @@ pub fn main(args: Vec<OsString>) -> i32 {
 fn usage_error(msg: &str) -> i32 {
     eprintln!("llama-gguf-inference: {msg}\n\n{USAGE}");
     2
+}
+
+fn serve_args(rest: &[String]) -> Result<(PathBuf, crate::Mode), String> {
+    const SELF_TEST: &str = "--self-test-sandbox";
+    let mode = if rest.iter().any(|a| a == SELF_TEST) {
+        crate::Mode::SelfTestSandbox
+    } else {
+        crate::Mode::Serve
+    };
+    let rest: Vec<String> = rest.iter().filter(|a| *a != SELF_TEST).cloned().collect();
+    Ok((config_arg(&rest)?, mode))
 }
 
 fn config_arg(rest: &[String]) -> Result<PathBuf, String> {

@@ -26,6 +26,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +229,56 @@ impl Default for LoggingConfig {
     }
 }
 
+/// What happens when the kernel cannot enforce the whole Landlock ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockMode {
+    /// Refuse to start unless every requested restriction is enforced.
+    Required,
+    /// Start anyway, with a loud warning that names what is not enforced.
+    BestEffort,
+}
+
+/// What a syscall on the seccomp deny list does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// The call fails with EPERM; it is counted and logged.
+    Eperm,
+    /// The whole process is killed (the kernel logs it).
+    Kill,
+    /// No seccomp filter (for a host whose runtime already applies one).
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// User (name or numeric id) to switch to when started as root.
+    pub user: Option<String>,
+    /// Group (name or numeric id); default: the user's primary group.
+    pub group: Option<String>,
+    /// Keep running as uid 0 (without any capability) when started as root.
+    pub allow_root: bool,
+    pub landlock: LandlockMode,
+    pub seccomp: SeccompMode,
+    /// More read-only paths for Landlock (e.g. CUDA libraries in a non-standard place).
+    pub extra_read_paths: Vec<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            user: None,
+            group: None,
+            allow_root: false,
+            landlock: LandlockMode::Required,
+            seccomp: SeccompMode::Eperm,
+            extra_read_paths: Vec::new(),
+        }
+    }
+}
+
 /// One problem with the config: which key, and what is wrong / allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -300,7 +352,7 @@ impl Config {
 
     /// Parse and validate TOML text; relative paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| vec![toml_issue(&e)])?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| vec![toml_issue(&e, text)])?;
         cfg.resolve_paths(base);
         let issues = cfg.validate();
         if issues.is_empty() {
@@ -325,6 +377,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.tls.self_signed_dir.as_mut() {
+            fix(p);
+        }
+        for p in self.sandbox.extra_read_paths.iter_mut() {
             fix(p);
         }
     }
@@ -574,6 +629,33 @@ impl Config {
             100_000,
         );
 
+        let sb = &self.sandbox;
+        for (key, value) in [("sandbox.user", &sb.user), ("sandbox.group", &sb.group)] {
+            if let Some(v) = value {
+                if !is_account_name(v) {
+                    bad(
+                        key,
+                        format!(
+                            "{:?} is not a user/group name or numeric id (1-32 of A-Z a-z 0-9 _ . -, not starting with -)",
+                            bounded(v)
+                        ),
+                    );
+                }
+            }
+        }
+        if sb.group.is_some() && sb.user.is_none() {
+            bad(
+                "sandbox.group",
+                "only used together with sandbox.user; set sandbox.user too".into(),
+            );
+        }
+        if sb.extra_read_paths.len() > 64 {
+            bad(
+                "sandbox.extra_read_paths",
+                "more than 64 paths; a read-only allow list should be short".into(),
+            );
+        }
+
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             bad(
                 "logging.level",
@@ -587,6 +669,40 @@ impl Config {
     }
 }
 
+/// `section.key` of the `key = value` line holding byte `at`, for value errors (a wrong
+/// enum variant, a string where a number belongs) that serde reports without a key.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (name, _) = line.split_once('=')?;
+    let name = name.trim();
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(sec) => format!("{sec}.{name}"),
+        None => name.to_string(),
+    })
+}
+
+/// A POSIX-portable user or group name, or a numeric id.
+fn is_account_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 32
+        && !v.starts_with('-')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// At most 64 characters of an operator-supplied value, for messages.
+fn bounded(v: &str) -> String {
+    v.chars().take(64).collect()
+}
+
 fn range(bad: &mut impl FnMut(&str, String), key: &str, value: u64, min: u64, max: u64) {
     if value < min || value > max {
         bad(
@@ -597,14 +713,16 @@ fn range(bad: &mut impl FnMut(&str, String), key: &str, value: u64, min: u64, ma
 }
 
 /// Turn a TOML/serde error into an issue that names the key where possible.
-fn toml_issue(e: &toml::de::Error) -> ConfigIssue {
+fn toml_issue(e: &toml::de::Error, text: &str) -> ConfigIssue {
     let message = e.message().to_string();
     let key = if let Some(rest) = message.strip_prefix("unknown field `") {
         rest.split('`').next().unwrap_or("(unknown)").to_string()
     } else if let Some(rest) = message.strip_prefix("missing field `") {
         rest.split('`').next().unwrap_or("(unknown)").to_string()
     } else {
-        "(syntax)".to_string()
+        e.span()
+            .and_then(|s| key_at(text, s.start))
+            .unwrap_or_else(|| "(syntax)".to_string())
     };
     let at = e
         .span()
@@ -729,6 +847,34 @@ mod tests {
         );
         assert_eq!(c.model.context, default_context());
         assert_eq!(c.auth.default_requests_per_minute, default_rpm());
+        let sb = SandboxConfig::default();
+        assert_eq!(c.sandbox.landlock, sb.landlock);
+        assert_eq!(c.sandbox.seccomp, sb.seccomp);
+        assert_eq!(c.sandbox.allow_root, sb.allow_root);
+        assert_eq!(c.sandbox.user, None);
+    }
+
+    #[test]
+    fn sandbox_settings_are_checked_by_name() {
+        let c = parse(&format!(
+            "{MINIMAL}[sandbox]\nuser = \"65534\"\nlandlock = \"best-effort\"\nseccomp = \"kill\"\nextra_read_paths = [\"cuda\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sandbox.user.as_deref(), Some("65534"));
+        assert_eq!(c.sandbox.landlock, LandlockMode::BestEffort);
+        assert_eq!(c.sandbox.seccomp, SeccompMode::Kill);
+        assert_eq!(
+            c.sandbox.extra_read_paths,
+            vec![PathBuf::from("/etc/lgi/cuda")]
+        );
+
+        let issues = parse(&format!("{MINIMAL}[sandbox]\nuser = \"-rf /\"\n")).unwrap_err();
+        assert_eq!(issues[0].key, "sandbox.user");
+        let issues = parse(&format!("{MINIMAL}[sandbox]\ngroup = \"llama\"\n")).unwrap_err();
+        assert_eq!(issues[0].key, "sandbox.group");
+        let issues = parse(&format!("{MINIMAL}[sandbox]\nlandlock = \"maybe\"\n")).unwrap_err();
+        assert!(issues[0].key.contains("landlock"), "{:?}", issues[0]);
+        assert!(issues[0].message.contains("best-effort"), "{:?}", issues[0]);
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 /// Prometheus exposition of the engine counters.
 pub fn metrics(s: &EngineStats) -> String {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 8] = [
+    let rows: [(&str, &str, &str, u64); 9] = [
         (
             "lgi_ready",
             "gauge",
@@ -165,6 +165,12 @@ pub fn metrics(s: &EngineStats) -> String {
             "counter",
             "tokens generated",
             g(&s.completion_tokens),
+        ),
+        (
+            "lgi_seccomp_denied_total",
+            "counter",
+            "syscalls denied by the seccomp filter (nonzero means a bug or an attack)",
+            crate::sandbox::seccomp::denied_total(),
         ),
     ];
     let mut out = String::new();

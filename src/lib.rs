@@ -18,11 +18,12 @@
 //! | `engine`      | bounded queue to the engine thread; `engine::llama` is llama.cpp    |
 //! | `health`      | plain-HTTP /health, /ready, /metrics from atomics only              |
 //! | `logging`     | tracing to stderr, text or JSON, no secrets                         |
+//! | `sandbox`     | lock-down: identity, capabilities, no_new_privs, Landlock, seccomp  |
 //!
 //! Start-up order (`serve`): config → keys → TLS material → GGUF header → bind both
-//! listeners → [lock-down goes here] → tokio runtime → engine thread loads the model →
-//! serve. `main` stays single-threaded until the runtime is built, so that a sandbox
-//! applied at the marked point covers every thread created after it.
+//! listeners → lock down → tokio runtime → engine thread loads the model → seccomp →
+//! serve. `main` stays single-threaded until the lock-down is done (checked), so that
+//! every thread — tokio's, the engine's, llama.cpp's — inherits the sandbox.
 
 pub mod api;
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod ratelimit;
+pub mod sandbox;
 pub mod tls;
 
 use config::Config;
@@ -119,9 +121,12 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
 pub fn check_config(config_path: &Path) -> Result<String, String> {
     let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
     let p = prepare(cfg, config_path)?;
+    let addrs = p.cfg.listen_addrs();
+    let plan = sandbox::plan(&p.cfg, (addrs.api.port(), addrs.health.port()))?;
     Ok(format!(
-        "config OK: {}\n  listen {} (TLS), health {}\n  {} key(s) in {}\n  TLS certificate ({:?}) SHA-256 {}\n  model {} (id {:?}): GGUF v{}, {} tensors, architecture {}, chat template {}",
+        "config OK: {}\n  sandbox: {} (details: `policy --config FILE`)\n  listen {} (TLS), health {}\n  {} key(s) in {}\n  TLS certificate ({:?}) SHA-256 {}\n  model {} (id {:?}): GGUF v{}, {} tensors, architecture {}, chat template {}",
         config_path.display(),
+        plan.identity,
         p.cfg.server.listen,
         p.cfg.server.health_listen,
         p.keys.len(),
@@ -137,8 +142,23 @@ pub fn check_config(config_path: &Path) -> Result<String, String> {
     ))
 }
 
+/// `policy`: print the sandbox start-up would apply for this config.
+pub fn policy(config_path: &Path) -> Result<String, String> {
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let addrs = cfg.listen_addrs();
+    let plan = sandbox::plan(&cfg, (addrs.api.port(), addrs.health.port()))?;
+    Ok(sandbox::describe(&plan, config_path, true))
+}
+
+/// How `serve` ends: serve until a signal, or run the sandbox self-test and exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    SelfTestSandbox,
+}
+
 /// `serve`: the whole start-up order, then serve until SIGTERM/SIGINT.
-pub fn serve(config_path: &Path) -> Result<(), String> {
+pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
     // 1-4: config, keys, TLS material, GGUF header. Logging needs the config first.
     let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
     logging::init(&cfg.logging)?;
@@ -166,8 +186,22 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         "listening"
     );
 
-    // 6: lock-down (privileges, capabilities, no_new_privs, Landlock) belongs exactly here,
-    // while this is still the only thread.
+    // 6: lock down, while this is still the only thread (sandbox::lock_down checks).
+    let api_port = api_listener.local_addr().map_err(|e| e.to_string())?.port();
+    let health_port = health_listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .port();
+    let plan = sandbox::plan(&p.cfg, (api_port, health_port))?;
+    let self_test = match mode {
+        Mode::SelfTestSandbox => Some(sandbox::selftest::prepare(
+            api_port,
+            p.cfg.model.path.clone(),
+        )?),
+        Mode::Serve => None,
+    };
+    let lock = sandbox::lock_down(&plan)?;
+    sandbox::check_model_readable(&p.cfg)?;
 
     // 7: runtime, engine, serve.
     let workers = std::thread::available_parallelism()
@@ -181,7 +215,7 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run(p, api_listener, health_listener))
+    runtime.block_on(run(p, api_listener, health_listener, lock, self_test))
 }
 
 fn bind(addr: std::net::SocketAddr, key: &str) -> Result<std::net::TcpListener, String> {
@@ -196,6 +230,8 @@ async fn run(
     _p: Prepared,
     _api: std::net::TcpListener,
     _health: std::net::TcpListener,
+    _lock: sandbox::LockdownStatus,
+    _self_test: Option<sandbox::selftest::Kit>,
 ) -> Result<(), String> {
     Err("this binary was built without the `llama` feature and cannot serve a model".into())
 }
@@ -205,6 +241,8 @@ async fn run(
     p: Prepared,
     api_listener: std::net::TcpListener,
     health_listener: std::net::TcpListener,
+    lock: sandbox::LockdownStatus,
+    self_test: Option<sandbox::selftest::Kit>,
 ) -> Result<(), String> {
     use std::sync::Arc;
     let api_listener =
@@ -220,6 +258,11 @@ async fn run(
         stats.clone(),
         shutdown_rx.clone(),
     ));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot watch SIGINT: {e}"))?;
 
     engine::llama::route_logs();
     let (engine, loaded) = engine::llama::spawn(&p.cfg, stats.clone())?;
@@ -245,11 +288,6 @@ async fn run(
         SHUTDOWN_GRACE,
     ));
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-
     let mut result = Ok(());
     tokio::select! {
         loaded = loaded => match loaded {
@@ -261,11 +299,24 @@ async fn run(
                     size_mib = m.size_bytes / (1024 * 1024),
                     load_ms = m.load_time.as_millis() as u64,
                     chat_template = m.has_template,
-                    "model loaded; ready"
+                    "model loaded"
                 );
-                tokio::select! {
-                    _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-                    _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+                // 8: seccomp, now that llama.cpp (and CUDA) finished initialising.
+                match sandbox::seccomp::apply(p.cfg.sandbox.seccomp) {
+                    Ok(seccomp) => {
+                        tracing::info!("{}", sandbox::status_line(&lock, &seccomp));
+                        tracing::info!("ready");
+                        let watch = tokio::spawn(log_seccomp_denials());
+                        match self_test {
+                            Some(kit) => result = self_test_report(kit, &p.cfg).await,
+                            None => tokio::select! {
+                                _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+                                _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+                            },
+                        }
+                        watch.abort();
+                    }
+                    Err(e) => result = Err(e),
                 }
             }
             Ok(Err(e)) => result = Err(e),
@@ -279,4 +330,58 @@ async fn run(
     let _ = health.await;
     tracing::info!("stopped");
     result
+}
+
+/// How often new seccomp denials are logged.
+#[cfg(feature = "llama")]
+const SECCOMP_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Log each denied syscall (the SIGSYS handler may only count; this task reports).
+#[cfg(feature = "llama")]
+async fn log_seccomp_denials() {
+    let mut seen: std::collections::HashMap<&'static str, u64> = Default::default();
+    loop {
+        tokio::time::sleep(SECCOMP_LOG_INTERVAL).await;
+        for (name, count) in sandbox::seccomp::denied_counts() {
+            let before = seen.insert(name, count).unwrap_or(0);
+            if count > before {
+                tracing::warn!(
+                    syscall = name,
+                    new = count - before,
+                    total = count,
+                    "seccomp denied a syscall (EPERM); a denied call in normal operation is a bug or an attack"
+                );
+            }
+        }
+    }
+}
+
+/// `--self-test-sandbox`: run the probes, print one line each on stdout, fail if any
+/// result differs from what the sandbox should produce.
+#[cfg(feature = "llama")]
+async fn self_test_report(kit: sandbox::selftest::Kit, cfg: &Config) -> Result<(), String> {
+    let seccomp_on = cfg.sandbox.seccomp != config::SeccompMode::Off;
+    let before = sandbox::seccomp::denied_total();
+    let outcomes = tokio::task::spawn_blocking(move || sandbox::selftest::run(kit, seccomp_on))
+        .await
+        .map_err(|e| format!("self-test thread failed: {e}"))?;
+    let counted = sandbox::seccomp::denied_total() - before;
+    let mut failed = 0;
+    for o in &outcomes {
+        println!("{o}");
+        failed += usize::from(!o.ok());
+    }
+    println!("self-test seccomp denials counted: {counted}");
+    println!(
+        "self-test result: {} of {} probes as expected",
+        outcomes.len() - failed,
+        outcomes.len()
+    );
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "sandbox self-test: {failed} probe(s) not as expected"
+        ))
+    }
 }

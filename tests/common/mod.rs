@@ -26,6 +26,7 @@ pub const ALICE: &str = "alice:alice-secret-0123456789";
 pub const LIMITED: &str = "limited:limited-secret-0123456789";
 pub const EXPIRED: &str = "expired:expired-secret-0123456789";
 
+/// The test model, at a path the sandbox user can read.
 pub fn model_path() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
@@ -33,7 +34,54 @@ pub fn model_path() -> PathBuf {
         "test model missing at {}: run `make test` (it fetches the model) or `.ci/setup`",
         p.display()
     );
-    p
+    if !is_root() || readable_by_others(&p) {
+        return p;
+    }
+    // Started as root, the server drops to `nobody`, which cannot read a model inside a
+    // private checkout (e.g. under /root): use a world-readable copy, made once.
+    let dir = std::env::temp_dir().join("llama-gguf-inference-test-model");
+    let copy = dir.join(p.file_name().unwrap());
+    let same_size = |a: &Path, b: &Path| {
+        std::fs::metadata(a).map(|m| m.len()).ok() == std::fs::metadata(b).map(|m| m.len()).ok()
+    };
+    if !same_size(&p, &copy) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let partial = dir.join(format!("partial-{}", std::process::id()));
+        std::fs::copy(&p, &partial).unwrap();
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&partial, &copy).unwrap();
+    }
+    copy
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Every directory above `p` searchable by others, and `p` readable by others.
+fn readable_by_others(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |q: &Path| {
+        std::fs::metadata(q)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    mode(p) & 0o004 != 0
+        && p.ancestors()
+            .skip(1)
+            .all(|d| d.as_os_str().is_empty() || mode(d) & 0o001 != 0)
+}
+
+/// The `[sandbox]` section every test server gets: as root, drop to `nobody`.
+pub fn default_sandbox_section() -> String {
+    if is_root() {
+        "[sandbox]\nuser = \"nobody\"\n".into()
+    } else {
+        String::new()
+    }
 }
 
 fn cheap_hash(secret: &str) -> String {
@@ -51,6 +99,8 @@ fn secret(cred: &str) -> &str {
 
 pub struct Options {
     pub extra_toml: String,
+    /// The `[sandbox]` section (default: `default_sandbox_section()`).
+    pub sandbox: String,
     pub model_section: String,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
@@ -60,6 +110,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             extra_toml: String::new(),
+            sandbox: default_sandbox_section(),
             model_section: "context = 1024\nthreads = 2\n".into(),
             env: vec![],
             wait_ready: true,
@@ -96,9 +147,10 @@ pub fn write_config(dir: &Path, opts: &Options) -> PathBuf {
          [tls]\nself_signed_dir = \"tls\"\n\
          [auth]\nkeys_file = \"keys\"\ndefault_requests_per_minute = 0\n\
          [model]\npath = \"{}\"\nid = \"{MODEL_ID}\"\n{}\
-         {}",
+         {}\n{}",
         model_path().display(),
         opts.model_section,
+        opts.sandbox,
         opts.extra_toml,
     );
     let path = dir.join("config.toml");
@@ -380,9 +432,19 @@ pub fn sse_events(body: &[u8]) -> Vec<String> {
 
 /// Run the binary with arguments and optional stdin: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    run_cli_env(args, stdin, &[])
+}
+
+/// `run_cli` with extra environment variables.
+pub fn run_cli_env(
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,0 +1,409 @@
+//! `serve --self-test-sandbox`: after the full start-up (lock-down, model load, seccomp),
+//! a freshly spawned thread tries what an exploit would try and reports each result,
+//! then the server exits. Only reachable from the command line, never over HTTP.
+//!
+//! Each probe exercises one layer, so a silently broken layer shows up as its own line:
+//! the TCP probes use sockets created *before* lock-down (a new inet socket would be
+//! stopped by seccomp first and prove nothing about Landlock), and the abstract-socket
+//! probe connects to a listener created outside the sandbox.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+/// What a probe should see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Allowed,
+    Errno(i32),
+    /// Not meaningful with this configuration (e.g. seccomp off).
+    Skip,
+}
+
+/// Resources the probes need that must exist before lock-down.
+pub struct Kit {
+    tcp_for_connect: OwnedFd,
+    tcp_for_bind: OwnedFd,
+    _abstract_listener: UnixListener,
+    abstract_name: Vec<u8>,
+    api_port: u16,
+    model: PathBuf,
+}
+
+/// Create the kit; call before lock-down.
+pub fn prepare(api_port: u16, model: PathBuf) -> Result<Kit, String> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("llama-gguf-inference-self-test-{}", std::process::id()).into_bytes();
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name)
+        .map_err(|e| format!("self-test: {e}"))?;
+    let listener =
+        UnixListener::bind_addr(&addr).map_err(|e| format!("self-test: abstract socket: {e}"))?;
+    Ok(Kit {
+        tcp_for_connect: tcp_socket()?,
+        tcp_for_bind: tcp_socket()?,
+        _abstract_listener: listener,
+        abstract_name: name,
+        api_port,
+        model,
+    })
+}
+
+fn tcp_socket() -> Result<OwnedFd, String> {
+    // SAFETY: socket(2) returns a new descriptor we own, or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("self-test: socket: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One line of the report.
+pub struct Outcome {
+    pub name: &'static str,
+    pub layer: &'static str,
+    pub expect: Expect,
+    pub got: Result<(), i32>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        match self.expect {
+            Expect::Skip => true,
+            Expect::Allowed => self.got.is_ok(),
+            Expect::Errno(e) => self.got == Err(e),
+        }
+    }
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::EPERM => "EPERM".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::ENOSYS => "ENOSYS".into(),
+        libc::ECONNREFUSED => "ECONNREFUSED".into(),
+        libc::ENOENT => "ENOENT".into(),
+        other => format!("errno {other}"),
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let got = match self.got {
+            Ok(()) => "allowed".to_string(),
+            Err(e) => errno_name(e),
+        };
+        let expect = match self.expect {
+            Expect::Allowed => "allowed".to_string(),
+            Expect::Errno(e) => errno_name(e),
+            Expect::Skip => "skipped".to_string(),
+        };
+        let verdict = match (self.expect, self.ok()) {
+            (Expect::Skip, _) => "skip",
+            (_, true) => "ok",
+            (_, false) => "FAIL",
+        };
+        write!(
+            f,
+            "self-test {:<22} {:<8} got {:<8} expected {:<8} [{}]",
+            self.name, self.layer, got, expect, verdict
+        )
+    }
+}
+
+/// Convert a raw syscall return into a result with the errno.
+fn check(rc: libc::c_long) -> Result<(), i32> {
+    if rc < 0 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    } else {
+        Ok(())
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+/// Run every probe on a new thread (created after lock-down, so it inherits everything)
+/// and return the outcomes.
+pub fn run(kit: Kit, seccomp_on: bool) -> Vec<Outcome> {
+    let handle = std::thread::Builder::new()
+        .name("self-test".into())
+        .spawn(move || probes(&kit, seccomp_on));
+    match handle.map(|h| h.join()) {
+        Ok(Ok(out)) => out,
+        _ => vec![Outcome {
+            name: "spawn probe thread",
+            layer: "-",
+            expect: Expect::Allowed,
+            got: Err(-1),
+        }],
+    }
+}
+
+fn probes(kit: &Kit, seccomp_on: bool) -> Vec<Outcome> {
+    let seccomp = |e: i32| {
+        if seccomp_on {
+            Expect::Errno(e)
+        } else {
+            Expect::Skip
+        }
+    };
+    let mut out = Vec::new();
+    let mut probe = |name, layer, expect, got| {
+        out.push(Outcome {
+            name,
+            layer,
+            expect,
+            got,
+        })
+    };
+
+    // Control: the one file the engine needs must still be readable.
+    let model = CString::new(kit.model.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    probe(
+        "read model file",
+        "control",
+        Expect::Allowed,
+        open_close(&model, libc::O_RDONLY),
+    );
+    probe(
+        "read /etc/passwd",
+        "landlock",
+        Expect::Errno(libc::EACCES),
+        open_close(&cstr("/etc/passwd"), libc::O_RDONLY),
+    );
+    let tmp = cstr(&format!(
+        "/tmp/llama-gguf-inference-self-test-{}",
+        std::process::id()
+    ));
+    let created = open_close(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL);
+    if created.is_ok() {
+        // SAFETY: tmp is NUL-terminated; removes the file the failed probe created.
+        unsafe { libc::unlink(tmp.as_ptr()) };
+    }
+    probe(
+        "write a file in /tmp",
+        "landlock",
+        Expect::Errno(libc::EACCES),
+        created,
+    );
+    probe(
+        "connect 127.0.0.1:api",
+        "landlock",
+        Expect::Errno(libc::EACCES),
+        connect_v4(kit.tcp_for_connect.as_raw_fd(), kit.api_port),
+    );
+    probe(
+        "bind a third port",
+        "landlock",
+        Expect::Errno(libc::EACCES),
+        bind_v4(kit.tcp_for_bind.as_raw_fd(), 0),
+    );
+    probe(
+        "connect abstract unix",
+        "landlock",
+        Expect::Errno(libc::EPERM),
+        connect_abstract(&kit.abstract_name),
+    );
+    probe(
+        "signal parent process",
+        "landlock",
+        Expect::Errno(libc::EPERM),
+        // SAFETY: kill with signal 0 only checks permission; nothing is delivered.
+        check(unsafe { libc::syscall(libc::SYS_kill, libc::getppid(), 0) }),
+    );
+    probe(
+        "exec /bin/true",
+        if seccomp_on { "seccomp" } else { "landlock" },
+        Expect::Errno(if seccomp_on {
+            libc::EPERM
+        } else {
+            libc::EACCES
+        }),
+        exec_in_child("/bin/true"),
+    );
+    probe(
+        "ptrace attach parent",
+        if seccomp_on { "seccomp" } else { "landlock" },
+        Expect::Errno(libc::EPERM),
+        ptrace_attach_parent(),
+    );
+    probe(
+        "setgroups (capability)",
+        "caps",
+        Expect::Errno(libc::EPERM),
+        // SAFETY: raw setgroups with an empty list reads no memory and, unlike glibc's
+        // wrapper, affects only this thread if it were ever allowed.
+        check(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) }),
+    );
+    probe(
+        "unshare user namespace",
+        "seccomp",
+        seccomp(libc::EPERM),
+        // SAFETY: integer argument only.
+        check(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) }),
+    );
+    probe(
+        "new UDP socket",
+        "seccomp",
+        seccomp(libc::EPERM),
+        new_socket(libc::AF_INET, libc::SOCK_DGRAM),
+    );
+    probe(
+        "io_uring_setup",
+        "seccomp",
+        seccomp(libc::EPERM),
+        io_uring_setup(),
+    );
+    out
+}
+
+fn open_close(path: &CString, flags: libc::c_int) -> Result<(), i32> {
+    // SAFETY: path is NUL-terminated and outlives the call; a returned fd is closed.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            0o600,
+        );
+        check(fd)?;
+        libc::close(fd as libc::c_int);
+    }
+    Ok(())
+}
+
+fn sockaddr_v4(port: u16) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; zero is a valid bit pattern.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    sa
+}
+
+fn connect_v4(fd: libc::c_int, port: u16) -> Result<(), i32> {
+    let sa = sockaddr_v4(port);
+    // SAFETY: `sa` is a valid sockaddr_in for the duration of the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_connect,
+            fd,
+            &sa as *const libc::sockaddr_in,
+            std::mem::size_of::<libc::sockaddr_in>(),
+        )
+    })
+}
+
+fn bind_v4(fd: libc::c_int, port: u16) -> Result<(), i32> {
+    let sa = sockaddr_v4(port);
+    // SAFETY: as in connect_v4.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_bind,
+            fd,
+            &sa as *const libc::sockaddr_in,
+            std::mem::size_of::<libc::sockaddr_in>(),
+        )
+    })
+}
+
+fn new_socket(domain: libc::c_int, ty: libc::c_int) -> Result<(), i32> {
+    // SAFETY: socket(2) with integer arguments; a returned fd is closed.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_socket, domain, ty | libc::SOCK_CLOEXEC, 0);
+        check(fd)?;
+        libc::close(fd as libc::c_int);
+    }
+    Ok(())
+}
+
+fn connect_abstract(name: &[u8]) -> Result<(), i32> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(|_| -1)?;
+    match std::os::unix::net::UnixStream::connect_addr(&addr) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+fn ptrace_attach_parent() -> Result<(), i32> {
+    // SAFETY: PTRACE_ATTACH takes a pid and null pointers; if it ever succeeded we detach
+    // at once so the parent is left as it was.
+    unsafe {
+        let ppid = libc::getppid();
+        let rc = libc::syscall(
+            libc::SYS_ptrace,
+            libc::PTRACE_ATTACH,
+            ppid,
+            std::ptr::null::<libc::c_void>(),
+            std::ptr::null::<libc::c_void>(),
+        );
+        if rc == 0 {
+            libc::syscall(
+                libc::SYS_ptrace,
+                libc::PTRACE_DETACH,
+                ppid,
+                std::ptr::null::<libc::c_void>(),
+                std::ptr::null::<libc::c_void>(),
+            );
+        }
+        check(rc)
+    }
+}
+
+fn io_uring_setup() -> Result<(), i32> {
+    // struct io_uring_params is 120 bytes; zeroed asks for defaults.
+    let mut params = [0u8; 120];
+    // SAFETY: params is a writable buffer of the size the kernel expects; a returned fd
+    // is closed.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr());
+        check(fd)?;
+        libc::close(fd as libc::c_int);
+    }
+    Ok(())
+}
+
+/// fork, then execve in the child with raw syscalls only; the child's exit status
+/// carries the errno back (0: the exec happened and /bin/true ran).
+fn exec_in_child(path: &str) -> Result<(), i32> {
+    let prog = cstr(path);
+    let argv = [prog.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: after fork the child only makes raw syscalls and _exit (async-signal-safe),
+    // using memory prepared before the fork; the parent reaps the child.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+        }
+        if pid == 0 {
+            libc::syscall(
+                libc::SYS_execve,
+                prog.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+            );
+            let errno = *libc::__errno_location();
+            libc::_exit(100 + errno.clamp(0, 150));
+        }
+        let mut status = 0;
+        if libc::waitpid(pid, &mut status, 0) != pid {
+            return Err(-1);
+        }
+        if libc::WIFEXITED(status) {
+            match libc::WEXITSTATUS(status) {
+                0 => Ok(()),
+                code if code >= 100 => Err(code - 100),
+                _ => Err(-1),
+            }
+        } else {
+            Err(-1)
+        }
+    }
+}
