@@ -200,14 +200,19 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         )?),
         Mode::Serve => None,
     };
+    // The CPU quota lives in cgroup files that Landlock hides: read it now.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut p = p;
+    if p.cfg.model.threads == 0 {
+        p.cfg.model.threads = cores as u32;
+    }
     let lock = sandbox::lock_down(&plan)?;
     sandbox::check_model_readable(&p.cfg)?;
 
     // 7: runtime, engine, serve.
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(MAX_ASYNC_WORKERS);
+    let workers = cores.min(MAX_ASYNC_WORKERS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .max_blocking_threads(p.cfg.auth.max_concurrent_verifications as usize + 2)
@@ -308,7 +313,9 @@ async fn run(
                         tracing::info!("ready");
                         let watch = tokio::spawn(log_seccomp_denials());
                         match self_test {
-                            Some(kit) => result = self_test_report(kit, &p.cfg).await,
+                            Some(kit) => {
+                                result = self_test_report(kit, &p.cfg, lock.mdwe == "on").await
+                            }
                             None => tokio::select! {
                                 _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
                                 _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
@@ -359,12 +366,17 @@ async fn log_seccomp_denials() {
 /// `--self-test-sandbox`: run the probes, print one line each on stdout, fail if any
 /// result differs from what the sandbox should produce.
 #[cfg(feature = "llama")]
-async fn self_test_report(kit: sandbox::selftest::Kit, cfg: &Config) -> Result<(), String> {
+async fn self_test_report(
+    kit: sandbox::selftest::Kit,
+    cfg: &Config,
+    mdwe_on: bool,
+) -> Result<(), String> {
     let seccomp_on = cfg.sandbox.seccomp != config::SeccompMode::Off;
     let before = sandbox::seccomp::denied_total();
-    let outcomes = tokio::task::spawn_blocking(move || sandbox::selftest::run(kit, seccomp_on))
-        .await
-        .map_err(|e| format!("self-test thread failed: {e}"))?;
+    let outcomes =
+        tokio::task::spawn_blocking(move || sandbox::selftest::run(kit, seccomp_on, mdwe_on))
+            .await
+            .map_err(|e| format!("self-test thread failed: {e}"))?;
     let counted = sandbox::seccomp::denied_total() - before;
     let mut failed = 0;
     for o in &outcomes {

@@ -59,8 +59,9 @@ fn self_test_every_forbidden_action_fails_with_the_expected_errno() {
     assert_probe(&out, "unshare user namespace", "EPERM");
     assert_probe(&out, "new UDP socket", "EPERM");
     assert_probe(&out, "io_uring_setup", "EPERM");
+    assert_probe(&out, "map memory W+X", "EACCES");
     assert!(
-        out.contains("self-test result: 13 of 13 probes as expected"),
+        out.contains("self-test result: 14 of 14 probes as expected"),
         "{out}"
     );
     // ptrace, unshare, the UDP socket and io_uring trapped in this process (the exec was
@@ -78,6 +79,7 @@ fn self_test_every_forbidden_action_fails_with_the_expected_errno() {
         "threads_at_lockdown=1 ",
         "capabilities=all 5 sets empty (verified)",
         "no_new_privs=on",
+        "write_xor_execute=on",
         "landlock=enforced",
         "seccomp=enforced",
     ] {

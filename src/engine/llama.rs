@@ -62,13 +62,6 @@ struct EngineSettings {
     load_delay: Duration,
 }
 
-/// Number of threads to use when the config says 0: one per available core.
-pub fn default_threads() -> i32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as i32)
-        .unwrap_or(1)
-}
-
 /// Route llama.cpp/ggml logs into `tracing` (call once, early).
 pub fn route_logs() {
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
@@ -79,11 +72,8 @@ pub fn spawn(
     cfg: &Config,
     stats: Arc<EngineStats>,
 ) -> Result<(EngineHandle, oneshot::Receiver<Result<LoadedModel, String>>), String> {
-    let threads = if cfg.model.threads == 0 {
-        default_threads()
-    } else {
-        cfg.model.threads as i32
-    };
+    // `serve` replaced 0 ("one per core") by the core count before lock-down.
+    let threads = cfg.model.threads.max(1) as i32;
     let settings = EngineSettings {
         path: cfg.model.path.clone(),
         context: cfg.model.context,

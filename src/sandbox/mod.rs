@@ -5,7 +5,8 @@
 //!
 //! 1. refuse if `main` is not the only thread (a thread created earlier would escape);
 //! 2. `privileges`: leave root for `[sandbox] user`, clear all five capability sets and
-//!    read them back, no_new_privs, non-dumpable;
+//!    read them back, no_new_privs, non-dumpable (and, after Landlock, write-xor-execute
+//!    memory on CPU builds);
 //! 3. `landlock`: read-only allow list (model, TLS files, CUDA paths on a CUDA build),
 //!    TCP bind on the two ports only, no TCP connect, signal and abstract-socket scopes;
 //! 4. (after the model is loaded) `seccomp`: a deny list on every thread.
@@ -45,6 +46,7 @@ pub fn plan(cfg: &Config, ports: (u16, u16)) -> Result<Plan, String> {
 /// What `lock_down` achieved, for the start-up status line.
 pub struct LockdownStatus {
     pub threads_before: usize,
+    pub mdwe: String,
     pub privileges: privileges::PrivilegeStatus,
     pub landlock: String,
     pub landlock_full: bool,
@@ -81,6 +83,7 @@ pub fn lock_down(plan: &Plan) -> Result<LockdownStatus, String> {
     let ruleset = landlock::prepare(&plan.landlock)?;
     let privileges = privileges::drop_privileges(&plan.identity)?;
     let (landlock, landlock_full) = landlock::enforce(ruleset, &plan.landlock)?;
+    let mdwe = privileges::deny_write_execute(plan.cuda);
     if !landlock_full {
         tracing::warn!(
             status = %landlock,
@@ -90,6 +93,7 @@ pub fn lock_down(plan: &Plan) -> Result<LockdownStatus, String> {
     }
     Ok(LockdownStatus {
         threads_before,
+        mdwe,
         privileges,
         landlock,
         landlock_full,
@@ -125,8 +129,8 @@ pub fn status_line(lock: &LockdownStatus, seccomp: &str) -> String {
         )
     };
     format!(
-        "sandbox: threads_at_lockdown={} uid={} gid={} capabilities={} no_new_privs=on dumpable=off landlock={} seccomp={}",
-        lock.threads_before, p.uid, p.gid, caps, lock.landlock, seccomp
+        "sandbox: threads_at_lockdown={} uid={} gid={} capabilities={} no_new_privs=on dumpable=off write_xor_execute={} landlock={} seccomp={}",
+        lock.threads_before, p.uid, p.gid, caps, lock.mdwe, lock.landlock, seccomp
     )
 }
 
@@ -156,7 +160,12 @@ pub fn describe(plan: &Plan, config_path: &std::path::Path, ports_known: bool) -
     );
     let _ = writeln!(
         s,
-        "\n[prctl]\n  PR_SET_NO_NEW_PRIVS = 1 (verified)\n  PR_SET_DUMPABLE = 0 (no core dumps, no same-user ptrace)"
+        "\n[prctl]\n  PR_SET_NO_NEW_PRIVS = 1 (verified)\n  PR_SET_DUMPABLE = 0 (no core dumps, no same-user ptrace)\n  PR_SET_MDWE = REFUSE_EXEC_GAIN {}",
+        if plan.cuda {
+            "(not on CUDA builds: the driver's JIT may need writable+executable memory)"
+        } else {
+            "(no memory is ever writable and executable; needs Linux 6.3, else reported)"
+        }
     );
     if plan.cuda {
         let _ = writeln!(

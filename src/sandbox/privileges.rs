@@ -334,6 +334,32 @@ pub fn drop_privileges(identity: &Identity) -> Result<PrivilegeStatus, String> {
     Ok(PrivilegeStatus { uid, gid, kept })
 }
 
+/// prctl(PR_SET_MDWE) (Linux 6.3): refuse any mapping that is, or later becomes, both
+/// writable and executable, and any mapping that gains execute permission.
+const PR_SET_MDWE: libc::c_int = 65;
+const PR_MDWE_REFUSE_EXEC_GAIN: libc::c_ulong = 1;
+
+/// SECURITY: memory-deny-write-execute for the whole process (inherited by every thread
+/// and kept for its lifetime): injected code cannot be mapped executable. Returns the
+/// status text; an old kernel (EINVAL) is reported, not fatal.
+pub fn deny_write_execute(cuda: bool) -> String {
+    if cuda {
+        // The CUDA driver may JIT PTX into writable+executable memory; not verified on
+        // a GPU host yet, so not enforced there (policy/README.md).
+        return "off (CUDA build)".into();
+    }
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) };
+    if rc == 0 {
+        "on".into()
+    } else {
+        format!(
+            "unsupported ({}; needs Linux 6.3)",
+            std::io::Error::last_os_error()
+        )
+    }
+}
+
 /// Real, effective and saved ids all switched, no supplementary groups, and uid 0 is
 /// out of reach.
 fn verify_ids(a: &Account) -> Result<(), String> {
