@@ -296,3 +296,37 @@ fn a_model_the_sandbox_user_cannot_read_stops_start_up_with_a_clear_message() {
     );
     assert!(err.contains("model.path"), "{err}");
 }
+
+#[test]
+fn seccomp_kill_mode_kills_the_process_on_the_first_denied_call() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        sandbox: format!("{}seccomp = \"kill\"\n", section_header()),
+        ..Options::default()
+    };
+    let config = write_config(dir.path(), &opts);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--self-test-sandbox",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("seccomp=enforced"), "{stderr}");
+    assert!(
+        stderr.contains("kill process"),
+        "status line must say kill: {stderr}"
+    );
+    // The self-test's first denied call in this process (ptrace) is fatal.
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSYS),
+        "status {:?}; stdout:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

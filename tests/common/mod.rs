@@ -28,6 +28,11 @@ pub const EXPIRED: &str = "expired:expired-secret-0123456789";
 
 /// The test model, at a path the sandbox user can read.
 pub fn model_path() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(find_model).clone()
+}
+
+fn find_model() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         p.exists(),
