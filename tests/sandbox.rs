@@ -330,3 +330,17 @@ fn seccomp_kill_mode_kills_the_process_on_the_first_denied_call() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_thread_started_before_lock_down_stops_start_up() {
+    // The test hook starts one stray thread right before lock-down.
+    let (code, out, err) = self_test(
+        &default_sandbox_section(),
+        &[("LGI_TEST_THREAD_BEFORE_LOCKDOWN", "1")],
+    );
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("lock-down must run while main is the only thread, but 2 exist"),
+        "{err}"
+    );
+}

@@ -61,6 +61,12 @@ pub fn thread_count() -> Result<usize, String> {
 
 /// Steps 1-3 (see the module header). Any failure stops start-up.
 pub fn lock_down(plan: &Plan) -> Result<LockdownStatus, String> {
+    // Test-only: start a stray thread, as a future dependency might, to prove the check.
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os("LGI_TEST_THREAD_BEFORE_LOCKDOWN").is_some() {
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(60)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // SECURITY: capset, no_new_privs and Landlock bind the calling thread and its future
     // children only; a thread started before this point would run unconfined.
     let threads_before = thread_count()?;
