@@ -39,6 +39,17 @@ pub struct ServerConfig {
     pub health_listen: String,
     /// Cap on simultaneously open API connections (TLS or not yet).
     pub max_connections: u32,
+    /// Cap on open API connections from one client address (IPv6: one /64).
+    pub max_connections_per_address: u32,
+    /// Requests served on one connection before it is closed (HTTP/1: `Connection:
+    /// close` on the last response; HTTP/2: GOAWAY).
+    pub max_requests_per_connection: u32,
+    /// Largest request head (request line + headers) in bytes.
+    pub max_header_bytes: u32,
+    /// Most header fields in one HTTP/1 request.
+    pub max_headers: u32,
+    /// Offer HTTP/2 through ALPN. Off: HTTP/1.1 only.
+    pub http2: bool,
     /// Seconds a client has to finish the TLS handshake.
     pub tls_handshake_timeout_secs: u64,
     /// Seconds a client has to send a complete request head.
@@ -53,6 +64,11 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8443".into(),
             health_listen: "127.0.0.1:8081".into(),
             max_connections: 1024,
+            max_connections_per_address: 32,
+            max_requests_per_connection: 1000,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            http2: true,
             tls_handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
@@ -462,6 +478,35 @@ impl Config {
         );
         range(
             &mut bad,
+            "server.max_connections_per_address",
+            s.max_connections_per_address as u64,
+            1,
+            s.max_connections.max(1) as u64,
+        );
+        range(
+            &mut bad,
+            "server.max_requests_per_connection",
+            s.max_requests_per_connection as u64,
+            1,
+            10_000_000,
+        );
+        // hyper needs at least 8 KiB of read buffer.
+        range(
+            &mut bad,
+            "server.max_header_bytes",
+            s.max_header_bytes as u64,
+            8 * 1024,
+            1024 * 1024,
+        );
+        range(
+            &mut bad,
+            "server.max_headers",
+            s.max_headers as u64,
+            8,
+            1000,
+        );
+        range(
+            &mut bad,
             "server.tls_handshake_timeout_secs",
             s.tls_handshake_timeout_secs,
             1,
@@ -836,6 +881,17 @@ mod tests {
         let s = ServerConfig::default();
         assert_eq!(c.server.listen, s.listen);
         assert_eq!(c.server.max_connections, s.max_connections);
+        assert_eq!(
+            c.server.max_connections_per_address,
+            s.max_connections_per_address
+        );
+        assert_eq!(
+            c.server.max_requests_per_connection,
+            s.max_requests_per_connection
+        );
+        assert_eq!(c.server.max_header_bytes, s.max_header_bytes);
+        assert_eq!(c.server.max_headers, s.max_headers);
+        assert_eq!(c.server.http2, s.http2);
         assert_eq!(
             c.server.header_read_timeout_secs,
             s.header_read_timeout_secs

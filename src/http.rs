@@ -4,6 +4,8 @@
 //! SECURITY:
 //! - A semaphore permit is taken *before* `accept`, so at the cap the server stops
 //!   accepting (the kernel backlog absorbs the burst) instead of accepting and dropping.
+//!   A per-address cap (`server.max_connections_per_address`) accepts and closes at once.
+//! - A connection serves at most `server.max_requests_per_connection` requests.
 //! - tokio-rustls has no handshake timeout of its own: the handshake runs inside the
 //!   spawned task under `tls_handshake_timeout_secs`, so a silent client holds one
 //!   permit for at most that long.
@@ -12,23 +14,28 @@
 //!   with hyper's reset-flood protections (pending/local-error reset limits) set.
 
 use crate::api::{self, AppState};
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// Concurrent HTTP/2 streams per connection (each may hold an engine request).
 const H2_MAX_STREAMS: u32 = 32;
-/// Largest request head (HTTP/1 read buffer and HTTP/2 header list), in bytes (hyper's floor is 8 KiB).
-const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// HTTP/2 resets a client may cause before the connection is closed (CVE-2023-44487 class).
 const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// HTTP/2 flow-control windows: small, because request bodies are small JSON (1 MiB cap)
+/// and a large window only lets a client park more unread data in our memory.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// First and last delay after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -37,8 +44,69 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     pub max_connections: u32,
+    pub max_connections_per_address: u32,
+    pub max_requests_per_connection: u32,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub http2: bool,
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+}
+
+/// Open connections per client address. Entries exist only while a connection is open,
+/// so the table never holds more than `max_connections` entries.
+struct PerAddress {
+    open: Mutex<HashMap<IpAddr, u32>>,
+    cap: u32,
+}
+
+/// The address a per-address limit counts: IPv4 as is (also when IPv4-mapped), IPv6 by
+/// its /64, which one host or customer usually owns whole.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl PerAddress {
+    fn try_open(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One open connection counted against its address; released on drop.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Serve the API until `shutdown` flips, then drain for at most `grace`.
@@ -51,7 +119,10 @@ pub async fn serve_api(
     grace: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
-    let graceful = GracefulShutdown::new();
+    let per_address = Arc::new(PerAddress {
+        open: Mutex::new(HashMap::new()),
+        cap: limits.max_connections_per_address,
+    });
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let permit = tokio::select! {
@@ -70,12 +141,21 @@ pub async fn serve_api(
             },
             _ = shutdown.changed() => break,
         };
+        // SECURITY: one address cannot take the whole global cap. Unlike the global cap
+        // (where we stop accepting), this needs the peer address, so the connection is
+        // accepted and closed at once, before any TLS work.
+        let Some(slot) = per_address.try_open(peer.ip()) else {
+            tracing::debug!(%peer, "per-address connection cap reached; closing");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = tls.clone();
         let state = state.clone();
-        let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let stream = match tokio::time::timeout(
                 limits.tls_handshake_timeout,
                 acceptor.accept(tcp),
@@ -92,20 +172,17 @@ pub async fn serve_api(
                     return;
                 }
             };
-            let builder = connection_builder(limits);
-            let service = service_fn(move |req| api::handle(req, state.clone()));
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_connection(stream, peer, state, limits, shutdown).await;
         });
     }
     drop(listener);
+    let open = limits.max_connections as usize - permits.available_permits();
     tracing::info!(
-        connections = graceful.count(),
+        connections = open,
         "API listener closed; draining connections"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // Every connection task holds one permit until it ends.
+    if tokio::time::timeout(grace, permits.acquire_many(limits.max_connections))
         .await
         .is_err()
     {
@@ -113,20 +190,93 @@ pub async fn serve_api(
     }
 }
 
-fn connection_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
+/// One TLS connection: hyper with our limits; closes gracefully after
+/// `max_requests_per_connection` requests or at server shutdown.
+async fn serve_connection(
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: std::net::SocketAddr,
+    state: Arc<AppState>,
+    limits: ConnLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let served = Arc::new(AtomicU32::new(0));
+    let last_served = Arc::new(Notify::new());
+    let service = {
+        let last_served = last_served.clone();
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+            let last = n >= limits.max_requests_per_connection;
+            let h2 = req.version() == hyper::Version::HTTP_2;
+            let state = state.clone();
+            let last_served = last_served.clone();
+            async move {
+                let mut resp = api::handle(req, state).await?;
+                if last {
+                    if h2 {
+                        // GOAWAY: streams already open finish, new ones go elsewhere.
+                        last_served.notify_one();
+                    } else {
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    // SECURITY: the protocol comes from ALPN, never from sniffing the first bytes: the
+    // auto builder's sniffing waits for those bytes with no timeout (a silent client
+    // would be held forever). No ALPN means HTTP/1.1 (h2 over TLS requires ALPN).
+    let h2 = limits.http2 && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let builder = connection_builder(limits, h2);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = last_served.notified(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn connection_builder(limits: ConnLimits, h2: bool) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // SECURITY: with a timer installed, header_read_timeout bounds both the wait for a
+    // complete request head and the idle wait between keep-alive requests (hyper >= 1.6),
+    // so one setting drops slowloris clients and idle keep-alive connections.
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_header_list_size(limits.max_header_bytes as u32)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    b
+    if h2 {
+        b.http2_only()
+    } else {
+        b.http1_only()
+    }
 }

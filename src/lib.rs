@@ -84,7 +84,7 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
         }
     };
     let tls = match tls::load_material(&cfg.tls)
-        .and_then(|m| tls::server_config(&m, true).map(|c| (m, c)))
+        .and_then(|m| tls::server_config(&m, cfg.server.http2).map(|c| (m, c)))
     {
         Ok(pair) => Some(pair),
         Err(e) => {
@@ -281,6 +281,11 @@ async fn run(
     });
     let limits = http::ConnLimits {
         max_connections: p.cfg.server.max_connections,
+        max_connections_per_address: p.cfg.server.max_connections_per_address,
+        max_requests_per_connection: p.cfg.server.max_requests_per_connection,
+        max_header_bytes: p.cfg.server.max_header_bytes as usize,
+        max_headers: p.cfg.server.max_headers as usize,
+        http2: p.cfg.server.http2,
         tls_handshake_timeout: Duration::from_secs(p.cfg.server.tls_handshake_timeout_secs),
         header_read_timeout: Duration::from_secs(p.cfg.server.header_read_timeout_secs),
     };

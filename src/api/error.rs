@@ -19,6 +19,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// `Allow` header value for 405.
     pub allow: Option<&'static str>,
+    /// Close the connection after this response (HTTP/1 `Connection: close`).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -31,7 +33,13 @@ impl ApiError {
             code: None,
             retry_after: None,
             allow: None,
+            close: false,
         }
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -100,6 +108,14 @@ impl ApiError {
             format!("Request body is larger than {limit} bytes"),
         )
         .with_code("request_too_large")
+    }
+
+    pub fn length_required() -> Self {
+        Self::new(
+            StatusCode::LENGTH_REQUIRED,
+            "invalid_request_error",
+            "request bodies must be sent with Content-Length (Transfer-Encoding is not accepted)",
+        )
     }
 
     pub fn unsupported_media_type() -> Self {

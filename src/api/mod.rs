@@ -27,7 +27,8 @@ use error::ApiError;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
+    RETRY_AFTER, TRANSFER_ENCODING,
 };
 use hyper::{Request, Response, StatusCode};
 use request::{ChatCompletionRequest, CompletionRequest, Generation};
@@ -107,6 +108,13 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 async fn dispatch(req: Request<Incoming>, state: &AppState) -> Result<Response<ApiBody>, ApiError> {
+    // SECURITY: request bodies must declare their length. Transfer-Encoding is where
+    // request smuggling lives (hyper quietly drops a Content-Length sent alongside it, as
+    // RFC 9112 §6.3 permits), and a known length lets the body cap apply up front. The
+    // connection is closed so bytes after this request are never read as another one.
+    if req.headers().contains_key(TRANSFER_ENCODING) {
+        return Err(ApiError::length_required().closing());
+    }
     let path = req.uri().path();
     let Some((route, allowed)) = route(path) else {
         return Err(ApiError::unknown_url(req.method().as_str(), path));
@@ -378,6 +386,9 @@ pub fn error_response(e: &ApiError) -> Response<ApiBody> {
     }
     if let Some(allow) = e.allow {
         h.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if e.close {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     if e.status == StatusCode::UNAUTHORIZED {
         h.insert(

@@ -1,0 +1,269 @@
+//! Abuse at the connection and HTTP framing level, against the real binary over real
+//! sockets: slow and silent clients, connection floods from one address, keep-alive
+//! hoarding, oversized and overcrowded heads, smuggling attempts, plain HTTP and old TLS
+//! versions on the TLS port. After each, a normal client is still served.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+fn server() -> Server {
+    Server::start()
+}
+
+/// A server with extra `[server]` keys (short timeouts, small caps).
+fn server_with(server_section: &str) -> Server {
+    Server::start_with(Options {
+        server_extra: server_section.into(),
+        ..Options::default()
+    })
+}
+
+async fn tls(server: &Server) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(server.api).await.unwrap();
+    let connector = tls_connector_with(&server.ca_pem(), rustls::DEFAULT_VERSIONS, &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Read until the peer closes or `limit` passes; (bytes, closed, elapsed).
+async fn read_until_close<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> (Vec<u8>, bool, Duration) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true, start.elapsed()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (out, false, start.elapsed()),
+        }
+    }
+}
+
+/// A normal authenticated request still succeeds, and quickly.
+async fn assert_normal_client_served(server: &Server) -> Duration {
+    let start = Instant::now();
+    let mut c = server.client().await;
+    let r = c.get("/v1/models", Some(ALICE)).await;
+    assert_eq!(r.status, 200);
+    start.elapsed()
+}
+
+fn status_of(resp: &[u8]) -> u16 {
+    std::str::from_utf8(resp.get(9..12).unwrap_or(b"000"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn silent_and_trickling_clients_are_dropped_at_the_header_timeout() {
+    let server = server_with("header_read_timeout_secs = 1\n");
+    // Silent after the handshake.
+    let mut silent = tls(&server).await;
+    // Trickling: a valid request line, then one header byte every 200 ms.
+    let mut trickle = tls(&server).await;
+    trickle
+        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let trickler = tokio::spawn(async move {
+        let start = Instant::now();
+        for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            .iter()
+            .cycle()
+        {
+            if trickle.write_all(&[*b]).await.is_err() || trickle.flush().await.is_err() {
+                return (true, start.elapsed());
+            }
+            let (_, closed, _) = read_until_close(&mut trickle, Duration::from_millis(200)).await;
+            if closed {
+                return (true, start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return (false, start.elapsed());
+            }
+        }
+        unreachable!()
+    });
+    // Meanwhile a normal client is served at once.
+    let normal = assert_normal_client_served(&server).await;
+    assert!(
+        normal < Duration::from_secs(1),
+        "normal request took {normal:?}"
+    );
+
+    let (_, closed, after) = read_until_close(&mut silent, Duration::from_secs(10)).await;
+    assert!(closed, "silent client still connected after {after:?}");
+    let (closed, after) = trickler.await.unwrap();
+    assert!(closed, "trickling client still connected after {after:?}");
+    assert!(
+        after < Duration::from_secs(5),
+        "trickler dropped only after {after:?}"
+    );
+    assert_normal_client_served(&server).await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let server = server_with("header_read_timeout_secs = 1\n");
+    let mut s = tls(&server).await;
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 401);
+    // The response is complete; the connection now idles.
+    let (_, closed, after) = read_until_close(&mut s, Duration::from_secs(10)).await;
+    assert!(closed, "idle keep-alive connection open after {after:?}");
+    assert!(
+        after < Duration::from_secs(4),
+        "closed only after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_more_than_its_connection_cap() {
+    let server = server_with("max_connections_per_address = 3\n");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tls(&server).await);
+    }
+    // The fourth is accepted and closed before the handshake.
+    let tcp = TcpStream::connect(server.api).await.unwrap();
+    let connector = tls_connector(&server.ca_pem());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let fourth = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await;
+    assert!(
+        matches!(fourth, Ok(Err(_))),
+        "fourth connection from one address must be refused"
+    );
+    // Closing one frees a slot.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_normal_client_served(&server).await;
+}
+
+#[tokio::test]
+async fn a_connection_serves_at_most_the_configured_number_of_requests() {
+    let server = server_with("max_requests_per_connection = 3\n");
+    let mut s = tls(&server).await;
+    let mut last = Vec::new();
+    for i in 0..3 {
+        s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        last = buf[..n].to_vec();
+        let head = String::from_utf8_lossy(&last).to_lowercase();
+        assert_eq!(
+            head.contains("connection: close"),
+            i == 2,
+            "request {i}: {head}"
+        );
+    }
+    let (_, closed, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "connection must close after the third response");
+    assert_eq!(status_of(&last), 401);
+}
+
+#[tokio::test]
+async fn oversized_or_overcrowded_heads_are_431_and_smuggling_is_refused() {
+    let server = server();
+    // A 32 KiB header (cap 16 KiB).
+    let mut s = tls(&server).await;
+    let big = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    let _ = s.write_all(big.as_bytes()).await;
+    let (resp, _, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 431, "{}", String::from_utf8_lossy(&resp));
+
+    // 100 headers (cap 64).
+    let mut s = tls(&server).await;
+    let mut req = String::from("GET /v1/models HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..100 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let (resp, _, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 431, "{}", String::from_utf8_lossy(&resp));
+
+    // Content-Length and Transfer-Encoding together, with a smuggled second request in
+    // the body: 411 (bodies need Content-Length), the connection closes, and the smuggled
+    // request is never answered.
+    let mut s = tls(&server).await;
+    let smuggle = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\n\
+                   Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+    let _ = s.write_all(smuggle.as_bytes()).await;
+    let (resp, closed, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&resp);
+    assert_eq!(status_of(&resp), 411, "{text}");
+    assert!(
+        text.contains("\"type\":\"invalid_request_error\""),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        1,
+        "smuggled request answered: {text}"
+    );
+    assert!(closed);
+
+    // Two different Content-Length values.
+    let mut s = tls(&server).await;
+    let dup = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\
+               Content-Length: 40\r\nContent-Type: application/json\r\n\r\n{}";
+    let _ = s.write_all(dup.as_bytes()).await;
+    let (resp, _, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&resp), 400, "{}", String::from_utf8_lossy(&resp));
+
+    assert_normal_client_served(&server).await;
+}
+
+#[tokio::test]
+async fn plain_http_and_old_tls_versions_on_the_tls_port_are_refused() {
+    let server = server();
+    // Plain HTTP: no HTTP answer, the connection ends (rustls rejects the record).
+    let mut tcp = TcpStream::connect(server.api).await.unwrap();
+    tcp.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (resp, closed, _) = read_until_close(&mut tcp, Duration::from_secs(5)).await;
+    assert!(closed);
+    assert!(!resp.starts_with(b"HTTP/"), "{resp:?}");
+
+    // A TLS 1.1 ClientHello (no supported_versions extension, RSA/AES-CBC suite):
+    // answered with a fatal alert record (type 21, level 2), no ServerHello.
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend([7u8; 32]); // random
+    hello.push(0); // session id
+    hello.extend([0x00, 0x02, 0x00, 0x2f]); // one cipher suite
+    hello.extend([0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00, 0x00, hello.len() as u8];
+    handshake.extend(&hello);
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, handshake.len() as u8];
+    record.extend(&handshake);
+    let mut tcp = TcpStream::connect(server.api).await.unwrap();
+    tcp.write_all(&record).await.unwrap();
+    let (resp, _, _) = read_until_close(&mut tcp, Duration::from_secs(5)).await;
+    assert!(resp.len() >= 7, "{resp:?}");
+    assert_eq!(resp[0], 21, "expected an alert record: {resp:?}");
+    assert_eq!(resp[5], 2, "expected a fatal alert: {resp:?}");
+    // rustls answers handshake_failure (40): no protocol version in common.
+    assert!(matches!(resp[6], 40 | 70), "unexpected alert: {resp:?}");
+
+    assert_normal_client_served(&server).await;
+}
