@@ -12,9 +12,13 @@
 //!   one tag per configured key, never the secret.
 //! - Expiry and rate limits are checked only after the secret is proven, so they reveal
 //!   nothing to someone without it.
+//! - Failed attempts are counted per client address (IPv6 per /64); an address out of
+//!   budget gets 429 before any argon2 work. A credential already in the verified cache
+//!   is still accepted from that address, so an attacker behind the same NAT cannot lock
+//!   out clients whose key already proved itself.
 
 use crate::keys::{self, KeyEntry};
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{FailedAuthLimiter, TokenBucket};
 use argon2::password_hash::PasswordHashString;
 use argon2::{Argon2, PasswordVerifier};
 use base64ct::{Base64, Encoding};
@@ -36,8 +40,28 @@ pub enum AuthError {
     Malformed,
     Invalid,
     Expired,
-    RateLimited { retry_after: Duration, limit: u32 },
+    RateLimited {
+        retry_after: Duration,
+        limit: u32,
+    },
+    /// Too many failed attempts from this client address.
+    TooManyFailures {
+        retry_after: Duration,
+    },
     Internal,
+}
+
+/// argon2 verifications run by every KeyStore in this process (for /metrics).
+static ARGON2_RUNS_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Requests refused by the failed-authentication limiter (for /metrics).
+static ADDRESS_THROTTLED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+pub fn argon2_runs_total() -> u64 {
+    ARGON2_RUNS_TOTAL.load(Ordering::Relaxed)
+}
+
+pub fn address_throttled_total() -> u64 {
+    ADDRESS_THROTTLED_TOTAL.load(Ordering::Relaxed)
 }
 
 /// Who a request is, once authenticated.
@@ -63,6 +87,7 @@ pub struct KeyStore {
     verified: Mutex<HashMap<String, hmac::Tag>>,
     verify_slots: Arc<Semaphore>,
     argon2_runs: AtomicU64,
+    failures: FailedAuthLimiter,
 }
 
 impl KeyStore {
@@ -70,6 +95,7 @@ impl KeyStore {
         entries: Vec<KeyEntry>,
         default_rpm: u32,
         max_concurrent_verifications: u32,
+        failed_per_minute_per_address: u32,
     ) -> Result<Self, String> {
         let rng = ring::rand::SystemRandom::new();
         let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
@@ -103,6 +129,7 @@ impl KeyStore {
             verified: Mutex::new(HashMap::new()),
             verify_slots: Arc::new(Semaphore::new(max_concurrent_verifications.max(1) as usize)),
             argon2_runs: AtomicU64::new(0),
+            failures: FailedAuthLimiter::new(failed_per_minute_per_address),
         })
     }
 
@@ -120,17 +147,37 @@ impl KeyStore {
     }
 
     /// Authenticate one request from its Authorization header value.
-    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+    /// `addr` is the client's address key (see `http::address_key`).
+    pub async fn authenticate(
+        &self,
+        header: Option<&[u8]>,
+        addr: std::net::IpAddr,
+    ) -> Result<Principal, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
-        let (id, secret) = parse_authorization(header)?;
+        let (id, secret) = match parse_authorization(header) {
+            Ok(x) => x,
+            Err(e) => {
+                self.failures.record_failure(addr, Instant::now());
+                return Err(e);
+            }
+        };
+        let tag_input = cache_input(&id, &secret);
+        let cached = self.keys.contains_key(&id) && self.cache_hit(&id, &tag_input);
+        if !cached {
+            if let Err(retry_after) = self.failures.check(addr, Instant::now()) {
+                ADDRESS_THROTTLED_TOTAL.fetch_add(1, Ordering::Relaxed);
+                return Err(AuthError::TooManyFailures { retry_after });
+            }
+        }
         let Some(record) = self.keys.get(&id) else {
             // SECURITY: same work as a real check, result discarded.
             let _ = self.argon2_verify(self.dummy_hash.clone(), secret).await;
+            self.failures.record_failure(addr, Instant::now());
             return Err(AuthError::Invalid);
         };
-        let tag_input = cache_input(&id, &secret);
-        if !self.cache_hit(&id, &tag_input) {
+        if !cached {
             if !self.argon2_verify(record.hash.clone(), secret).await? {
+                self.failures.record_failure(addr, Instant::now());
                 return Err(AuthError::Invalid);
             }
             let tag = hmac::sign(&self.cache_key, &tag_input);
@@ -187,6 +234,7 @@ impl KeyStore {
             .await
             .map_err(|_| AuthError::Internal)?;
         self.argon2_runs.fetch_add(1, Ordering::Relaxed);
+        ARGON2_RUNS_TOTAL.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             Argon2::default()
                 .verify_password(&secret, &hash.password_hash())
@@ -233,8 +281,10 @@ mod tests {
     use super::*;
     use crate::keys::{hash_secret, parse_keys};
 
+    const HOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
     fn store(lines: &str) -> KeyStore {
-        KeyStore::new(parse_keys(lines).unwrap(), 0, 2).unwrap()
+        KeyStore::new(parse_keys(lines).unwrap(), 0, 2, 1000).unwrap()
     }
 
     fn cheap_hash(secret: &str) -> String {
@@ -278,23 +328,30 @@ mod tests {
         let s = store(&format!("alice:{}\n", cheap_hash("right")));
         // KeyStore::new hashed the dummy; that is not a verification.
         assert_eq!(s.argon2_runs(), 0);
-        let p = s.authenticate(Some(b"Bearer alice:right")).await.unwrap();
+        let p = s
+            .authenticate(Some(b"Bearer alice:right"), HOST)
+            .await
+            .unwrap();
         assert_eq!(&*p.key_id, "alice");
         assert_eq!(s.argon2_runs(), 1);
         for _ in 0..5 {
-            s.authenticate(Some(b"Bearer alice:right")).await.unwrap();
+            s.authenticate(Some(b"Bearer alice:right"), HOST)
+                .await
+                .unwrap();
         }
         assert_eq!(s.argon2_runs(), 1, "cache must serve repeated successes");
         // A wrong secret for a cached id is not served from the cache.
         assert_eq!(
-            s.authenticate(Some(b"Bearer alice:wrong"))
+            s.authenticate(Some(b"Bearer alice:wrong"), HOST)
                 .await
                 .unwrap_err(),
             AuthError::Invalid
         );
         assert_eq!(s.argon2_runs(), 2);
         // And the right one still hits afterwards.
-        s.authenticate(Some(b"Bearer alice:right")).await.unwrap();
+        s.authenticate(Some(b"Bearer alice:right"), HOST)
+            .await
+            .unwrap();
         assert_eq!(s.argon2_runs(), 2);
     }
 
@@ -302,13 +359,16 @@ mod tests {
     async fn unknown_id_costs_an_argon2_run() {
         let s = store(&format!("alice:{}\n", cheap_hash("right")));
         assert_eq!(
-            s.authenticate(Some(b"Bearer mallory:right"))
+            s.authenticate(Some(b"Bearer mallory:right"), HOST)
                 .await
                 .unwrap_err(),
             AuthError::Invalid
         );
         assert_eq!(s.argon2_runs(), 1);
-        assert_eq!(s.authenticate(None).await.unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            s.authenticate(None, HOST).await.unwrap_err(),
+            AuthError::Missing
+        );
     }
 
     #[tokio::test]
@@ -316,16 +376,24 @@ mod tests {
         let h = cheap_hash("k");
         let s = store(&format!("old:{h}::2001-01-01T00:00:00Z\nslow:{h}:2\n"));
         assert_eq!(
-            s.authenticate(Some(b"Bearer old:k")).await.unwrap_err(),
+            s.authenticate(Some(b"Bearer old:k"), HOST)
+                .await
+                .unwrap_err(),
             AuthError::Expired
         );
         assert_eq!(
-            s.authenticate(Some(b"Bearer old:x")).await.unwrap_err(),
+            s.authenticate(Some(b"Bearer old:x"), HOST)
+                .await
+                .unwrap_err(),
             AuthError::Invalid
         );
-        s.authenticate(Some(b"Bearer slow:k")).await.unwrap();
-        s.authenticate(Some(b"Bearer slow:k")).await.unwrap();
-        match s.authenticate(Some(b"Bearer slow:k")).await.unwrap_err() {
+        s.authenticate(Some(b"Bearer slow:k"), HOST).await.unwrap();
+        s.authenticate(Some(b"Bearer slow:k"), HOST).await.unwrap();
+        match s
+            .authenticate(Some(b"Bearer slow:k"), HOST)
+            .await
+            .unwrap_err()
+        {
             AuthError::RateLimited { retry_after, limit } => {
                 assert_eq!(limit, 2);
                 assert!(retry_after > Duration::from_secs(1));
@@ -334,7 +402,53 @@ mod tests {
         }
         // A wrong secret does not consume the victim's budget, it is simply invalid.
         assert_eq!(
-            s.authenticate(Some(b"Bearer slow:bad")).await.unwrap_err(),
+            s.authenticate(Some(b"Bearer slow:bad"), HOST)
+                .await
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_out_of_failures_gets_429_without_argon2_but_cached_keys_pass() {
+        let s = KeyStore::new(
+            parse_keys(&format!("alice:{}\n", cheap_hash("right"))).unwrap(),
+            0,
+            2,
+            3,
+        )
+        .unwrap();
+        s.authenticate(Some(b"Bearer alice:right"), HOST)
+            .await
+            .unwrap();
+        assert_eq!(s.argon2_runs(), 1);
+        for _ in 0..3 {
+            assert_eq!(
+                s.authenticate(Some(b"Bearer alice:wrong"), HOST)
+                    .await
+                    .unwrap_err(),
+                AuthError::Invalid
+            );
+        }
+        assert_eq!(s.argon2_runs(), 4);
+        for cred in [&b"Bearer alice:wrong"[..], b"Bearer mallory:x"] {
+            assert!(matches!(
+                s.authenticate(Some(cred), HOST).await.unwrap_err(),
+                AuthError::TooManyFailures { .. }
+            ));
+        }
+        assert_eq!(s.argon2_runs(), 4, "throttled attempts must not hash");
+        // The already-verified key still works from the throttled address, without argon2.
+        s.authenticate(Some(b"Bearer alice:right"), HOST)
+            .await
+            .unwrap();
+        assert_eq!(s.argon2_runs(), 4);
+        // Another address is unaffected.
+        let other = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 9));
+        assert_eq!(
+            s.authenticate(Some(b"Bearer alice:wrong"), other)
+                .await
+                .unwrap_err(),
             AuthError::Invalid
         );
     }

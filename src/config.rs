@@ -111,6 +111,14 @@ pub struct AuthConfig {
     /// Argon2 verifications allowed to run at once (each costs ~19 MiB and ~20 ms).
     #[serde(default = "default_verifications")]
     pub max_concurrent_verifications: u32,
+    /// Failed authentications one client address (IPv6: /64) may make per minute before
+    /// its unverified attempts get 429 without any hashing.
+    #[serde(default = "default_failed_auth")]
+    pub failed_auth_per_minute_per_address: u32,
+}
+
+fn default_failed_auth() -> u32 {
+    10
 }
 
 fn default_rpm() -> u32 {
@@ -571,6 +579,13 @@ impl Config {
         );
         range(
             &mut bad,
+            "auth.failed_auth_per_minute_per_address",
+            a.failed_auth_per_minute_per_address as u64,
+            1,
+            100_000,
+        );
+        range(
+            &mut bad,
             "auth.max_concurrent_verifications",
             a.max_concurrent_verifications as u64,
             1,
@@ -903,6 +918,10 @@ mod tests {
         );
         assert_eq!(c.model.context, default_context());
         assert_eq!(c.auth.default_requests_per_minute, default_rpm());
+        assert_eq!(
+            c.auth.failed_auth_per_minute_per_address,
+            default_failed_auth()
+        );
         let sb = SandboxConfig::default();
         assert_eq!(c.sandbox.landlock, sb.landlock);
         assert_eq!(c.sandbox.seccomp, sb.seccomp);

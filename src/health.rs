@@ -117,7 +117,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 /// Prometheus exposition of the engine counters.
 pub fn metrics(s: &EngineStats) -> String {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 9] = [
+    let rows: [(&str, &str, &str, u64); 11] = [
         (
             "lgi_ready",
             "gauge",
@@ -165,6 +165,18 @@ pub fn metrics(s: &EngineStats) -> String {
             "counter",
             "tokens generated",
             g(&s.completion_tokens),
+        ),
+        (
+            "lgi_argon2_verifications_total",
+            "counter",
+            "argon2 verifications run (first use of a key, failures, unknown ids)",
+            crate::auth::argon2_runs_total(),
+        ),
+        (
+            "lgi_auth_address_throttled_total",
+            "counter",
+            "requests refused with 429 for too many failed authentications from one address",
+            crate::auth::address_throttled_total(),
         ),
         (
             "lgi_seccomp_denied_total",

@@ -210,7 +210,7 @@ async fn serve_connection(
             let state = state.clone();
             let last_served = last_served.clone();
             async move {
-                let mut resp = api::handle(req, state).await?;
+                let mut resp = api::handle(req, state, address_key(peer.ip())).await?;
                 if last {
                     if h2 {
                         // GOAWAY: streams already open finish, new ones go elsewhere.

@@ -66,6 +66,7 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
             entries,
             cfg.auth.default_requests_per_minute,
             cfg.auth.max_concurrent_verifications,
+            cfg.auth.failed_auth_per_minute_per_address,
         ) {
             Ok(k) => Some(k),
             Err(e) => {

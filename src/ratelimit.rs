@@ -1,9 +1,15 @@
-//! Per-key request budget: a token bucket refilled continuously at `per_minute / 60` per
-//! second, holding at most `per_minute` tokens (a full minute's burst).
+//! Token buckets: the per-key request budget (refilled continuously at `per_minute / 60`
+//! per second, holding at most `per_minute` tokens, a full minute's burst), and the
+//! per-address budget of failed authentications.
 //!
-//! SECURITY: the bucket is charged only after the caller authenticated, so an attacker
-//! without the secret cannot drain a victim's budget.
+//! SECURITY: a key's bucket is charged only after the caller authenticated, so an
+//! attacker without the secret cannot drain a victim's budget. The failed-authentication
+//! budget is checked *before* any argon2 work, so a brute-force or hash-burning flood from
+//! one address is refused without hashing.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -40,6 +46,24 @@ impl TokenBucket {
         }
     }
 
+    /// Refill, then say whether a token is available without taking it.
+    pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
+        }
+    }
+
+    /// Full again: carries no state worth keeping.
+    fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.per_sec >= self.capacity
+    }
+
     /// Tokens left, rounded down (for `x-ratelimit-remaining-requests`).
     pub fn remaining(&self) -> u32 {
         self.tokens.max(0.0).floor() as u32
@@ -50,9 +74,107 @@ impl TokenBucket {
     }
 }
 
+/// Addresses tracked at once by the failed-authentication limiter (~100 bytes each, so
+/// a few MiB at most). Beyond it, untracked addresses share one overflow bucket.
+pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Failed authentications allowed per client address per minute.
+pub struct FailedAuthLimiter {
+    per_minute: u32,
+    table: Mutex<HashMap<IpAddr, TokenBucket>>,
+    /// SECURITY: shared by addresses that find the table full, so spraying from many
+    /// addresses (e.g. a whole IPv6 range) cannot grow memory or escape the limit.
+    overflow: Mutex<TokenBucket>,
+}
+
+impl FailedAuthLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        let now = Instant::now();
+        Self {
+            per_minute,
+            table: Mutex::new(HashMap::new()),
+            overflow: Mutex::new(TokenBucket::per_minute(per_minute.saturating_mul(8), now)),
+        }
+    }
+
+    /// May `addr` try (another) credential that is not already verified?
+    pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let full = table.len() >= MAX_TRACKED_ADDRESSES;
+        match table.get_mut(&addr) {
+            Some(b) => b.check(now),
+            None if full => self
+                .overflow
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(now),
+            None => Ok(()),
+        }
+    }
+
+    /// Charge one failed attempt to `addr`.
+    pub fn record_failure(&self, addr: IpAddr, now: Instant) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if !table.contains_key(&addr) && table.len() >= MAX_TRACKED_ADDRESSES {
+            table.retain(|_, b| !b.is_full(now));
+        }
+        if let Some(b) = table.get_mut(&addr) {
+            let _ = b.try_take(now);
+        } else if table.len() < MAX_TRACKED_ADDRESSES {
+            let mut b = TokenBucket::per_minute(self.per_minute, now);
+            let _ = b.try_take(now);
+            table.insert(addr, b);
+        } else {
+            let _ = self
+                .overflow
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_take(now);
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.table.lock().unwrap().len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_auth_budget_is_per_address_and_refills() {
+        let t0 = Instant::now();
+        let l = FailedAuthLimiter::new(3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(a, t0).is_ok());
+            l.record_failure(a, t0);
+        }
+        let wait = l.check(a, t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(l.check(b, t0).is_ok(), "another address is unaffected");
+        assert!(l.check(a, t0 + Duration::from_secs(21)).is_ok());
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_sheds_refilled_entries() {
+        let t0 = Instant::now();
+        let l = FailedAuthLimiter::new(10);
+        for i in 0..MAX_TRACKED_ADDRESSES as u32 {
+            l.record_failure(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert_eq!(l.tracked(), MAX_TRACKED_ADDRESSES);
+        // Still within a minute: nothing is full again, so a new address goes to overflow.
+        l.record_failure("198.51.100.7".parse().unwrap(), t0);
+        assert_eq!(l.tracked(), MAX_TRACKED_ADDRESSES);
+        // Later every old bucket has refilled and is dropped for the newcomer.
+        let later = t0 + Duration::from_secs(120);
+        l.record_failure("198.51.100.8".parse().unwrap(), later);
+        assert_eq!(l.tracked(), 1);
+    }
 
     #[test]
     fn burst_then_refuse_then_refill() {

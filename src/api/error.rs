@@ -198,6 +198,17 @@ impl ApiError {
                 e.retry_after = Some(secs);
                 e
             }
+            AuthError::TooManyFailures { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "Too many failed authentication attempts from this address",
+                )
+                .with_code("rate_limit_exceeded");
+                e.retry_after = Some(secs);
+                e
+            }
             AuthError::Internal => Self::internal(),
         }
     }

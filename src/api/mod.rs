@@ -74,16 +74,18 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
 }
 
 /// Entry point for one HTTP request on the API listener.
+/// `peer` is the client's address key (IPv6 reduced to its /64), for per-address limits.
 pub async fn handle(
     req: Request<Incoming>,
     state: Arc<AppState>,
+    peer: std::net::IpAddr,
 ) -> Result<Response<ApiBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", %method, path = %truncate(&path, 64), key_id = tracing::field::Empty);
     let response = async {
-        let result = dispatch(req, &state).await;
+        let result = dispatch(req, &state, peer).await;
         let response = match result {
             Ok(r) => r,
             Err(e) => error_response(&e),
@@ -107,7 +109,11 @@ fn truncate(s: &str, n: usize) -> String {
         .collect()
 }
 
-async fn dispatch(req: Request<Incoming>, state: &AppState) -> Result<Response<ApiBody>, ApiError> {
+async fn dispatch(
+    req: Request<Incoming>,
+    state: &AppState,
+    peer: std::net::IpAddr,
+) -> Result<Response<ApiBody>, ApiError> {
     // SECURITY: request bodies must declare their length. Transfer-Encoding is where
     // request smuggling lives (hyper quietly drops a Content-Length sent alongside it, as
     // RFC 9112 §6.3 permits), and a known length lets the body cap apply up front. The
@@ -122,7 +128,7 @@ async fn dispatch(req: Request<Incoming>, state: &AppState) -> Result<Response<A
     if req.method().as_str() != allowed {
         return Err(ApiError::method_not_allowed(allowed));
     }
-    let principal = authenticate(&req, state).await?;
+    let principal = authenticate(&req, state, peer).await?;
     tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
     let mut response = match route {
         Route::Models => Ok(json_response(StatusCode::OK, &models_list(state))),
@@ -147,12 +153,16 @@ async fn dispatch(req: Request<Incoming>, state: &AppState) -> Result<Response<A
     Ok(response)
 }
 
-async fn authenticate(req: &Request<Incoming>, state: &AppState) -> Result<Principal, ApiError> {
+async fn authenticate(
+    req: &Request<Incoming>,
+    state: &AppState,
+    peer: std::net::IpAddr,
+) -> Result<Principal, ApiError> {
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    state.keys.authenticate(header).await.map_err(|e| {
+    state.keys.authenticate(header, peer).await.map_err(|e| {
         tracing::info!(reason = ?AuthReason(&e), "authentication refused");
         ApiError::from_auth(&e)
     })
@@ -170,6 +180,7 @@ impl std::fmt::Debug for AuthReason<'_> {
             Invalid => "invalid",
             Expired => "expired",
             RateLimited { .. } => "rate_limited",
+            TooManyFailures { .. } => "address_throttled",
             Internal => "internal",
         })
     }

@@ -108,6 +108,8 @@ pub struct Options {
     pub sandbox: String,
     /// More `[server]` keys (that table may appear only once).
     pub server_extra: String,
+    /// More `[auth]` keys.
+    pub auth_extra: String,
     pub model_section: String,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
@@ -119,6 +121,7 @@ impl Default for Options {
             extra_toml: String::new(),
             sandbox: default_sandbox_section(),
             server_extra: String::new(),
+            auth_extra: String::new(),
             model_section: "context = 1024\nthreads = 2\n".into(),
             env: vec![],
             wait_ready: true,
@@ -153,10 +156,11 @@ pub fn write_config(dir: &Path, opts: &Options) -> PathBuf {
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nhealth_listen = \"127.0.0.1:0\"\n{}\
          [tls]\nself_signed_dir = \"tls\"\n\
-         [auth]\nkeys_file = \"keys\"\ndefault_requests_per_minute = 0\n\
+         [auth]\nkeys_file = \"keys\"\ndefault_requests_per_minute = 0\n{}\
          [model]\npath = \"{}\"\nid = \"{MODEL_ID}\"\n{}\
          {}\n{}",
         opts.server_extra,
+        opts.auth_extra,
         model_path().display(),
         opts.model_section,
         opts.sandbox,
