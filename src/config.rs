@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub max_headers: u32,
     /// Offer HTTP/2 through ALPN. Off: HTTP/1.1 only.
     pub http2: bool,
+    /// Exact origins (scheme://host[:port]) allowed to call the API from browsers.
+    pub cors_allowed_origins: Vec<String>,
     /// Seconds a client has to finish the TLS handshake.
     pub tls_handshake_timeout_secs: u64,
     /// Seconds a client has to send a complete request head.
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             http2: true,
+            cors_allowed_origins: Vec::new(),
             tls_handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
@@ -736,13 +739,17 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next()?;
     let (name, _) = line.split_once('=')?;
-    let name = name.trim();
+    let name = name.trim().trim_matches('"');
+    if name.is_empty() {
+        return None;
+    }
     let section = before[..line_start]
         .lines()
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('[') && l.ends_with(']'))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|s| !s.is_empty());
     Some(match section {
         Some(sec) => format!("{sec}.{name}"),
         None => name.to_string(),
@@ -783,6 +790,12 @@ fn toml_issue(e: &toml::de::Error, text: &str) -> ConfigIssue {
         e.span()
             .and_then(|s| key_at(text, s.start))
             .unwrap_or_else(|| "(syntax)".to_string())
+    };
+    // A key spelled `""` is still a key: name it visibly.
+    let key = if key.is_empty() {
+        "\"\"".to_string()
+    } else {
+        key
     };
     let at = e
         .span()
@@ -927,6 +940,18 @@ mod tests {
         assert_eq!(c.sandbox.seccomp, sb.seccomp);
         assert_eq!(c.sandbox.allow_root, sb.allow_root);
         assert_eq!(c.sandbox.user, None);
+    }
+
+    #[test]
+    fn value_errors_name_their_key_and_never_an_empty_one() {
+        let issues = parse(&format!("{MINIMAL}[limits]\nmax_tokens = \"many\"\n")).unwrap_err();
+        assert_eq!(issues[0].key, "limits.max_tokens");
+        // Found by fuzzing (fuzz/fuzz_targets/config_toml.rs): a line with no key name.
+        for text in [" = \"x\"\n", "[]\n = 1\n", "a = \n", "[\"\"]"] {
+            for issue in parse(text).unwrap_err() {
+                assert!(!issue.key.is_empty(), "{text:?}: {issue:?}");
+            }
+        }
     }
 
     #[test]

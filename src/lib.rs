@@ -279,6 +279,7 @@ async fn run(
         model_id: p.cfg.model_id(),
         created: api::unix_now(),
         body_read_timeout: Duration::from_secs(p.cfg.server.body_read_timeout_secs),
+        cors_allowed_origins: p.cfg.server.cors_allowed_origins.clone(),
     });
     let limits = http::ConnLimits {
         max_connections: p.cfg.server.max_connections,

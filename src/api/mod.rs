@@ -15,6 +15,7 @@
 //! no body is read and no engine work happens before the caller is authenticated. The
 //! body is read under a size cap and a deadline; a full engine queue is a 503, never a wait.
 
+pub mod cors;
 pub mod error;
 pub mod request;
 pub mod stream;
@@ -51,6 +52,8 @@ pub struct AppState {
     /// Unix time the model was registered (server start), for /v1/models.
     pub created: u64,
     pub body_read_timeout: Duration,
+    /// Exact origins allowed to call the API from a browser (empty: no CORS).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Which route a request addresses.
@@ -84,12 +87,21 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", %method, path = %truncate(&path, 64), key_id = tracing::field::Empty);
+    let origin = cors::allowed_origin(req.headers(), &state.cors_allowed_origins).cloned();
     let response = async {
         let result = dispatch(req, &state, peer).await;
-        let response = match result {
+        let mut response = match result {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
+        if let Some(o) = origin {
+            if !response
+                .headers()
+                .contains_key("access-control-allow-origin")
+            {
+                cors::add_response_headers(response.headers_mut(), o);
+            }
+        }
         tracing::info!(
             status = response.status().as_u16(),
             ms = started.elapsed().as_millis() as u64,
@@ -125,6 +137,15 @@ async fn dispatch(
     let Some((route, allowed)) = route(path) else {
         return Err(ApiError::unknown_url(req.method().as_str(), path));
     };
+    if req.method() == hyper::Method::OPTIONS {
+        if let Some(origin) = cors::allowed_origin(req.headers(), &state.cors_allowed_origins) {
+            let mut r = Response::new(Full::new(Bytes::new()).boxed());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            secure_headers(r.headers_mut());
+            cors::add_preflight_headers(r.headers_mut(), origin.clone(), allowed);
+            return Ok(r);
+        }
+    }
     if req.method().as_str() != allowed {
         return Err(ApiError::method_not_allowed(allowed));
     }

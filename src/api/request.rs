@@ -144,10 +144,20 @@ pub struct Generation {
 /// Longest `user` tag accepted (OpenAI documents no limit; we keep it log-friendly).
 const MAX_USER_LEN: usize = 256;
 
+/// Deepest JSON nesting accepted. A valid request nests at most 5 levels (body →
+/// messages → message → content parts → part); 32 leaves room for clients' extras while
+/// keeping the parser's recursion far below serde_json's own limit of 128.
+pub const MAX_JSON_DEPTH: usize = 32;
+
 /// Parse a JSON body into `T`, naming the failing field in `param`.
 pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     if std::str::from_utf8(body).is_err() {
         return Err(ApiError::bad_request("Request body is not valid UTF-8"));
+    }
+    if json_depth(body) > MAX_JSON_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "The JSON body is nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -168,6 +178,33 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
     de.end()
         .map_err(|_| ApiError::bad_request("Unexpected data after the JSON body"))?;
     Ok(value)
+}
+
+/// Deepest `[`/`{` nesting in `body`, ignoring brackets inside strings. A linear scan
+/// with no allocation, run before the recursive parser sees the body.
+pub fn json_depth(body: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Longest parse-error message returned; serde messages can quote client input.
@@ -540,6 +577,22 @@ mod tests {
 
     fn chat(body: &str) -> Result<Generation, ApiError> {
         parse_json::<ChatCompletionRequest>(body.as_bytes())?.validate(&LimitsConfig::default())
+    }
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings_only() {
+        assert_eq!(json_depth(br#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_depth(br#"{"a":"[[[[{{{{\"]]]"}"#), 1);
+        assert_eq!(json_depth(b"[]"), 1);
+        assert_eq!(json_depth(b"42"), 0);
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        let e = parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert!(e.message.contains("nested deeper than 32"), "{e:?}");
+        let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        assert!(parse_json::<serde_json::Value>(ok.as_bytes()).is_ok());
+        // A body nested past serde_json's own limit gets the same clear answer.
+        let very = "[".repeat(100_000);
+        assert!(parse_json::<serde_json::Value>(very.as_bytes()).is_err());
     }
 
     #[test]

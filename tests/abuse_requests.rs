@@ -1,0 +1,147 @@
+//! Hostile request bodies and browser origins, against the real binary: each gets an
+//! OpenAI-shaped error naming the problem, and the server keeps serving.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+
+fn post_raw(body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
+    let mut r = request(
+        "POST",
+        "/v1/chat/completions",
+        Some(ALICE),
+        Some(String::new()),
+    );
+    *r.body_mut() = Full::new(Bytes::from(body));
+    r
+}
+
+fn error_of(r: &Reply, status: u16) -> serde_json::Value {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    v
+}
+
+#[tokio::test]
+async fn hostile_bodies_get_named_errors_and_the_server_keeps_serving() {
+    let server = Server::start();
+    let mut c = server.client().await;
+
+    // Deep nesting: refused by the linear pre-scan before the recursive parser.
+    let deep = format!(
+        "{{\"model\":\"{MODEL_ID}\",\"messages\":{}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let v = error_of(&c.send(post_raw(deep.into_bytes())).await, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested deeper than 32"),
+        "{v}"
+    );
+
+    // Invalid UTF-8 inside a string.
+    let mut bad =
+        format!("{{\"model\":\"{MODEL_ID}\",\"messages\":[{{\"role\":\"user\",\"content\":\"")
+            .into_bytes();
+    bad.extend([0xff, 0xfe]);
+    bad.extend(b"\"}]}");
+    let v = error_of(&c.send(post_raw(bad)).await, 400);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("UTF-8"),
+        "{v}"
+    );
+
+    // Duplicate keys are an error, not "last one wins".
+    let dup = format!(
+        "{{\"model\":\"{MODEL_ID}\",\"max_tokens\":1,\"max_tokens\":900,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}"
+    );
+    let v = error_of(&c.send(post_raw(dup.into_bytes())).await, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate"),
+        "{v}"
+    );
+
+    // Out-of-range, non-finite and wrongly typed numbers name their field.
+    for (field, value) in [
+        ("temperature", "1e400"),
+        ("max_tokens", "-1"),
+        ("max_tokens", "18446744073709551616"),
+        ("top_p", "\"NaN\""),
+        ("n", "2"),
+    ] {
+        let body = format!(
+            "{{\"model\":\"{MODEL_ID}\",\"{field}\":{value},\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}"
+        );
+        let r = c.send(post_raw(body.into_bytes())).await;
+        let v = error_of(&r, 400);
+        assert_eq!(v["error"]["param"], field, "{field}={value}: {v}");
+    }
+
+    // A NUL byte in a prompt (llama.cpp takes C strings).
+    let nul = format!(
+        "{{\"model\":\"{MODEL_ID}\",\"messages\":[{{\"role\":\"user\",\"content\":\"a\\u0000b\"}}]}}"
+    );
+    error_of(&c.send(post_raw(nul.into_bytes())).await, 400);
+
+    let r = c.get("/v1/models", Some(ALICE)).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_exact_when_configured() {
+    let server = Server::start();
+    let mut c = server.client().await;
+    let mut req = request("GET", "/v1/models", Some(ALICE), None);
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let r = c.send(req).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("access-control-allow-origin").is_none());
+    let mut pre = request("OPTIONS", "/v1/chat/completions", None, None);
+    pre.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    assert_eq!(c.send(pre).await.status, 405);
+
+    let server = Server::start_with(Options {
+        server_extra: "cors_allowed_origins = [\"https://app.example\"]\n".into(),
+        ..Options::default()
+    });
+    let mut c = server.client().await;
+    let mut pre = request("OPTIONS", "/v1/chat/completions", None, None);
+    pre.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let r = c.send(pre).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods").as_deref(),
+        Some("POST")
+    );
+    let mut req = request("GET", "/v1/models", Some(ALICE), None);
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let r = c.send(req).await;
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("vary").as_deref(), Some("Origin"));
+    // Another origin gets nothing, not a wildcard.
+    let mut req = request("GET", "/v1/models", Some(ALICE), None);
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let r = c.send(req).await;
+    assert!(r.header("access-control-allow-origin").is_none());
+}
