@@ -215,6 +215,9 @@ pub struct LimitsConfig {
     pub max_stop_bytes: u32,
     /// Requests waiting for the engine; beyond this a request gets 503 + Retry-After.
     pub queue_depth: u32,
+    /// Seconds the engine may spend generating one completion (then finish_reason
+    /// "length"), so no single request holds the engine indefinitely.
+    pub max_generation_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -227,6 +230,7 @@ impl Default for LimitsConfig {
             max_stop: 4,
             max_stop_bytes: 256,
             queue_depth: 32,
+            max_generation_secs: 300,
         }
     }
 }
@@ -686,6 +690,13 @@ impl Config {
         );
         range(
             &mut bad,
+            "limits.max_generation_secs",
+            l.max_generation_secs,
+            1,
+            86_400,
+        );
+        range(
+            &mut bad,
             "limits.queue_depth",
             l.queue_depth as u64,
             1,
@@ -905,6 +916,7 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, d.max_body_bytes);
         assert_eq!(c.limits.max_tokens, d.max_tokens);
         assert_eq!(c.limits.queue_depth, d.queue_depth);
+        assert_eq!(c.limits.max_generation_secs, d.max_generation_secs);
         assert_eq!(c.limits.max_prompt_bytes, d.max_prompt_bytes);
         let s = ServerConfig::default();
         assert_eq!(c.server.listen, s.listen);

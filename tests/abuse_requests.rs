@@ -145,3 +145,29 @@ async fn cors_is_off_by_default_and_exact_when_configured() {
     let r = c.send(req).await;
     assert!(r.header("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_generation_stops_at_its_deadline_and_the_engine_moves_on() {
+    let server = Server::start_with(Options {
+        extra_toml: "[limits]\nmax_generation_secs = 1\nmax_tokens = 3000\n".into(),
+        model_section: "context = 4096\nthreads = 2\n".into(),
+        ..Options::default()
+    });
+    let mut c = server.client().await;
+    // Greedy counting goes on for thousands of tokens (~20 s here); the deadline ends it
+    // after about 1 s with finish_reason "length".
+    let body = serde_json::json!({"model": MODEL_ID, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,",
+        "max_tokens": 3000, "temperature": 0});
+    let started = std::time::Instant::now();
+    let r = c.post("/v1/completions", Some(ALICE), &body).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    let tokens = v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(tokens > 10 && tokens < 3000, "{tokens} tokens: {v}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert!(server.log_text().contains("generation deadline reached"));
+    let r = c.get("/v1/models", Some(ALICE)).await;
+    assert_eq!(r.status, 200);
+}

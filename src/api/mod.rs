@@ -289,6 +289,7 @@ async fn generate(
             stop: generation.stop,
             sampling: generation.sampling,
             events: tx,
+            deadline: Duration::from_secs(state.limits.max_generation_secs),
         })
         .map_err(|_| ApiError::overloaded(1))?;
     // Wait for the engine to accept the prompt (or refuse it) before choosing a status.

@@ -296,6 +296,7 @@ fn run_job(
     context: u32,
     req: GenerateRequest,
 ) -> Result<JobEnd, EngineError> {
+    let started = Instant::now();
     ctx.clear_kv_cache();
     let (text, parse_special) = render_prompt(model, template, &req.prompt)?;
     let vocab = model.vocab();
@@ -365,6 +366,14 @@ fn run_job(
             break FinishReason::Stop;
         }
         if completion_tokens >= budget {
+            break FinishReason::Length;
+        }
+        // SECURITY: one request cannot hold the (serial) engine beyond its deadline.
+        if started.elapsed() >= req.deadline {
+            tracing::info!(
+                completion_tokens,
+                "generation deadline reached (limits.max_generation_secs)"
+            );
             break FinishReason::Length;
         }
         batch.clear();

@@ -53,6 +53,9 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     pub sampling: Sampling,
     pub events: UnboundedSender<Event>,
+    /// Longest the engine spends generating for this request (from when it starts on it);
+    /// beyond it the completion ends with finish_reason "length".
+    pub deadline: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +221,7 @@ mod tests {
                     frequency_penalty: 0.0,
                 },
                 events,
+                deadline: std::time::Duration::from_secs(1),
             }
         };
         assert!(h.submit(make()).is_ok());
