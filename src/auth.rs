@@ -70,12 +70,16 @@ pub struct Principal {
     pub key_id: Arc<str>,
     /// Requests-per-minute limit and what is left, when the key has one.
     pub rate: Option<(u32, u32)>,
+    /// The key's tokens-per-minute budget, when it has one (charged by the API layer
+    /// once the prompt is tokenized).
+    pub tokens: Option<Arc<Mutex<TokenBucket>>>,
 }
 
 struct KeyRecord {
     hash: PasswordHashString,
     expires: Option<OffsetDateTime>,
     bucket: Option<Mutex<TokenBucket>>,
+    tokens: Option<Arc<Mutex<TokenBucket>>>,
     id: Arc<str>,
 }
 
@@ -94,6 +98,7 @@ impl KeyStore {
     pub fn new(
         entries: Vec<KeyEntry>,
         default_rpm: u32,
+        default_tpm: u32,
         max_concurrent_verifications: u32,
         failed_per_minute_per_address: u32,
     ) -> Result<Self, String> {
@@ -117,6 +122,8 @@ impl KeyStore {
                     hash: e.hash,
                     expires: e.expires,
                     bucket: (rpm > 0).then(|| Mutex::new(TokenBucket::per_minute(rpm, now))),
+                    tokens: (default_tpm > 0)
+                        .then(|| Arc::new(Mutex::new(TokenBucket::per_minute(default_tpm, now)))),
                     id: Arc::from(e.id.as_str()),
                 };
                 (e.id, record)
@@ -208,6 +215,7 @@ impl KeyStore {
         Ok(Principal {
             key_id: record.id.clone(),
             rate,
+            tokens: record.tokens.clone(),
         })
     }
 
@@ -284,7 +292,7 @@ mod tests {
     const HOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
     fn store(lines: &str) -> KeyStore {
-        KeyStore::new(parse_keys(lines).unwrap(), 0, 2, 1000).unwrap()
+        KeyStore::new(parse_keys(lines).unwrap(), 0, 0, 2, 1000).unwrap()
     }
 
     fn cheap_hash(secret: &str) -> String {
@@ -413,6 +421,7 @@ mod tests {
     async fn an_address_out_of_failures_gets_429_without_argon2_but_cached_keys_pass() {
         let s = KeyStore::new(
             parse_keys(&format!("alice:{}\n", cheap_hash("right"))).unwrap(),
+            0,
             0,
             2,
             3,

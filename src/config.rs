@@ -111,6 +111,9 @@ pub struct AuthConfig {
     /// Requests per minute for keys whose line names no limit; 0 means unlimited.
     #[serde(default = "default_rpm")]
     pub default_requests_per_minute: u32,
+    /// Tokens (prompt + max_tokens) per minute for every key; 0 means unlimited.
+    #[serde(default)]
+    pub default_tokens_per_minute: u32,
     /// Argon2 verifications allowed to run at once (each costs ~19 MiB and ~20 ms).
     #[serde(default = "default_verifications")]
     pub max_concurrent_verifications: u32,
@@ -583,6 +586,13 @@ impl Config {
             a.default_requests_per_minute as u64,
             0,
             1_000_000,
+        );
+        range(
+            &mut bad,
+            "auth.default_tokens_per_minute",
+            a.default_tokens_per_minute as u64,
+            0,
+            1_000_000_000,
         );
         range(
             &mut bad,

@@ -65,6 +65,7 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
         Ok(entries) => match auth::KeyStore::new(
             entries,
             cfg.auth.default_requests_per_minute,
+            cfg.auth.default_tokens_per_minute,
             cfg.auth.max_concurrent_verifications,
             cfg.auth.failed_auth_per_minute_per_address,
         ) {

@@ -58,6 +58,14 @@ impl TokenBucket {
         }
     }
 
+    /// Take `n` tokens even if that leaves the bucket in debt (tokens-per-minute budgets
+    /// are charged after the size of a request is known; debt delays the next request).
+    pub fn charge(&mut self, n: u32, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity) - f64::from(n);
+        self.last = now;
+    }
+
     /// Full again: carries no state worth keeping.
     fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -142,6 +150,20 @@ impl FailedAuthLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charges_may_go_into_debt_which_delays_the_next_request() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::per_minute(600, t0); // 10 tokens per second
+        b.charge(1000, t0);
+        let wait = b.check(t0).unwrap_err();
+        // 400 tokens of debt plus one: ~40 s.
+        assert!(
+            wait > Duration::from_secs(39) && wait < Duration::from_secs(41),
+            "{wait:?}"
+        );
+        assert!(b.check(t0 + Duration::from_secs(41)).is_ok());
+    }
 
     #[test]
     fn failed_auth_budget_is_per_address_and_refills() {

@@ -110,6 +110,17 @@ impl ApiError {
         .with_code("request_too_large")
     }
 
+    pub fn token_rate_limited(limit: u32, retry_after: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!("Rate limit reached: {limit} tokens per minute for this key"),
+        )
+        .with_code("rate_limit_exceeded");
+        e.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        e
+    }
+
     pub fn length_required() -> Self {
         Self::new(
             StatusCode::LENGTH_REQUIRED,

@@ -160,8 +160,8 @@ async fn dispatch(
                 Err(ApiError::model_not_found(id))
             }
         }
-        Route::Chat => generate(req, state, Kind::Chat).await,
-        Route::Completions => generate(req, state, Kind::Completion).await,
+        Route::Chat => generate(req, state, Kind::Chat, &principal).await,
+        Route::Completions => generate(req, state, Kind::Completion, &principal).await,
     }?;
     if let Some((limit, remaining)) = principal.rate {
         let h = response.headers_mut();
@@ -262,9 +262,17 @@ async fn generate(
     req: Request<Incoming>,
     state: &AppState,
     kind: Kind,
+    principal: &Principal,
 ) -> Result<Response<ApiBody>, ApiError> {
     if !state.engine.stats.is_ready() {
         return Err(ApiError::not_ready());
+    }
+    // Tokens-per-minute: a key still in debt from earlier requests waits.
+    if let Some(bucket) = &principal.tokens {
+        let mut b = bucket.lock().map_err(|_| ApiError::internal())?;
+        if let Err(wait) = b.check(Instant::now()) {
+            return Err(ApiError::token_rate_limited(b.capacity(), wait));
+        }
     }
     let body = read_body(req, state).await?;
     let generation: Generation = match kind {
@@ -280,6 +288,7 @@ async fn generate(
         return Err(ApiError::model_not_found(&generation.model));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let requested_max_tokens = generation.max_tokens;
     state
         .engine
         .submit(GenerateRequest {
@@ -298,6 +307,13 @@ async fn generate(
         Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
         Some(_) | None => return Err(ApiError::internal()),
     };
+    // Charged as OpenAI counts it: prompt tokens plus the completion budget asked for.
+    let token_budget = principal.tokens.as_ref().and_then(|bucket| {
+        let mut b = bucket.lock().ok()?;
+        let asked = requested_max_tokens.unwrap_or(state.limits.max_tokens);
+        b.charge(prompt_tokens.saturating_add(asked), Instant::now());
+        Some((b.capacity(), b.remaining()))
+    });
     let meta = ChunkMeta {
         id: response_id(kind),
         created: unix_now(),
@@ -305,14 +321,21 @@ async fn generate(
         kind,
         include_usage: generation.include_usage,
     };
-    if generation.stream {
+    let mut response = if generation.stream {
         let mut response = Response::new(SseBody::new(meta, rx).boxed());
         let h = response.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         secure_headers(h);
-        return Ok(response);
+        response
+    } else {
+        collect_completion(meta, prompt_tokens, rx).await?
+    };
+    if let Some((limit, remaining)) = token_budget {
+        let h = response.headers_mut();
+        h.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
+        h.insert("x-ratelimit-remaining-tokens", HeaderValue::from(remaining));
     }
-    collect_completion(meta, prompt_tokens, rx).await
+    Ok(response)
 }
 
 async fn collect_completion(
