@@ -92,3 +92,89 @@ async fn bench_core() {
         lat[N - 1]
     );
 }
+
+/// p50/p99 of `n` authenticated GET /v1/models: on one kept-alive connection, and each on
+/// a fresh TLS connection (handshake included).
+async fn sample_latency(server: &Server, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let mut c = server.client().await;
+    c.get("/v1/models", Some(ALICE)).await;
+    let mut kept = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+        kept.push(t.elapsed());
+    }
+    let mut fresh = Vec::with_capacity(n / 4);
+    for _ in 0..n / 4 {
+        let t = Instant::now();
+        let mut c = server.client().await;
+        assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+        fresh.push(t.elapsed());
+    }
+    kept.sort();
+    fresh.sort();
+    (kept, fresh)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_latency_with_500_idle_and_slow_connections() {
+    use tokio::io::AsyncWriteExt;
+    // 500 connections from one test process stand in for 500 clients: lift the
+    // per-address cap, and keep the header timeout longer than the measurement.
+    let server = Server::start_with(Options {
+        server_extra: "max_connections_per_address = 1000\nheader_read_timeout_secs = 120\n".into(),
+        ..Options::default()
+    });
+    const N: usize = 400;
+    let (idle_kept, idle_fresh) = sample_latency(&server, N).await;
+
+    // 250 silent connections (TLS done, no request) and 250 trickling a request head.
+    let mut silent = Vec::new();
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        let tcp = tokio::net::TcpStream::connect(server.api).await.unwrap();
+        let connector =
+            tls_connector_with(&server.ca_pem(), rustls::DEFAULT_VERSIONS, &[b"http/1.1"]);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        if i % 2 == 0 {
+            silent.push(s);
+        } else {
+            s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            slow.push(s);
+        }
+    }
+    let trickle = tokio::spawn(async move {
+        loop {
+            for s in slow.iter_mut() {
+                let _ = s.write_all(b"X").await;
+                let _ = s.flush().await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let (busy_kept, busy_fresh) = sample_latency(&server, N).await;
+    trickle.abort();
+    drop(silent);
+
+    let p = |v: &[Duration], q| percentile(v, q);
+    println!(
+        "GET /v1/models, kept-alive: idle server p50 {:?} p99 {:?}; with 500 idle/slow connections p50 {:?} p99 {:?}; p50 ratio {:.2}",
+        p(&idle_kept, 0.5),
+        p(&idle_kept, 0.99),
+        p(&busy_kept, 0.5),
+        p(&busy_kept, 0.99),
+        p(&busy_kept, 0.5).as_secs_f64() / p(&idle_kept, 0.5).as_secs_f64()
+    );
+    println!(
+        "GET /v1/models, new TLS connection each: idle server p50 {:?} p99 {:?}; with 500 idle/slow connections p50 {:?} p99 {:?}; p50 ratio {:.2}",
+        p(&idle_fresh, 0.5),
+        p(&idle_fresh, 0.99),
+        p(&busy_fresh, 0.5),
+        p(&busy_fresh, 0.99),
+        p(&busy_fresh, 0.5).as_secs_f64() / p(&idle_fresh, 0.5).as_secs_f64()
+    );
+}

@@ -372,6 +372,8 @@ impl Reply {
 impl Client {
     pub async fn connect(addr: SocketAddr, ca_pem: &Path) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
+        // Like real HTTP clients: no Nagle delay on small writes.
+        tcp.set_nodelay(true).unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tls_connector(ca_pem).connect(name, tcp).await.unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
