@@ -1,0 +1,104 @@
+//! HTTP/2 abuse over real TLS (ALPN h2): a client opening far more streams than allowed
+//! and a rapid-reset flood. The server must bound both and keep serving everyone else.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+async fn h2_client(server: &Server) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(server.api).await.unwrap();
+    let connector = tls_connector_with(&server.ca_pem(), rustls::DEFAULT_VERSIONS, &[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn get_models() -> hyper::Request<()> {
+    hyper::Request::builder()
+        .method("GET")
+        .uri("https://localhost/v1/models")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_advertises_32_streams_and_serves_a_burst_of_200_requests() {
+    let server = Server::start();
+    let client = h2_client(&server).await;
+    let mut client = client.ready().await.unwrap();
+    // After one exchange the server's SETTINGS have arrived.
+    let (resp, _) = client.send_request(get_models(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    assert_eq!(client.current_max_send_streams(), 32);
+    let mut pending = Vec::new();
+    for _ in 0..200 {
+        client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(get_models(), true).unwrap();
+        pending.push(resp);
+    }
+    for resp in pending {
+        assert_eq!(resp.await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_flood_ends_that_connection_and_others_are_served() {
+    let server = Server::start();
+    let client = h2_client(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut ended = false;
+    // Open a stream and cancel it at once (RST_STREAM), as fast as possible.
+    while started.elapsed() < Duration::from_secs(10) && sent < 100_000 {
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        };
+        match client.send_request(get_models(), true) {
+            Ok((resp, stream)) => {
+                drop(stream);
+                drop(resp);
+                sent += 1;
+                // Let the connection task write the frames out.
+                tokio::task::yield_now().await;
+            }
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        ended,
+        "the server kept accepting after {sent} reset streams"
+    );
+    // The flood cost almost no request handling.
+    let served = server.log_text().matches("request done").count();
+    assert!(
+        served < 1000,
+        "{served} of {sent} reset streams were handled"
+    );
+    // Everyone else is unaffected.
+    let t = Instant::now();
+    let mut c = server.client().await;
+    assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    eprintln!("rapid reset: connection ended after {sent} streams, {served} handled");
+}
