@@ -172,7 +172,11 @@ pub async fn serve_api(
                     return;
                 }
             };
-            serve_connection(stream, peer, state, limits, shutdown).await;
+            // SECURITY: the protocol comes from ALPN, never from sniffing the first bytes:
+            // the auto builder's sniffing waits for those bytes with no timeout (a silent
+            // client would be held forever). No ALPN means HTTP/1.1 (h2 over TLS needs it).
+            let h2 = limits.http2 && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            serve_connection(stream, h2, peer, state, limits, shutdown).await;
         });
     }
     drop(listener);
@@ -190,15 +194,19 @@ pub async fn serve_api(
     }
 }
 
-/// One TLS connection: hyper with our limits; closes gracefully after
-/// `max_requests_per_connection` requests or at server shutdown.
-async fn serve_connection(
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+/// One connection (after TLS): hyper with our limits, HTTP/2 if `h2` else HTTP/1.1;
+/// closes gracefully after `max_requests_per_connection` requests or at server shutdown.
+/// Public so the fuzz target drives exactly this code over an in-memory stream.
+pub async fn serve_connection<I>(
+    stream: I,
+    h2: bool,
     peer: std::net::SocketAddr,
     state: Arc<AppState>,
     limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let served = Arc::new(AtomicU32::new(0));
     let last_served = Arc::new(Notify::new());
     let service = {
@@ -224,10 +232,6 @@ async fn serve_connection(
             }
         })
     };
-    // SECURITY: the protocol comes from ALPN, never from sniffing the first bytes: the
-    // auto builder's sniffing waits for those bytes with no timeout (a silent client
-    // would be held forever). No ALPN means HTTP/1.1 (h2 over TLS requires ALPN).
-    let h2 = limits.http2 && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let builder = connection_builder(limits, h2);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -54,6 +54,7 @@ struct Prepared {
     cfg: Config,
     keys: auth::KeyStore,
     tls: tls::TlsMaterial,
+    #[cfg_attr(not(feature = "llama"), allow(dead_code))]
     tls_config: std::sync::Arc<rustls::ServerConfig>,
     gguf: gguf::GgufSummary,
 }

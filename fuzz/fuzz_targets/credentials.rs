@@ -3,7 +3,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, rest)) = data.split_first() else { return };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
     if which & 1 == 0 {
         let _ = llama_gguf_inference::auth::parse_authorization(rest);
     } else if let Ok(text) = std::str::from_utf8(rest) {

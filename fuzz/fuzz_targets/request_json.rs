@@ -6,7 +6,9 @@ use llama_gguf_inference::api::request::{parse_json, ChatCompletionRequest, Comp
 use llama_gguf_inference::config::LimitsConfig;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, body)) = data.split_first() else { return };
+    let Some((&which, body)) = data.split_first() else {
+        return;
+    };
     let limits = LimitsConfig::default();
     if which & 1 == 0 {
         if let Ok(r) = parse_json::<ChatCompletionRequest>(body) {

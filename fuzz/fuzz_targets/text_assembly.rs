@@ -9,10 +9,14 @@ use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::engine::text::{StopMatcher, Utf8Assembler};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, mut rest)) = data.split_first() else { return };
+    let Some((&n, mut rest)) = data.split_first() else {
+        return;
+    };
     let mut stops = Vec::new();
     for _ in 0..(n % 4) {
-        let Some((&len, r)) = rest.split_first() else { return };
+        let Some((&len, r)) = rest.split_first() else {
+            return;
+        };
         let len = (len as usize % 8).min(r.len());
         let (stop, r) = r.split_at(len);
         rest = r;
@@ -31,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
         plain.push_str(&utf8.push(p));
     }
     plain.push_str(&utf8.finish());
-    assert_eq!(plain, String::from_utf8_lossy(&all), "assembler lost or changed text");
+    assert_eq!(
+        plain,
+        String::from_utf8_lossy(&all),
+        "assembler lost or changed text"
+    );
 
     let mut utf8 = Utf8Assembler::default();
     let mut matcher = StopMatcher::new(stops.clone());
@@ -53,7 +61,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for s in &stops {
-        assert!(!out.contains(s.as_str()), "stop string {s:?} emitted in {out:?}");
+        assert!(
+            !out.contains(s.as_str()),
+            "stop string {s:?} emitted in {out:?}"
+        );
     }
-    assert!(plain.starts_with(&out), "emitted text is not a prefix of the text");
+    assert!(
+        plain.starts_with(&out),
+        "emitted text is not a prefix of the text"
+    );
 });

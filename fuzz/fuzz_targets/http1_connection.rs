@@ -1,0 +1,128 @@
+//! A whole HTTP/1.1 connection through the real service (`http::serve_connection`: hyper
+//! with our limits, routing, authentication, body limits, JSON validation, responses,
+//! SSE), with the engine replaced by a deterministic fake thread. Input: one byte that
+//! sets the write size, then the bytes a client sends. Every input must end in a closed
+//! connection whose every response is HTTP/1.1 with a status, never a hang or panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use llama_gguf_inference::api::AppState;
+use llama_gguf_inference::auth::KeyStore;
+use llama_gguf_inference::config::LimitsConfig;
+use llama_gguf_inference::engine::{EngineHandle, EngineStats, Event, FinishReason};
+use llama_gguf_inference::http::{serve_connection, ConnLimits};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The credential the seeds use: `Authorization: Bearer fuzz:fuzz-secret`.
+const SECRET: &str = "fuzz-secret";
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    state: Arc<AppState>,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        // Cheapest argon2 the keys file accepts, so the fuzzer gets past authentication
+        // (like rustls fuzzing with a mock crypto provider).
+        let params = argon2::Params::new(7 * 1024, 1, 1, None).unwrap();
+        let hash = llama_gguf_inference::keys::hash_secret(SECRET.as_bytes(), params).unwrap();
+        let entries = llama_gguf_inference::keys::parse_keys(&format!("fuzz:{hash}\n")).unwrap();
+        // One failed attempt per minute per address: wrong guesses are answered 429
+        // without hashing after the first, keeping executions fast.
+        let keys = KeyStore::new(entries, 0, 0, 1, 1).unwrap();
+        let stats = Arc::new(EngineStats::default());
+        stats.ready.store(true, Ordering::Release);
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<llama_gguf_inference::engine::GenerateRequest>(4);
+        std::thread::spawn(move || {
+            // The fake engine: every job gets the same short, well-formed answer.
+            for job in rx {
+                let _ = job.events.send(Event::Started { prompt_tokens: 3 });
+                let _ = job.events.send(Event::Text("Hello, é!".into()));
+                let _ = job.events.send(Event::Finished {
+                    reason: FinishReason::Length,
+                    prompt_tokens: 3,
+                    completion_tokens: 2,
+                });
+            }
+        });
+        let limits = LimitsConfig {
+            max_body_bytes: 16 * 1024,
+            max_prompt_bytes: 8 * 1024,
+            ..LimitsConfig::default()
+        };
+        let state = Arc::new(AppState {
+            keys,
+            engine: EngineHandle::new(tx, stats, 2048),
+            limits,
+            model_id: "m".into(),
+            created: 0,
+            body_read_timeout: Duration::from_secs(1),
+            cors_allowed_origins: vec!["https://app.example".into()],
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        World { rt, state }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, input)) = data.split_first() else {
+        return;
+    };
+    let w = world();
+    let limits = ConnLimits {
+        max_connections: 16,
+        max_connections_per_address: 16,
+        max_requests_per_connection: 8,
+        max_header_bytes: 8 * 1024,
+        max_headers: 32,
+        http2: false,
+        tls_handshake_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
+    };
+    let state = w.state.clone();
+    let output = w.rt.block_on(async move {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let peer = "192.0.2.1:4000".parse().unwrap();
+        let conn = tokio::spawn(serve_connection(
+            server,
+            false,
+            peer,
+            state,
+            limits,
+            shutdown_rx,
+        ));
+        let step = usize::from(split).max(1);
+        for chunk in input.chunks(step) {
+            if client.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = client.shutdown().await;
+        let mut out = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut out)).await;
+        assert!(
+            read.is_ok(),
+            "connection did not close after the client finished"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        out
+    });
+    // Every response starts with a status line.
+    if !output.is_empty() {
+        assert!(
+            output.starts_with(b"HTTP/1.1 ") || output.starts_with(b"HTTP/1.0 "),
+            "{:?}",
+            String::from_utf8_lossy(&output[..output.len().min(64)])
+        );
+    }
+});
