@@ -267,3 +267,31 @@ async fn plain_http_and_old_tls_versions_on_the_tls_port_are_refused() {
 
     assert_normal_client_served(&server).await;
 }
+
+#[tokio::test]
+async fn at_the_global_cap_the_server_stops_accepting_until_a_slot_frees() {
+    let server = server_with("max_connections = 4\nmax_connections_per_address = 4\n");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tls(&server).await);
+    }
+    // The fifth TCP connect lands in the kernel backlog; no TLS answer while at the cap.
+    let tcp = TcpStream::connect(server.api).await.unwrap();
+    let connector = tls_connector(&server.ca_pem());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let fifth = connector.connect(name, tcp);
+    tokio::pin!(fifth);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), &mut fifth)
+            .await
+            .is_err(),
+        "a fifth connection was served while at the cap"
+    );
+    // One leaves: the waiting connection is accepted and served.
+    drop(held.pop());
+    let stream = tokio::time::timeout(Duration::from_secs(5), &mut fifth)
+        .await
+        .expect("accepted once a slot freed")
+        .expect("TLS handshake");
+    drop(stream);
+}
