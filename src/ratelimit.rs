@@ -32,25 +32,23 @@ impl TokenBucket {
         }
     }
 
-    /// Take one token, or say how long until one is available.
-    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+    /// Add what accrued since the last call, up to the capacity.
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            let missing = 1.0 - self.tokens;
-            Err(Duration::from_secs_f64(missing / self.per_sec))
-        }
+    }
+
+    /// Take one token, or say how long until one is available.
+    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.check(now)?;
+        self.tokens -= 1.0;
+        Ok(())
     }
 
     /// Refill, then say whether a token is available without taking it.
     pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
-        self.last = now;
+        self.refill(now);
         if self.tokens >= 1.0 {
             Ok(())
         } else {
@@ -61,9 +59,8 @@ impl TokenBucket {
     /// Take `n` tokens even if that leaves the bucket in debt (tokens-per-minute budgets
     /// are charged after the size of a request is known; debt delays the next request).
     pub fn charge(&mut self, n: u32, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity) - f64::from(n);
-        self.last = now;
+        self.refill(now);
+        self.tokens -= f64::from(n);
     }
 
     /// Full again: carries no state worth keeping.

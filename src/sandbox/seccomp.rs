@@ -153,15 +153,8 @@ pub fn apply(mode: SeccompMode) -> Result<String, String> {
     // clone3 passes its flags in memory, where seccomp cannot look; answering ENOSYS makes
     // glibc fall back to clone(2), whose flags the deny list checks. Not counted: it is
     // routine for every new thread.
-    let clone3: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, vec![])].into();
-    let clone3 = SeccompFilter::new(
-        clone3,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .and_then(seccompiler::BpfProgram::try_from)
-    .map_err(|e| format!("sandbox.seccomp: cannot build the clone3 filter: {e}"))?;
+    let clone3 = enosys_filter(&[libc::SYS_clone3])
+        .map_err(|e| format!("sandbox.seccomp: cannot build the clone3 filter: {e}"))?;
     let deny = SeccompFilter::new(deny_rules()?, SeccompAction::Allow, action, arch)
         .and_then(seccompiler::BpfProgram::try_from)
         .map_err(|e| format!("sandbox.seccomp: cannot build the deny list: {e}"))?;
@@ -177,6 +170,19 @@ pub fn apply(mode: SeccompMode) -> Result<String, String> {
             _ => "EPERM, counted",
         }
     ))
+}
+
+/// A filter answering ENOSYS ("not implemented") to every syscall in `nrs`.
+fn enosys_filter(nrs: &[libc::c_long]) -> Result<seccompiler::BpfProgram, String> {
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = nrs.iter().map(|&nr| (nr, vec![])).collect();
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        target_arch()?,
+    )
+    .and_then(seccompiler::BpfProgram::try_from)
+    .map_err(|e| e.to_string())
 }
 
 fn target_arch() -> Result<TargetArch, String> {
@@ -290,20 +296,11 @@ fn install_sigsys_handler() -> Result<(), String> {
 /// created later), exactly as on a kernel built without Landlock.
 #[cfg(feature = "test-hooks")]
 pub fn hide_landlock_for_tests() -> Result<(), String> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = [
-        (libc::SYS_landlock_create_ruleset, vec![]),
-        (libc::SYS_landlock_add_rule, vec![]),
-        (libc::SYS_landlock_restrict_self, vec![]),
-    ]
-    .into();
-    let program = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        target_arch()?,
-    )
-    .and_then(seccompiler::BpfProgram::try_from)
-    .map_err(|e| e.to_string())?;
+    let program = enosys_filter(&[
+        libc::SYS_landlock_create_ruleset,
+        libc::SYS_landlock_add_rule,
+        libc::SYS_landlock_restrict_self,
+    ])?;
     // SAFETY: prctl with integer arguments; no_new_privs is set again by lock-down anyway.
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     seccompiler::apply_filter(&program).map_err(|e| e.to_string())

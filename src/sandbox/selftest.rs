@@ -195,13 +195,17 @@ fn probes(kit: &Kit, seccomp_on: bool, mdwe_on: bool) -> Vec<Outcome> {
         "connect 127.0.0.1:api",
         "landlock",
         Expect::Errno(libc::EACCES),
-        connect_v4(kit.tcp_for_connect.as_raw_fd(), kit.api_port),
+        address_call(
+            libc::SYS_connect,
+            kit.tcp_for_connect.as_raw_fd(),
+            kit.api_port,
+        ),
     );
     probe(
         "bind a third port",
         "landlock",
         Expect::Errno(libc::EACCES),
-        bind_v4(kit.tcp_for_bind.as_raw_fd(), 0),
+        address_call(libc::SYS_bind, kit.tcp_for_bind.as_raw_fd(), 0),
     );
     probe(
         "connect abstract unix",
@@ -328,25 +332,13 @@ fn sockaddr_v4(port: u16) -> libc::sockaddr_in {
     sa
 }
 
-fn connect_v4(fd: libc::c_int, port: u16) -> Result<(), i32> {
+/// connect(2) or bind(2) (`nr`) of `fd` to 127.0.0.1:`port`.
+fn address_call(nr: libc::c_long, fd: libc::c_int, port: u16) -> Result<(), i32> {
     let sa = sockaddr_v4(port);
-    // SAFETY: `sa` is a valid sockaddr_in for the duration of the call.
+    // SAFETY: `sa` is a valid sockaddr_in for the duration of the call, its size passed.
     check(unsafe {
         libc::syscall(
-            libc::SYS_connect,
-            fd,
-            &sa as *const libc::sockaddr_in,
-            std::mem::size_of::<libc::sockaddr_in>(),
-        )
-    })
-}
-
-fn bind_v4(fd: libc::c_int, port: u16) -> Result<(), i32> {
-    let sa = sockaddr_v4(port);
-    // SAFETY: as in connect_v4.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_bind,
+            nr,
             fd,
             &sa as *const libc::sockaddr_in,
             std::mem::size_of::<libc::sockaddr_in>(),
