@@ -245,9 +245,16 @@ async fn plain_http_and_old_tls_versions_on_the_tls_port_are_refused() {
     assert!(closed);
     assert!(!resp.starts_with(b"HTTP/"), "{resp:?}");
 
-    // A TLS 1.1 ClientHello (no supported_versions extension, RSA/AES-CBC suite):
+    // TLS 1.0 and 1.1 ClientHellos (no supported_versions extension, RSA/AES-CBC suite):
     // answered with a fatal alert record (type 21, level 2), no ServerHello.
-    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    for minor in [0x01u8, 0x02] {
+        old_tls_hello_is_refused(&server, minor).await;
+    }
+    assert_normal_client_served(&server).await;
+}
+
+async fn old_tls_hello_is_refused(server: &Server, minor: u8) {
+    let mut hello = vec![0x03, minor]; // client_version TLS 1.0 / 1.1
     hello.extend([7u8; 32]); // random
     hello.push(0); // session id
     hello.extend([0x00, 0x02, 0x00, 0x2f]); // one cipher suite
@@ -264,7 +271,40 @@ async fn plain_http_and_old_tls_versions_on_the_tls_port_are_refused() {
     assert_eq!(resp[5], 2, "expected a fatal alert: {resp:?}");
     // rustls answers handshake_failure (40): no protocol version in common.
     assert!(matches!(resp[6], 40 | 70), "unexpected alert: {resp:?}");
+}
 
+#[tokio::test]
+async fn a_client_that_never_starts_tls_is_dropped_at_the_handshake_timeout() {
+    let server = server_with(
+        "tls_handshake_timeout_secs = 1
+",
+    );
+    let mut tcp = TcpStream::connect(server.api).await.unwrap();
+    let (_, closed, after) = read_until_close(&mut tcp, Duration::from_secs(10)).await;
+    assert!(closed, "silent TCP client still connected after {after:?}");
+    assert!(
+        after < Duration::from_secs(4),
+        "dropped only after {after:?}"
+    );
+    assert_normal_client_served(&server).await;
+}
+
+#[tokio::test]
+async fn a_request_line_longer_than_the_head_limit_is_refused() {
+    let server = server();
+    let mut s = tls(&server).await;
+    let long = format!(
+        "GET /v1/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let _ = s.write_all(long.as_bytes()).await;
+    let (resp, _, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    let status = status_of(&resp);
+    assert!(
+        matches!(status, 414 | 431),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
     assert_normal_client_served(&server).await;
 }
 
@@ -294,4 +334,22 @@ async fn at_the_global_cap_the_server_stops_accepting_until_a_slot_frees() {
         .expect("accepted once a slot freed")
         .expect("TLS handshake");
     drop(stream);
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_gets_408() {
+    let server = server_with("body_read_timeout_secs = 1\n");
+    let mut s = tls(&server).await;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (resp, _, after) = read_until_close(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(status_of(&resp), 408, "{}", String::from_utf8_lossy(&resp));
+    assert!(
+        after < Duration::from_secs(4),
+        "answered only after {after:?}"
+    );
+    assert_normal_client_served(&server).await;
 }

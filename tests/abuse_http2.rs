@@ -102,3 +102,20 @@ async fn a_rapid_reset_flood_ends_that_connection_and_others_are_served() {
     );
     eprintln!("rapid reset: connection ended after {sent} streams, {served} handled");
 }
+
+#[tokio::test]
+async fn with_http2_off_alpn_offers_only_http_1_1() {
+    let server = Server::start_with(Options {
+        server_extra: "http2 = false\n".into(),
+        ..Options::default()
+    });
+    let tcp = TcpStream::connect(server.api).await.unwrap();
+    let connector = tls_connector_with(
+        &server.ca_pem(),
+        rustls::DEFAULT_VERSIONS,
+        &[b"h2", b"http/1.1"],
+    );
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
