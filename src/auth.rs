@@ -73,6 +73,8 @@ pub struct Principal {
     /// The key's tokens-per-minute budget, when it has one (charged by the API layer
     /// once the prompt is tokenized).
     pub tokens: Option<Arc<Mutex<TokenBucket>>>,
+    /// The key's slots for generations in progress (queued or running).
+    pub generations: Arc<Semaphore>,
 }
 
 struct KeyRecord {
@@ -80,6 +82,7 @@ struct KeyRecord {
     expires: Option<OffsetDateTime>,
     bucket: Option<Mutex<TokenBucket>>,
     tokens: Option<Arc<Mutex<TokenBucket>>>,
+    generations: Arc<Semaphore>,
     id: Arc<str>,
 }
 
@@ -99,6 +102,7 @@ impl KeyStore {
         entries: Vec<KeyEntry>,
         default_rpm: u32,
         default_tpm: u32,
+        generations_per_key: u32,
         max_concurrent_verifications: u32,
         failed_per_minute_per_address: u32,
     ) -> Result<Self, String> {
@@ -124,6 +128,7 @@ impl KeyStore {
                     bucket: (rpm > 0).then(|| Mutex::new(TokenBucket::per_minute(rpm, now))),
                     tokens: (default_tpm > 0)
                         .then(|| Arc::new(Mutex::new(TokenBucket::per_minute(default_tpm, now)))),
+                    generations: Arc::new(Semaphore::new(generations_per_key.max(1) as usize)),
                     id: Arc::from(e.id.as_str()),
                 };
                 (e.id, record)
@@ -216,6 +221,7 @@ impl KeyStore {
             key_id: record.id.clone(),
             rate,
             tokens: record.tokens.clone(),
+            generations: record.generations.clone(),
         })
     }
 
@@ -292,7 +298,7 @@ mod tests {
     const HOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
     fn store(lines: &str) -> KeyStore {
-        KeyStore::new(parse_keys(lines).unwrap(), 0, 0, 2, 1000).unwrap()
+        KeyStore::new(parse_keys(lines).unwrap(), 0, 0, 4, 2, 1000).unwrap()
     }
 
     fn cheap_hash(secret: &str) -> String {
@@ -423,6 +429,7 @@ mod tests {
             parse_keys(&format!("alice:{}\n", cheap_hash("right"))).unwrap(),
             0,
             0,
+            4,
             2,
             3,
         )

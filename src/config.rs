@@ -114,6 +114,10 @@ pub struct AuthConfig {
     /// Tokens (prompt + max_tokens) per minute for every key; 0 means unlimited.
     #[serde(default)]
     pub default_tokens_per_minute: u32,
+    /// Generations one key may have queued or running at once, so one key cannot
+    /// occupy the whole engine queue.
+    #[serde(default = "default_generations_per_key")]
+    pub max_concurrent_generations_per_key: u32,
     /// Argon2 verifications allowed to run at once (each costs ~19 MiB and ~20 ms).
     #[serde(default = "default_verifications")]
     pub max_concurrent_verifications: u32,
@@ -121,6 +125,10 @@ pub struct AuthConfig {
     /// its unverified attempts get 429 without any hashing.
     #[serde(default = "default_failed_auth")]
     pub failed_auth_per_minute_per_address: u32,
+}
+
+fn default_generations_per_key() -> u32 {
+    4
 }
 
 fn default_failed_auth() -> u32 {
@@ -596,6 +604,13 @@ impl Config {
         );
         range(
             &mut bad,
+            "auth.max_concurrent_generations_per_key",
+            a.max_concurrent_generations_per_key as u64,
+            1,
+            10_000,
+        );
+        range(
+            &mut bad,
             "auth.failed_auth_per_minute_per_address",
             a.failed_auth_per_minute_per_address as u64,
             1,
@@ -956,6 +971,10 @@ mod tests {
         assert_eq!(
             c.auth.failed_auth_per_minute_per_address,
             default_failed_auth()
+        );
+        assert_eq!(
+            c.auth.max_concurrent_generations_per_key,
+            default_generations_per_key()
         );
         let sb = SandboxConfig::default();
         assert_eq!(c.sandbox.landlock, sb.landlock);

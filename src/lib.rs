@@ -67,6 +67,7 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
             entries,
             cfg.auth.default_requests_per_minute,
             cfg.auth.default_tokens_per_minute,
+            cfg.auth.max_concurrent_generations_per_key,
             cfg.auth.max_concurrent_verifications,
             cfg.auth.failed_auth_per_minute_per_address,
         ) {
@@ -282,6 +283,7 @@ async fn run(
         created: api::unix_now(),
         body_read_timeout: Duration::from_secs(p.cfg.server.body_read_timeout_secs),
         cors_allowed_origins: p.cfg.server.cors_allowed_origins.clone(),
+        generations_per_key: p.cfg.auth.max_concurrent_generations_per_key as usize,
     });
     let limits = http::ConnLimits {
         max_connections: p.cfg.server.max_connections,

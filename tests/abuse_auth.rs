@@ -82,3 +82,56 @@ async fn tokens_per_minute_are_charged_as_prompt_plus_max_tokens() {
     // Other endpoints are not token-limited.
     assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_cannot_hold_more_generations_than_its_slots() {
+    use http_body_util::BodyExt;
+    let server = Server::start_with(Options {
+        auth_extra: "max_concurrent_generations_per_key = 1\n".into(),
+        model_section: "context = 4096\nthreads = 2\n".into(),
+        extra_toml: "[limits]\nmax_tokens = 3000\n".into(),
+        ..Options::default()
+    });
+    // A long streamed generation holds alice's only slot while its body is open.
+    let mut c = server.client().await;
+    let long = serde_json::json!({"model": MODEL_ID, "prompt": "1, 2, 3, 4,", "max_tokens": 3000,
+        "temperature": 0, "stream": true});
+    let resp = c
+        .send_raw(request(
+            "POST",
+            "/v1/completions",
+            Some(ALICE),
+            Some(long.to_string()),
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.into_body();
+    stream.frame().await.unwrap().unwrap();
+
+    let short = serde_json::json!({"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2});
+    let mut other = server.client().await;
+    let r = other.post("/v1/completions", Some(ALICE), &short).await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("concurrent requests for this key (limit 1)"));
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    // Listing models needs no slot.
+    assert_eq!(other.get("/v1/models", Some(ALICE)).await.status, 200);
+
+    // The client leaves: the slot comes back.
+    drop(stream);
+    drop(c);
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = other.post("/v1/completions", Some(ALICE), &short).await;
+        if r.status == 200 {
+            ok = true;
+            break;
+        }
+        assert_eq!(r.status, 429);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the slot was not released after the stream was dropped");
+}

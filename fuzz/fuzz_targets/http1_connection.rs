@@ -33,7 +33,7 @@ fn world() -> &'static World {
         let entries = llama_gguf_inference::keys::parse_keys(&format!("fuzz:{hash}\n")).unwrap();
         // One failed attempt per minute per address: wrong guesses are answered 429
         // without hashing after the first, keeping executions fast.
-        let keys = KeyStore::new(entries, 0, 0, 1, 1).unwrap();
+        let keys = KeyStore::new(entries, 0, 0, 4, 1, 1).unwrap();
         let stats = Arc::new(EngineStats::default());
         stats.ready.store(true, Ordering::Release);
         let (tx, rx) =
@@ -63,6 +63,7 @@ fn world() -> &'static World {
             created: 0,
             body_read_timeout: Duration::from_secs(1),
             cors_allowed_origins: vec!["https://app.example".into()],
+            generations_per_key: 4,
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

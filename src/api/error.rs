@@ -121,6 +121,17 @@ impl ApiError {
         e
     }
 
+    pub fn too_many_generations(limit: usize) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!("Too many concurrent requests for this key (limit {limit})"),
+        )
+        .with_code("rate_limit_exceeded");
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn length_required() -> Self {
         Self::new(
             StatusCode::LENGTH_REQUIRED,

@@ -54,6 +54,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// Exact origins allowed to call the API from a browser (empty: no CORS).
     pub cors_allowed_origins: Vec<String>,
+    /// `auth.max_concurrent_generations_per_key`, for the 429 message.
+    pub generations_per_key: usize,
 }
 
 /// Which route a request addresses.
@@ -267,6 +269,14 @@ async fn generate(
     if !state.engine.stats.is_ready() {
         return Err(ApiError::not_ready());
     }
+    // SECURITY: a key's generations in progress are capped, so one key within its rate
+    // limits cannot fill the shared engine queue. The slot lives as long as the request
+    // (for a stream: until its body is dropped).
+    let slot = principal
+        .generations
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::too_many_generations(state.generations_per_key))?;
     // Tokens-per-minute: a key still in debt from earlier requests waits.
     if let Some(bucket) = &principal.tokens {
         let mut b = bucket.lock().map_err(|_| ApiError::internal())?;
@@ -322,13 +332,15 @@ async fn generate(
         include_usage: generation.include_usage,
     };
     let mut response = if generation.stream {
-        let mut response = Response::new(SseBody::new(meta, rx).boxed());
+        let mut response = Response::new(SseBody::new(meta, rx, slot).boxed());
         let h = response.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         secure_headers(h);
         response
     } else {
-        collect_completion(meta, prompt_tokens, rx).await?
+        let r = collect_completion(meta, prompt_tokens, rx).await?;
+        drop(slot);
+        r
     };
     if let Some((limit, remaining)) = token_budget {
         let h = response.headers_mut();

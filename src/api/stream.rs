@@ -118,16 +118,23 @@ pub struct SseBody {
     events: UnboundedReceiver<Event>,
     first: Option<Bytes>,
     done: bool,
+    /// The key's generation slot, held until the stream is dropped.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl SseBody {
-    pub fn new(meta: ChunkMeta, events: UnboundedReceiver<Event>) -> Self {
+    pub fn new(
+        meta: ChunkMeta,
+        events: UnboundedReceiver<Event>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
         let first = meta.opening();
         Self {
             meta,
             events,
             first,
             done: false,
+            _slot: slot,
         }
     }
 }
