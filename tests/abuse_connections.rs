@@ -24,10 +24,7 @@ fn server_with(server_section: &str) -> Server {
 }
 
 async fn tls(server: &Server) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(server.api).await.unwrap();
-    let connector = tls_connector_with(&server.ca_pem(), rustls::DEFAULT_VERSIONS, &[b"http/1.1"]);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    connector.connect(name, tcp).await.unwrap()
+    tls_connect(server, &[b"http/1.1"]).await.unwrap()
 }
 
 /// Read until the peer closes or `limit` passes; (bytes, closed, elapsed).
@@ -139,10 +136,7 @@ async fn one_address_cannot_take_more_than_its_connection_cap() {
         held.push(tls(&server).await);
     }
     // The fourth is accepted and closed before the handshake.
-    let tcp = TcpStream::connect(server.api).await.unwrap();
-    let connector = tls_connector(&server.ca_pem());
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let fourth = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await;
+    let fourth = tokio::time::timeout(Duration::from_secs(5), tls_connect(&server, &[])).await;
     assert!(
         matches!(fourth, Ok(Err(_))),
         "fourth connection from one address must be refused"
@@ -316,10 +310,7 @@ async fn at_the_global_cap_the_server_stops_accepting_until_a_slot_frees() {
         held.push(tls(&server).await);
     }
     // The fifth TCP connect lands in the kernel backlog; no TLS answer while at the cap.
-    let tcp = TcpStream::connect(server.api).await.unwrap();
-    let connector = tls_connector(&server.ca_pem());
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let fifth = connector.connect(name, tcp);
+    let fifth = tls_connect(&server, &[]);
     tokio::pin!(fifth);
     assert!(
         tokio::time::timeout(Duration::from_millis(700), &mut fifth)

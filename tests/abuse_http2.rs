@@ -6,13 +6,9 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 async fn h2_client(server: &Server) -> h2::client::SendRequest<Bytes> {
-    let tcp = TcpStream::connect(server.api).await.unwrap();
-    let connector = tls_connector_with(&server.ca_pem(), rustls::DEFAULT_VERSIONS, &[b"h2"]);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let tls = tls_connect(server, &[b"h2"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (client, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(async move {
@@ -109,13 +105,6 @@ async fn with_http2_off_alpn_offers_only_http_1_1() {
         server_extra: "http2 = false\n".into(),
         ..Options::default()
     });
-    let tcp = TcpStream::connect(server.api).await.unwrap();
-    let connector = tls_connector_with(
-        &server.ca_pem(),
-        rustls::DEFAULT_VERSIONS,
-        &[b"h2", b"http/1.1"],
-    );
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let tls = tls_connect(&server, &[b"h2", b"http/1.1"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }

@@ -133,11 +133,7 @@ async fn bench_latency_with_500_idle_and_slow_connections() {
     let mut silent = Vec::new();
     let mut slow = Vec::new();
     for i in 0..500 {
-        let tcp = tokio::net::TcpStream::connect(server.api).await.unwrap();
-        let connector =
-            tls_connector_with(&server.ca_pem(), rustls::DEFAULT_VERSIONS, &[b"http/1.1"]);
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut s = connector.connect(name, tcp).await.unwrap();
+        let mut s = tls_connect(&server, &[b"http/1.1"]).await.unwrap();
         if i % 2 == 0 {
             silent.push(s);
         } else {

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -197,17 +196,8 @@ async fn the_appliance_runs_under_the_container_seccomp_profile() {
     let (api, health) = loop {
         let (_, logs) = docker(&["logs", &container.0]);
         if let Some(line) = logs.lines().find(|l| l.contains(" listening ")) {
-            let field = |n: &str| -> SocketAddr {
-                let start = line.find(&format!("{n}=")).unwrap() + n.len() + 1;
-                line[start..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            };
             if logs.contains(" ready") {
-                break (field("api"), field("health"));
+                break listening_addrs(line);
             }
         }
         assert!(Instant::now() < deadline, "never ready:\n{logs}");

@@ -209,18 +209,10 @@ impl Server {
                 log.lock().unwrap().join("\n")
             ),
         };
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let (api, health) = listening_addrs(&line);
         let server = Server {
-            api: field("api"),
-            health: field("health"),
+            api,
+            health,
             child,
             dir,
             log,
@@ -311,6 +303,32 @@ pub fn health_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|x| x.1.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The (api, health) addresses from the server's "listening api=… health=…" log line.
+pub fn listening_addrs(line: &str) -> (SocketAddr, SocketAddr) {
+    let field = |name: &str| -> SocketAddr {
+        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (field("api"), field("health"))
+}
+
+/// A raw TLS connection to the API port offering `alpn`, for tests that speak bytes.
+pub async fn tls_connect(
+    server: &Server,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(server.api).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tls_connector_with(&server.ca_pem(), rustls::DEFAULT_VERSIONS, alpn)
+        .connect(name, tcp)
+        .await
 }
 
 pub fn tls_connector(ca_pem: &Path) -> tokio_rustls::TlsConnector {
