@@ -8,5 +8,4 @@ test:
 	bash .ci/test
 
 bench:
-	bash .ci/setup
-	cargo test --release --features test-hooks --test bench -- --ignored --nocapture --test-threads=1
+	bash .ci/bench

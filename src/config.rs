@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub http2: bool,
     /// Exact origins (scheme://host[:port]) allowed to call the API from browsers.
     pub cors_allowed_origins: Vec<String>,
+    /// Async (HTTP/TLS) worker threads; 0 = the cores the engine leaves free, 1..=4.
+    pub async_workers: u32,
     /// Seconds a client has to finish the TLS handshake.
     pub tls_handshake_timeout_secs: u64,
     /// Seconds a client has to send a complete request head.
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             max_headers: 64,
             http2: true,
             cors_allowed_origins: Vec::new(),
+            async_workers: 0,
             tls_handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
@@ -178,10 +181,15 @@ pub struct ModelConfig {
     /// Context window in tokens (prompt + completion) for each sequence.
     #[serde(default = "default_context")]
     pub context: u32,
-    /// Sequences the engine holds at once (the KV cache is sized for all of them).
+    /// Sequences generated together by continuous batching; each has its own `context`
+    /// cells of KV cache (memory = parallel × context × bytes per token).
     #[serde(default = "default_parallel")]
     pub parallel: u32,
-    /// Generation threads; 0 means one per available core.
+    /// Reuse of cached prompt prefixes: "per-key" (only for the key that filled the
+    /// cache), "shared" (across keys; one tenant only) or "off".
+    #[serde(default)]
+    pub prefix_cache: crate::engine::prefix::PrefixCache,
+    /// Generation threads; 0 means one per physical core available to the process.
     #[serde(default)]
     pub threads: u32,
     /// Prompt-processing threads; 0 means the same as `threads`.
@@ -199,7 +207,7 @@ fn default_context() -> u32 {
     4096
 }
 fn default_parallel() -> u32 {
-    1
+    4
 }
 fn default_batch() -> u32 {
     512
@@ -646,6 +654,13 @@ impl Config {
                 );
             }
         }
+        range(
+            &mut bad,
+            "server.async_workers",
+            self.server.async_workers as u64,
+            0,
+            64,
+        );
         range(&mut bad, "model.context", m.context as u64, 64, 1 << 20);
         range(&mut bad, "model.parallel", m.parallel as u64, 1, 256);
         range(&mut bad, "model.threads", m.threads as u64, 0, 1024);
@@ -657,6 +672,15 @@ impl Config {
             1024,
         );
         range(&mut bad, "model.batch", m.batch as u64, 1, 1 << 16);
+        if m.batch < m.parallel {
+            bad(
+                "model.batch",
+                format!(
+                    "must be at least model.parallel ({}), so every generating sequence fits one step; raise model.batch or lower model.parallel",
+                    m.parallel
+                ),
+            );
+        }
 
         let l = &self.limits;
         range(

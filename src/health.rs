@@ -117,7 +117,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
 /// Prometheus exposition of the engine counters.
 pub fn metrics(s: &EngineStats) -> String {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 11] = [
+    let rows: [(&str, &str, &str, u64); 12] = [
         (
             "lgi_ready",
             "gauge",
@@ -159,6 +159,12 @@ pub fn metrics(s: &EngineStats) -> String {
             "counter",
             "prompt tokens processed",
             g(&s.prompt_tokens),
+        ),
+        (
+            "lgi_prompt_tokens_cached_total",
+            "counter",
+            "prompt tokens reused from the prefix cache instead of computed",
+            g(&s.cached_tokens),
         ),
         (
             "lgi_completion_tokens_total",

@@ -29,6 +29,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod cores;
 pub mod engine;
 pub mod gguf;
 pub mod health;
@@ -45,9 +46,8 @@ use std::time::Duration;
 
 /// How long in-flight requests may run on after SIGTERM/SIGINT before connections close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// Async worker threads. The engine thread and llama.cpp's own threads need the cores;
-/// the HTTP side needs little (TLS, JSON, argon2 runs on the blocking pool).
-const MAX_ASYNC_WORKERS: usize = 2;
+/// Most async worker threads chosen automatically (`server.async_workers = 0`).
+const MAX_ASYNC_WORKERS: usize = 4;
 
 /// Everything validated before any socket is bound or the model is loaded.
 struct Prepared {
@@ -204,10 +204,9 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         )?),
         Mode::Serve => None,
     };
-    // The CPU quota lives in cgroup files that Landlock hides: read it now.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    // The CPU quota and topology live in /sys and cgroup files that Landlock hides:
+    // read them now.
+    let cores = cores::physical_cores();
     let mut p = p;
     if p.cfg.model.threads == 0 {
         p.cfg.model.threads = cores as u32;
@@ -216,7 +215,7 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
     sandbox::check_model_readable(&p.cfg)?;
 
     // 7: runtime, engine, serve.
-    let workers = cores.min(MAX_ASYNC_WORKERS);
+    let workers = async_workers(p.cfg.server.async_workers, cores, p.cfg.model.threads);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .max_blocking_threads(p.cfg.auth.max_concurrent_verifications as usize + 2)
@@ -224,7 +223,27 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run(p, api_listener, health_listener, lock, self_test))
+    runtime.block_on(run(
+        p,
+        api_listener,
+        health_listener,
+        lock,
+        self_test,
+        workers,
+    ))
+}
+
+/// Async worker threads. SECURITY / performance: llama.cpp's threads must have the cores
+/// to themselves (oversubscribing them collapses generation speed), and the HTTP side
+/// needs little (TLS, JSON, SSE; argon2 runs on the blocking pool). Auto (0): the cores
+/// the engine leaves free, at least 1 and at most `MAX_ASYNC_WORKERS`.
+fn async_workers(configured: u32, cores: usize, engine_threads: u32) -> usize {
+    if configured > 0 {
+        return configured as usize;
+    }
+    cores
+        .saturating_sub(engine_threads as usize)
+        .clamp(1, MAX_ASYNC_WORKERS)
 }
 
 fn bind(addr: std::net::SocketAddr, key: &str) -> Result<std::net::TcpListener, String> {
@@ -241,6 +260,7 @@ async fn run(
     _health: std::net::TcpListener,
     _lock: sandbox::LockdownStatus,
     _self_test: Option<sandbox::selftest::Kit>,
+    _workers: usize,
 ) -> Result<(), String> {
     Err("this binary was built without the `llama` feature and cannot serve a model".into())
 }
@@ -252,6 +272,7 @@ async fn run(
     health_listener: std::net::TcpListener,
     lock: sandbox::LockdownStatus,
     self_test: Option<sandbox::selftest::Kit>,
+    workers: usize,
 ) -> Result<(), String> {
     use std::sync::Arc;
     let api_listener =
@@ -316,6 +337,16 @@ async fn run(
                     load_ms = m.load_time.as_millis() as u64,
                     chat_template = m.has_template,
                     "model loaded"
+                );
+                tracing::info!(
+                    parallel = m.parallel,
+                    context_per_slot = m.context,
+                    kv_cache_mib_per_slot = format!("{:.1}", m.kv_bytes_per_slot as f64 / 1048576.0),
+                    kv_cache_mib_total = format!("{:.1}", (m.kv_bytes_per_slot * m.parallel as u64) as f64 / 1048576.0),
+                    threads = m.threads,
+                    threads_batch = m.threads_batch,
+                    async_workers = workers,
+                    "engine: continuous batching"
                 );
                 // 8: seccomp, now that llama.cpp (and CUDA) finished initialising.
                 match sandbox::seccomp::apply(p.cfg.sandbox.seccomp) {

@@ -550,8 +550,10 @@ async fn health_answers_while_generating_and_disconnect_cancels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_is_503_with_retry_after() {
+    // One sequence: the running generation holds it, so the next request must queue.
     let server = Server::start_with(Options {
         extra_toml: "[limits]\nqueue_depth = 1\n".into(),
+        model_section: "context = 1024\nthreads = 2\nparallel = 1\n".into(),
         ..Options::default()
     });
     let (running, running_body) = start_long_generation(&server).await;

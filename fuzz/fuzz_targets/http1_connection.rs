@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::AppState;
 use llama_gguf_inference::auth::KeyStore;
 use llama_gguf_inference::config::LimitsConfig;
-use llama_gguf_inference::engine::{EngineHandle, EngineStats, Event, FinishReason};
+use llama_gguf_inference::engine::{EngineHandle, EngineStats, Event, FinishReason, Intake, Usage};
 use llama_gguf_inference::http::{serve_connection, ConnLimits};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -36,17 +36,20 @@ fn world() -> &'static World {
         let keys = KeyStore::new(entries, 0, 0, 4, 1, 1).unwrap();
         let stats = Arc::new(EngineStats::default());
         stats.ready.store(true, Ordering::Release);
-        let (tx, rx) =
-            std::sync::mpsc::sync_channel::<llama_gguf_inference::engine::GenerateRequest>(4);
+        let intake = Intake::new(4, stats);
+        let engine_side = intake.clone();
         std::thread::spawn(move || {
             // The fake engine: every job gets the same short, well-formed answer.
-            for job in rx {
+            while let Some(job) = engine_side.next(true) {
                 let _ = job.events.send(Event::Started { prompt_tokens: 3 });
                 let _ = job.events.send(Event::Text("Hello, é!".into()));
                 let _ = job.events.send(Event::Finished {
                     reason: FinishReason::Length,
-                    prompt_tokens: 3,
-                    completion_tokens: 2,
+                    usage: Usage {
+                        prompt_tokens: 3,
+                        completion_tokens: 2,
+                        cached_tokens: 0,
+                    },
                 });
             }
         });
@@ -57,7 +60,7 @@ fn world() -> &'static World {
         };
         let state = Arc::new(AppState {
             keys,
-            engine: EngineHandle::new(tx, stats, 2048),
+            engine: EngineHandle::new(intake, 2048),
             limits,
             model_id: "m".into(),
             created: 0,

@@ -22,7 +22,7 @@ pub mod stream;
 
 use crate::auth::{KeyStore, Principal};
 use crate::config::LimitsConfig;
-use crate::engine::{EngineHandle, Event, FinishReason, GenerateRequest};
+use crate::engine::{EngineHandle, Event, FinishReason, GenerateRequest, Usage};
 use bytes::Bytes;
 use error::ApiError;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
@@ -302,6 +302,7 @@ async fn generate(
     state
         .engine
         .submit(GenerateRequest {
+            key_id: principal.key_id.clone(),
             prompt: generation.prompt,
             max_tokens: generation.max_tokens,
             default_max_tokens: state.limits.max_tokens,
@@ -338,7 +339,7 @@ async fn generate(
         secure_headers(h);
         response
     } else {
-        let r = collect_completion(meta, prompt_tokens, rx).await?;
+        let r = collect_completion(meta, rx).await?;
         drop(slot);
         r
     };
@@ -352,35 +353,24 @@ async fn generate(
 
 async fn collect_completion(
     meta: ChunkMeta,
-    prompt_tokens: u32,
     mut rx: UnboundedReceiver<Event>,
 ) -> Result<Response<ApiBody>, ApiError> {
     let mut text = String::new();
-    let (reason, completion_tokens) = loop {
+    let (reason, usage) = loop {
         match rx.recv().await {
             Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Finished {
-                reason,
-                completion_tokens,
-                ..
-            }) => break (reason, completion_tokens),
+            Some(Event::Finished { reason, usage }) => break (reason, usage),
             Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
             Some(Event::Started { .. }) => {}
             None => return Err(ApiError::internal()),
         }
     };
-    let body = completion_body(&meta, text, reason, prompt_tokens, completion_tokens);
+    let body = completion_body(&meta, text, reason, &usage);
     Ok(json_response(StatusCode::OK, &body))
 }
 
-fn completion_body(
-    meta: &ChunkMeta,
-    text: String,
-    reason: FinishReason,
-    prompt_tokens: u32,
-    completion_tokens: u32,
-) -> Value {
-    let usage = stream::usage(prompt_tokens, completion_tokens);
+fn completion_body(meta: &ChunkMeta, text: String, reason: FinishReason, usage: &Usage) -> Value {
+    let usage = stream::usage(usage);
     match meta.kind {
         Kind::Chat => json!({
             "id": meta.id,

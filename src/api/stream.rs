@@ -5,7 +5,7 @@
 //! before its next token. No task sits in between that could keep generating.
 
 use super::error::ApiError;
-use crate::engine::{Event, FinishReason};
+use crate::engine::{Event, FinishReason, Usage};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use serde_json::{json, Value};
@@ -74,7 +74,7 @@ impl ChunkMeta {
         }
     }
 
-    fn closing(&self, reason: FinishReason, prompt_tokens: u32, completion_tokens: u32) -> Bytes {
+    fn closing(&self, reason: FinishReason, u: &Usage) -> Bytes {
         let empty = match self.kind {
             Kind::Chat => json!({}),
             Kind::Completion => Value::String(String::new()),
@@ -87,7 +87,7 @@ impl ChunkMeta {
                 "created": self.created,
                 "model": self.model,
                 "choices": [],
-                "usage": usage(prompt_tokens, completion_tokens),
+                "usage": usage(u),
             });
             out.push_str(&sse_string(&usage));
         }
@@ -96,11 +96,13 @@ impl ChunkMeta {
     }
 }
 
-pub fn usage(prompt_tokens: u32, completion_tokens: u32) -> Value {
+/// OpenAI's usage object; `cached_tokens` counts prompt tokens taken from the prefix cache.
+pub fn usage(u: &Usage) -> Value {
     json!({
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens as u64 + completion_tokens as u64,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens as u64 + u.completion_tokens as u64,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     })
 }
 
@@ -158,13 +160,9 @@ impl Body for SseBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Event::Started { .. })) => continue,
                 Poll::Ready(Some(Event::Text(t))) => sse(&self.meta.text_chunk(t)),
-                Poll::Ready(Some(Event::Finished {
-                    reason,
-                    prompt_tokens,
-                    completion_tokens,
-                })) => {
+                Poll::Ready(Some(Event::Finished { reason, usage })) => {
                     self.done = true;
-                    self.meta.closing(reason, prompt_tokens, completion_tokens)
+                    self.meta.closing(reason, &usage)
                 }
                 Poll::Ready(Some(Event::Failed(e))) => {
                     self.done = true;

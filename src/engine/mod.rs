@@ -1,22 +1,26 @@
 //! The engine boundary: what the HTTP side may ask of the model, and nothing else.
 //!
 //! SECURITY / robustness: the HTTP side never blocks on the engine. Requests go into a
-//! bounded queue (`try_send`; full → the caller answers 503 with Retry-After) and results
-//! come back as events on a per-request channel. The engine notices a dropped receiver
-//! (client gone) and stops that generation; a queued request whose client already left
-//! is discarded before it costs compute. Counters are atomics, so the health listener
-//! reads them without ever taking a lock the engine holds.
+//! bounded, fair waiting room (`Intake`: one FIFO per key, keys served round-robin; full
+//! → the caller answers 503 with Retry-After) and results come back as events on a
+//! per-request channel. The engine notices a dropped receiver (client gone) and stops
+//! that generation; a queued request whose client already left is discarded before it
+//! costs compute. The intake's mutex is held for queue operations only, never across a
+//! model call. Counters are atomics, so the health listener reads them without ever
+//! taking a lock the engine holds.
 //!
-//! llama.cpp itself is touched only in `llama.rs`, behind the `llama` cargo feature.
+//! llama.cpp itself is touched only in `llama/`, behind the `llama` cargo feature.
 
+pub mod prefix;
+pub mod queue;
 pub mod text;
 
 #[cfg(feature = "llama")]
 pub mod llama;
 
+use queue::FairQueue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// One chat message after API validation: a role the template knows and plain text.
@@ -46,6 +50,8 @@ pub struct Sampling {
 
 /// One generation job.
 pub struct GenerateRequest {
+    /// The API key it came from: its place in the fair queue and its prefix-cache scope.
+    pub key_id: Arc<str>,
     pub prompt: Prompt,
     /// Explicit completion budget, or None for "as much as fits, up to `default_max_tokens`".
     pub max_tokens: Option<u32>,
@@ -80,16 +86,19 @@ impl FinishReason {
 /// slow client. Its size is bounded by `max_tokens` pieces.
 #[derive(Debug)]
 pub enum Event {
-    Started {
-        prompt_tokens: u32,
-    },
+    Started { prompt_tokens: u32 },
     Text(String),
-    Finished {
-        reason: FinishReason,
-        prompt_tokens: u32,
-        completion_tokens: u32,
-    },
+    Finished { reason: FinishReason, usage: Usage },
     Failed(EngineError),
+}
+
+/// Token counts of one finished completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// Leading prompt tokens taken from the prefix cache instead of being computed.
+    pub cached_tokens: u32,
 }
 
 /// Failures the client should hear about (no prompt text in any of them).
@@ -120,6 +129,8 @@ pub struct EngineStats {
     pub failed: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: AtomicU64,
 }
 
 impl EngineStats {
@@ -132,34 +143,90 @@ impl EngineStats {
 #[derive(Debug)]
 pub struct QueueFull;
 
-/// The HTTP side's handle on the engine: a bounded queue and the shared counters.
+/// The waiting room shared by the HTTP side (producer) and the engine (consumer).
+pub struct Intake {
+    queue: Mutex<FairQueue<GenerateRequest>>,
+    wake: Condvar,
+    stats: Arc<EngineStats>,
+}
+
+impl Intake {
+    pub fn new(depth: usize, stats: Arc<EngineStats>) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(FairQueue::new(depth)),
+            wake: Condvar::new(),
+            stats,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FairQueue<GenerateRequest>> {
+        // The queue's invariants hold between its method calls (none of them can panic
+        // half-way), so a poisoned lock still guards a consistent queue.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_len(&self, q: &FairQueue<GenerateRequest>) {
+        self.stats.queued.store(q.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Add a job at the back of its key's line, without waiting.
+    pub fn push(&self, req: GenerateRequest) -> Result<(), QueueFull> {
+        let key = req.key_id.clone();
+        let mut q = self.lock();
+        let pushed = q.push(&key, req).map_err(|_| QueueFull);
+        self.publish_len(&q);
+        drop(q);
+        if pushed.is_ok() {
+            self.wake.notify_one();
+        }
+        pushed
+    }
+
+    /// The next job in fair order; with `wait`, sleeps until one arrives.
+    pub fn next(&self, wait: bool) -> Option<GenerateRequest> {
+        let mut q = self.lock();
+        loop {
+            if let Some(job) = q.pop() {
+                self.publish_len(&q);
+                return Some(job);
+            }
+            if !wait {
+                return None;
+            }
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Drop queued jobs whose client has gone; returns how many.
+    pub fn drop_abandoned(&self) -> usize {
+        let mut q = self.lock();
+        let n = q.retain(|job| !job.events.is_closed());
+        self.publish_len(&q);
+        n
+    }
+}
+
+/// The HTTP side's handle on the engine: the waiting room and the shared counters.
 #[derive(Clone)]
 pub struct EngineHandle {
-    queue: SyncSender<GenerateRequest>,
+    intake: Arc<Intake>,
     pub stats: Arc<EngineStats>,
     /// Context window per sequence, for request validation and /v1/models.
     pub context: u32,
 }
 
 impl EngineHandle {
-    pub fn new(queue: SyncSender<GenerateRequest>, stats: Arc<EngineStats>, context: u32) -> Self {
+    pub fn new(intake: Arc<Intake>, context: u32) -> Self {
         Self {
-            queue,
-            stats,
+            stats: intake.stats.clone(),
+            intake,
             context,
         }
     }
 
     /// Enqueue without waiting.
     pub fn submit(&self, req: GenerateRequest) -> Result<(), QueueFull> {
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match self.queue.try_send(req) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(QueueFull)
-            }
-        }
+        self.intake.push(req)
     }
 }
 
@@ -204,11 +271,12 @@ mod tests {
 
     #[test]
     fn full_queue_is_refused_not_awaited() {
-        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
-        let h = EngineHandle::new(tx, Arc::new(EngineStats::default()), 64);
+        let intake = Intake::new(1, Arc::new(EngineStats::default()));
+        let h = EngineHandle::new(intake.clone(), 64);
         let make = || {
             let (events, _) = tokio::sync::mpsc::unbounded_channel();
             GenerateRequest {
+                key_id: Arc::from("k"),
                 prompt: Prompt::Text("x".into()),
                 max_tokens: None,
                 default_max_tokens: 1,
@@ -227,5 +295,9 @@ mod tests {
         assert!(h.submit(make()).is_ok());
         assert!(h.submit(make()).is_err());
         assert_eq!(h.stats.queued.load(Ordering::Relaxed), 1);
+        // Its client (the receiver) is gone: the engine drops it without running it.
+        assert_eq!(intake.drop_abandoned(), 1);
+        assert_eq!(h.stats.queued.load(Ordering::Relaxed), 0);
+        assert!(intake.next(false).is_none());
     }
 }

@@ -403,6 +403,19 @@ impl Client {
         Client { sender, conn }
     }
 
+    /// Plain HTTP/1.1 (the health port, or a benchmark peer without TLS).
+    pub async fn connect_plain(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Client { sender, conn }
+    }
+
     pub async fn send_raw(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
         self.sender.ready().await.unwrap();
         self.sender.send_request(req).await.unwrap()

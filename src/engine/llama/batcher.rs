@@ -1,0 +1,534 @@
+//! Continuous batching: many requests share the model, one `decode` per step.
+//!
+//! The context holds `parallel` sequences, each with its own slice of the KV cache
+//! (`kv_unified = false`; see `mod.rs` for why). Every step:
+//! 1. admit waiting requests into idle slots (fair order from the intake; the slot whose
+//!    cache shares the longest prompt prefix with the request is chosen, see `prefix`);
+//! 2. drop sequences whose client went away or whose deadline passed, freeing their KV
+//!    cells at once;
+//! 3. build one batch: the next token of every generating sequence, then prompt tokens of
+//!    prefilling sequences (round-robin, up to the batch size) — so a long prompt delays
+//!    the others by at most one chunk;
+//! 4. one `decode`, then each sequence with fresh logits samples with its own sampler
+//!    chain (temperature, top_p, seed, penalties) and streams its piece.
+//!
+//! SECURITY / robustness:
+//! - A panic inside a step (llama-cpp-2 has `expect`s) is caught: every request in
+//!   flight is answered with an internal error, the KV cache is cleared, and the engine
+//!   keeps serving.
+//! - Raw completion prompts are tokenized with `parse_special = false`, so client text
+//!   cannot forge control tokens. Chat prompts are rendered by the model's template,
+//!   whose own markers must be parsed as special tokens (see SECURITY.md).
+//! - Nothing here logs prompt or completion text; the per-request line carries counts.
+
+use super::super::prefix::{self, PrefixCache, SlotView};
+use super::super::text::{StopMatcher, Utf8Assembler};
+use super::super::{
+    completion_budget, EngineError, EngineStats, Event, FinishReason, GenerateRequest, Intake,
+    Prompt, Usage,
+};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Tokens the repetition penalties look back over (llama.cpp's default).
+const PENALTY_LAST_N: i32 = 64;
+
+/// A request being served in a slot.
+struct Active {
+    key_id: Arc<str>,
+    events: UnboundedSender<Event>,
+    sampler: LlamaSampler,
+    utf8: Utf8Assembler,
+    stops: StopMatcher,
+    prompt: Vec<LlamaToken>,
+    budget: u32,
+    usage: Usage,
+    admitted: Instant,
+    deadline: Duration,
+    /// Sampled and streamed, to be decoded in the next step (absent while prefilling).
+    next: Option<LlamaToken>,
+    /// Tokens this step's batch carries for the sequence, and where its logits are.
+    in_batch: usize,
+    logits_at: Option<i32>,
+    first_token: Option<Duration>,
+}
+
+/// One sequence of the context.
+struct Slot {
+    seq: i32,
+    /// Tokens whose K/V the sequence holds, from position 0: the prefix cache.
+    cached: Vec<LlamaToken>,
+    /// The key whose request filled `cached`.
+    owner: Option<Arc<str>>,
+    last_used: u64,
+    active: Option<Box<Active>>,
+}
+
+pub struct Batcher<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+    template: Option<LlamaChatTemplate>,
+    /// Context window of one sequence.
+    context: u32,
+    prefix_cache: PrefixCache,
+    slots: Vec<Slot>,
+    intake: Arc<Intake>,
+    stats: Arc<EngineStats>,
+    /// Where prefill round-robin starts next step.
+    rr: usize,
+    clock: u64,
+}
+
+impl<'m> Batcher<'m> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        template: Option<LlamaChatTemplate>,
+        parallel: u32,
+        context: u32,
+        prefix_cache: PrefixCache,
+        intake: Arc<Intake>,
+        stats: Arc<EngineStats>,
+    ) -> Self {
+        let batch_size = ctx.n_batch().max(1) as usize;
+        let slots = (0..parallel as i32)
+            .map(|seq| Slot {
+                seq,
+                cached: Vec::new(),
+                owner: None,
+                last_used: 0,
+                active: None,
+            })
+            .collect();
+        Self {
+            model,
+            ctx,
+            batch: LlamaBatch::new(batch_size, 1),
+            batch_size,
+            template,
+            context,
+            prefix_cache,
+            slots,
+            intake,
+            stats,
+            rr: 0,
+            clock: 0,
+        }
+    }
+
+    /// Serve forever (the process ends the thread).
+    pub fn run(mut self) {
+        loop {
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.step()));
+            if outcome.is_err() {
+                tracing::error!(
+                    "engine step panicked; requests in flight answered with an internal error"
+                );
+                self.fail_all();
+            }
+        }
+    }
+
+    fn active_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.active.is_some()).count()
+    }
+
+    fn step(&mut self) {
+        let dropped = self.intake.drop_abandoned();
+        if dropped > 0 {
+            self.stats
+                .cancelled
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        self.admit();
+        self.retire_abandoned();
+        if self.fill_batch() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, "decode failed; its requests answered with an internal error");
+            self.fail_all();
+            return;
+        }
+        self.after_decode();
+    }
+
+    /// Move waiting requests into idle slots. Sleeps on the intake when nothing runs.
+    fn admit(&mut self) {
+        while self.slots.iter().any(|s| s.active.is_none()) {
+            let wait = self.active_count() == 0;
+            let Some(job) = self.intake.next(wait) else {
+                return;
+            };
+            if job.events.is_closed() {
+                // SECURITY: the client left while queued; spend nothing on it.
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let events = job.events.clone();
+            if let Err(e) = self.start(job) {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = events.send(Event::Failed(e));
+            }
+        }
+    }
+
+    fn start(&mut self, job: GenerateRequest) -> Result<(), EngineError> {
+        let (text, parse_special) = render_prompt(self.model, self.template.as_ref(), &job.prompt)?;
+        let prompt = self
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), true, parse_special);
+        drop(text);
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        let budget = completion_budget(
+            prompt_tokens,
+            job.max_tokens,
+            job.default_max_tokens,
+            self.context,
+        )?;
+        let views: Vec<SlotView<'_, LlamaToken>> = self
+            .slots
+            .iter()
+            .map(|s| SlotView {
+                idle: s.active.is_none(),
+                owner: s.owner.as_deref(),
+                cached: &s.cached,
+                last_used: s.last_used,
+            })
+            .collect();
+        let choice = prefix::choose(&views, &job.key_id, &prompt, self.prefix_cache)
+            .ok_or(EngineError::Internal)?;
+        let slot = &mut self.slots[choice.slot];
+        let mut reuse = choice.reuse;
+        // Forget what the new prompt does not share. Some models (recurrent, sliding
+        // window) cannot drop part of a sequence: then drop all of it.
+        if self
+            .ctx
+            .kv_cache_seq_rm(slot.seq, Some(reuse as u32), None)
+            .is_err()
+        {
+            reuse = 0;
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        }
+        slot.cached.truncate(reuse);
+        slot.owner = Some(job.key_id.clone());
+        if job.events.send(Event::Started { prompt_tokens }).is_err() {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        slot.active = Some(Box::new(Active {
+            sampler: build_sampler(self.model, &job),
+            key_id: job.key_id,
+            events: job.events,
+            utf8: Utf8Assembler::default(),
+            stops: StopMatcher::new(job.stop),
+            prompt,
+            budget,
+            usage: Usage {
+                prompt_tokens,
+                completion_tokens: 0,
+                cached_tokens: reuse as u32,
+            },
+            admitted: Instant::now(),
+            deadline: job.deadline,
+            next: None,
+            in_batch: 0,
+            logits_at: None,
+            first_token: None,
+        }));
+        Ok(())
+    }
+
+    /// Free the sequences whose client went away (their KV cells at once) and end those
+    /// past their deadline.
+    fn retire_abandoned(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(a) = &self.slots[i].active else {
+                continue;
+            };
+            if a.events.is_closed() {
+                tracing::info!(
+                    key_id = %a.key_id,
+                    completion_tokens = a.usage.completion_tokens,
+                    "generation cancelled: client went away"
+                );
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .completion_tokens
+                    .fetch_add(a.usage.completion_tokens as u64, Ordering::Relaxed);
+                self.free(i);
+            } else if a.admitted.elapsed() >= a.deadline {
+                // SECURITY: no request holds a sequence beyond limits.max_generation_secs.
+                tracing::info!(
+                    key_id = %a.key_id,
+                    completion_tokens = a.usage.completion_tokens,
+                    "generation deadline reached (limits.max_generation_secs)"
+                );
+                self.finish(i, FinishReason::Length);
+            }
+        }
+    }
+
+    /// Put this step's tokens in the batch; returns how many.
+    fn fill_batch(&mut self) -> usize {
+        self.batch.clear();
+        let mut n = 0usize;
+        // Generating sequences first: one token each, each with logits.
+        for slot in &mut self.slots {
+            let Some(a) = slot.active.as_deref_mut() else {
+                continue;
+            };
+            a.in_batch = 0;
+            a.logits_at = None;
+            if let Some(tok) = a.next {
+                if self
+                    .batch
+                    .add(tok, slot.cached.len() as i32, &[slot.seq], true)
+                    .is_ok()
+                {
+                    a.in_batch = 1;
+                    a.logits_at = Some(n as i32);
+                    n += 1;
+                }
+            }
+        }
+        // Then prompt chunks, round-robin over prefilling sequences, up to the batch size.
+        let count = self.slots.len();
+        for k in 0..count {
+            let i = (self.rr + k) % count;
+            let slot = &mut self.slots[i];
+            let Some(a) = slot.active.as_deref_mut() else {
+                continue;
+            };
+            if a.next.is_some() {
+                continue;
+            }
+            let room = self.batch_size - n;
+            if room == 0 {
+                break;
+            }
+            let done = slot.cached.len();
+            let take = a.prompt.len().saturating_sub(done).min(room);
+            for j in 0..take {
+                let pos = done + j;
+                let last = pos + 1 == a.prompt.len();
+                if self
+                    .batch
+                    .add(a.prompt[pos], pos as i32, &[slot.seq], last)
+                    .is_err()
+                {
+                    break;
+                }
+                a.in_batch += 1;
+                if last {
+                    a.logits_at = Some(n as i32);
+                }
+                n += 1;
+            }
+        }
+        self.rr = (self.rr + 1) % count.max(1);
+        n
+    }
+
+    /// Record what the batch put in each sequence's cache, then sample where logits are.
+    fn after_decode(&mut self) {
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(a) = slot.active.as_deref_mut() else {
+                continue;
+            };
+            match a.next.take() {
+                Some(tok) if a.in_batch == 1 => slot.cached.push(tok),
+                Some(tok) => a.next = Some(tok),
+                None => {
+                    let done = slot.cached.len();
+                    slot.cached
+                        .extend_from_slice(&a.prompt[done..done + a.in_batch]);
+                }
+            }
+            let Some(idx) = a.logits_at else {
+                continue;
+            };
+            let token = a.sampler.sample(&self.ctx, idx);
+            if a.first_token.is_none() {
+                a.first_token = Some(a.admitted.elapsed());
+            }
+            if let Some(reason) = self.accept(i, token) {
+                self.finish(i, reason);
+            }
+        }
+    }
+
+    /// Stream one sampled token; returns why the completion ends, if it does.
+    fn accept(&mut self, i: usize, token: LlamaToken) -> Option<FinishReason> {
+        let model = self.model;
+        let vocab = model.vocab();
+        let a = self.slots[i].active.as_deref_mut()?;
+        if vocab.is_eog(token) {
+            return Some(FinishReason::Stop);
+        }
+        a.usage.completion_tokens += 1;
+        let piece = a.utf8.push(&vocab.token_to_piece(token, false, None));
+        let step = a.stops.push(&piece);
+        if !step.emit.is_empty() && a.events.send(Event::Text(step.emit)).is_err() {
+            // Client gone: the next step frees the sequence.
+            a.next = Some(token);
+            return None;
+        }
+        if step.stopped {
+            // The stop string was found: nothing the matcher holds may be released.
+            a.stops = StopMatcher::new(Vec::new());
+            a.utf8 = Utf8Assembler::default();
+            return Some(FinishReason::Stop);
+        }
+        if a.usage.completion_tokens >= a.budget {
+            return Some(FinishReason::Length);
+        }
+        a.next = Some(token);
+        None
+    }
+
+    /// Complete a request: release what the UTF-8 assembler and the stop matcher hold,
+    /// send the usage, keep the cache for prefix reuse (unless reuse is off).
+    fn finish(&mut self, i: usize, reason: FinishReason) {
+        let Some(mut a) = self.slots[i].active.take() else {
+            return;
+        };
+        let tail = a.stops.push(&a.utf8.finish());
+        let mut rest = tail.emit;
+        if !tail.stopped {
+            rest.push_str(&a.stops.finish());
+        }
+        if !rest.is_empty() {
+            let _ = a.events.send(Event::Text(rest));
+        }
+        let _ = a.events.send(Event::Finished {
+            reason,
+            usage: a.usage,
+        });
+        let elapsed = a.admitted.elapsed();
+        tracing::info!(
+            key_id = %a.key_id,
+            prompt_tokens = a.usage.prompt_tokens,
+            cached_tokens = a.usage.cached_tokens,
+            completion_tokens = a.usage.completion_tokens,
+            finish_reason = reason.as_str(),
+            first_token_ms = a.first_token.map(|d| d.as_millis() as u64),
+            total_ms = elapsed.as_millis() as u64,
+            "generation finished"
+        );
+        let s = &self.stats;
+        s.active.fetch_sub(1, Ordering::Relaxed);
+        s.completed.fetch_add(1, Ordering::Relaxed);
+        s.prompt_tokens
+            .fetch_add(a.usage.prompt_tokens as u64, Ordering::Relaxed);
+        s.cached_tokens
+            .fetch_add(a.usage.cached_tokens as u64, Ordering::Relaxed);
+        s.completion_tokens
+            .fetch_add(a.usage.completion_tokens as u64, Ordering::Relaxed);
+        self.clock += 1;
+        self.slots[i].last_used = self.clock;
+        if self.prefix_cache == PrefixCache::Off {
+            self.clear_slot(i);
+        }
+    }
+
+    /// End a sequence without an answer (client gone): its KV cells are freed now.
+    fn free(&mut self, i: usize) {
+        if self.slots[i].active.take().is_some() {
+            self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.clear_slot(i);
+    }
+
+    fn clear_slot(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        slot.cached.clear();
+        slot.owner = None;
+    }
+
+    /// After a failed decode or a panic: answer everyone in flight, start clean.
+    fn fail_all(&mut self) {
+        for i in 0..self.slots.len() {
+            if let Some(a) = self.slots[i].active.take() {
+                self.stats.active.fetch_sub(1, Ordering::Relaxed);
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = a.events.send(Event::Failed(EngineError::Internal));
+            }
+            self.slots[i].cached.clear();
+            self.slots[i].owner = None;
+        }
+        self.ctx.clear_kv_cache();
+    }
+}
+
+fn render_prompt(
+    model: &LlamaModel,
+    template: Option<&LlamaChatTemplate>,
+    prompt: &Prompt,
+) -> Result<(String, bool), EngineError> {
+    match prompt {
+        Prompt::Text(t) => Ok((t.clone(), false)),
+        Prompt::Chat(messages) => {
+            let template = template.ok_or(EngineError::Template)?;
+            let msgs = messages
+                .iter()
+                .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| EngineError::Template)?;
+            let text = model
+                .apply_chat_template(template, &msgs, true)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "chat template failed");
+                    EngineError::Template
+                })?;
+            Ok((text, true))
+        }
+    }
+}
+
+/// The request's own sampler chain; sequences never share sampler state.
+fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> LlamaSampler {
+    let s = req.sampling;
+    let mut chain = Vec::new();
+    if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            PENALTY_LAST_N,
+            1.0,
+            s.frequency_penalty,
+            s.presence_penalty,
+        ));
+    }
+    if s.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if s.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(s.top_p, 1));
+        }
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed));
+    }
+    LlamaSampler::chain_simple(chain)
+}

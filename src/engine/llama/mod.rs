@@ -1,0 +1,193 @@
+//! The only module that touches llama.cpp (through `llama-cpp-2`): loading the model
+//! and running the continuous-batching loop (`batcher`).
+//!
+//! One dedicated OS thread owns the backend, the model and one context with
+//! `n_seq_max = parallel` sequences. The KV cache is *not* unified: each sequence gets its
+//! own `context` cells (n_ctx = context × parallel). Chosen because a sequence can then
+//! never run out of cache because of its neighbours (every admitted request is
+//! guaranteed the room it was validated for), memory is fixed and reported at start-up,
+//! and attention per sequence only spans that sequence's cells. The price — a slot's
+//! cells are idle while it is — is what the prefix cache puts to use.
+//!
+//! llama.cpp's log lines go through `tracing`, never raw to stderr; prompts are never logged.
+
+mod batcher;
+
+use super::prefix::PrefixCache;
+use super::{EngineHandle, EngineStats, Intake};
+use crate::config::{Config, GpuLayers};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Facts about the loaded model, for the start-up log.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub context: u32,
+    pub n_ctx_train: u32,
+    pub n_params: u64,
+    pub size_bytes: u64,
+    pub load_time: Duration,
+    pub has_template: bool,
+    pub parallel: u32,
+    /// Estimated K+V bytes one sequence's cache takes (f16 cells × `context`).
+    pub kv_bytes_per_slot: u64,
+    pub threads: i32,
+    pub threads_batch: i32,
+}
+
+struct EngineSettings {
+    path: PathBuf,
+    context: u32,
+    batch: u32,
+    threads: i32,
+    threads_batch: i32,
+    gpu_layers: u32,
+    /// Sequences decoded together (llama.cpp's n_seq_max).
+    parallel: u32,
+    prefix_cache: PrefixCache,
+    #[cfg(feature = "test-hooks")]
+    load_delay: Duration,
+}
+
+/// Route llama.cpp/ggml logs into `tracing` (call once, early).
+pub fn route_logs() {
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+}
+
+/// Start the engine thread. The model loads on that thread; `loaded` reports the outcome.
+pub fn spawn(
+    cfg: &Config,
+    stats: Arc<EngineStats>,
+) -> Result<(EngineHandle, oneshot::Receiver<Result<LoadedModel, String>>), String> {
+    // `serve` replaced 0 ("one per core") by the core count before lock-down.
+    let threads = cfg.model.threads.max(1) as i32;
+    let settings = EngineSettings {
+        path: cfg.model.path.clone(),
+        context: cfg.model.context,
+        batch: cfg.model.batch,
+        threads,
+        threads_batch: if cfg.model.threads_batch == 0 {
+            threads
+        } else {
+            cfg.model.threads_batch as i32
+        },
+        gpu_layers: match cfg.model.gpu_layers {
+            GpuLayers::All => u32::MAX,
+            GpuLayers::Count(n) => n,
+        },
+        parallel: cfg.model.parallel,
+        prefix_cache: cfg.model.prefix_cache,
+        #[cfg(feature = "test-hooks")]
+        load_delay: std::env::var("LGI_TEST_LOAD_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default(),
+    };
+    let intake = Intake::new(cfg.limits.queue_depth as usize, stats.clone());
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    let engine_intake = intake.clone();
+    std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine_thread(settings, engine_intake, stats, loaded_tx))
+        .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    Ok((EngineHandle::new(intake, cfg.model.context), loaded_rx))
+}
+
+fn engine_thread(
+    s: EngineSettings,
+    intake: Arc<Intake>,
+    stats: Arc<EngineStats>,
+    loaded: oneshot::Sender<Result<LoadedModel, String>>,
+) {
+    #[cfg(feature = "test-hooks")]
+    std::thread::sleep(s.load_delay);
+    let started = Instant::now();
+    let backend = match LlamaBackend::init() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = loaded.send(Err(format!("llama.cpp backend init failed: {e}")));
+            return;
+        }
+    };
+    let mut last_logged = -1i32;
+    let model_params = LlamaModelParams::default()
+        .with_n_gpu_layers(s.gpu_layers)
+        .with_progress_callback(move |p| {
+            let step = (p * 4.0) as i32;
+            if step > last_logged {
+                last_logged = step;
+                tracing::info!(progress = format!("{:.0}%", p * 100.0), "loading model");
+            }
+            true
+        });
+    let model = match LlamaModel::load_from_file(&backend, &s.path, &model_params) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = loaded.send(Err(format!(
+                "llama.cpp could not load {}: {e}",
+                s.path.display()
+            )));
+            return;
+        }
+    };
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(s.context.saturating_mul(s.parallel)))
+        .with_kv_unified(false)
+        .with_n_batch(s.batch)
+        .with_n_ubatch(s.batch)
+        .with_n_seq_max(s.parallel)
+        .with_n_threads(s.threads)
+        .with_n_threads_batch(s.threads_batch);
+    let ctx = match model.new_context(&backend, ctx_params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = loaded.send(Err(format!("llama.cpp could not create a context: {e}")));
+            return;
+        }
+    };
+    let template = model.chat_template(None).ok();
+    let info = LoadedModel {
+        context: s.context,
+        n_ctx_train: model.n_ctx_train(),
+        n_params: model.n_params(),
+        size_bytes: model.size(),
+        load_time: started.elapsed(),
+        has_template: template.is_some(),
+        parallel: s.parallel,
+        kv_bytes_per_slot: kv_bytes_per_token(&model).saturating_mul(s.context as u64),
+        threads: s.threads,
+        threads_batch: s.threads_batch,
+    };
+    stats.ready.store(true, Ordering::Release);
+    if loaded.send(Ok(info)).is_err() {
+        return;
+    }
+    batcher::Batcher::new(
+        &model,
+        ctx,
+        template,
+        s.parallel,
+        s.context,
+        s.prefix_cache,
+        intake,
+        stats,
+    )
+    .run();
+}
+
+/// K and V bytes one token takes in the cache at llama.cpp's default f16 cells:
+/// 2 (K and V) × layers × KV heads × head size × 2 bytes. An estimate for the start-up
+/// report (models with unusual head sizes differ a little); llama.cpp logs its own figure.
+fn kv_bytes_per_token(model: &LlamaModel) -> u64 {
+    let head_dim = model.n_embd().max(0) as u64 / u64::from(model.n_head().max(1));
+    2 * u64::from(model.n_layer()) * u64::from(model.n_head_kv()) * head_dim * 2
+}
