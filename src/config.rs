@@ -1043,6 +1043,31 @@ mod tests {
     }
 
     #[test]
+    fn engine_keys_are_checked_and_named() {
+        use crate::engine::prefix::PrefixCache;
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            (c.model.parallel, c.model.prefix_cache),
+            (4, PrefixCache::PerKey)
+        );
+        assert_eq!(c.server.async_workers, 0);
+        let c = parse(&format!(
+            "{MINIMAL}prefix_cache = \"shared\"\nparallel = 8\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.model.parallel, c.model.prefix_cache),
+            (8, PrefixCache::Shared)
+        );
+        let issues = parse(&format!("{MINIMAL}prefix_cache = \"everyone\"\n")).unwrap_err();
+        assert!(issues[0].key.contains("prefix_cache"), "{:?}", issues[0]);
+        assert!(issues[0].message.contains("per-key"), "{:?}", issues[0]);
+        let issues = parse(&format!("{MINIMAL}parallel = 16\nbatch = 8\n")).unwrap_err();
+        assert_eq!(issues[0].key, "model.batch");
+        assert!(issues[0].message.contains("model.parallel"));
+    }
+
+    #[test]
     fn bad_log_level_is_named() {
         let issues = parse(&format!("{MINIMAL}[logging]\nlevel = \"info,,=[\"\n")).unwrap_err();
         assert_eq!(issues[0].key, "logging.level");

@@ -350,3 +350,77 @@ fn batch_smaller_than_parallel_is_a_config_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_prompt_is_prefilled_in_chunks_between_other_streams_tokens() {
+    // Steps of at most 32 tokens: an ~800-token prompt needs ~25 of them.
+    let server = Server::start_with(Options {
+        model_section: model_section(2, "batch = 32\n"),
+        ..Options::default()
+    });
+    let stamps = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let mut a = server.client().await;
+    let resp = a
+        .send_raw(request(
+            "POST",
+            "/v1/completions",
+            Some(ALICE),
+            Some(counting(600, true).to_string()),
+        ))
+        .await;
+    let mut a_body = resp.into_body();
+    a_body.frame().await.unwrap().unwrap();
+    let reader = tokio::spawn({
+        let stamps = stamps.clone();
+        async move {
+            while let Some(Ok(frame)) = a_body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    let events = data.windows(6).filter(|w| w == b"data: ").count();
+                    let now = Instant::now();
+                    stamps
+                        .lock()
+                        .unwrap()
+                        .extend(std::iter::repeat_n(now, events));
+                }
+            }
+        }
+    });
+
+    // While A generates, B arrives with a long prompt.
+    let long_prompt = "word ".repeat(800);
+    let body = json!({"model": MODEL_ID, "prompt": long_prompt, "max_tokens": 1, "stream": true});
+    let mut b = server.client().await;
+    let sent = Instant::now();
+    let (b_first, _) = {
+        let resp = b
+            .send_raw(request(
+                "POST",
+                "/v1/completions",
+                Some(ALICE),
+                Some(body.to_string()),
+            ))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut first = None;
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            if first.is_none() && data.windows(8).any(|w| w == b"\"text\":\"") {
+                first = Some(Instant::now());
+            }
+        }
+        (first.expect("B's token"), ())
+    };
+    let during = stamps
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t > sent && **t < b_first)
+        .count();
+    reader.abort();
+    // Prefilling all of B before A's next token would allow at most one or two here.
+    assert!(
+        during >= 10,
+        "A received {during} tokens while B's prompt was prefilled"
+    );
+}

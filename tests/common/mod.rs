@@ -416,6 +416,15 @@ impl Client {
         Client { sender, conn }
     }
 
+    /// Like `send_raw`, but a closed connection is an error, not a panic.
+    pub async fn try_send_raw(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        self.sender.ready().await?;
+        self.sender.send_request(req).await
+    }
+
     pub async fn send_raw(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
         self.sender.ready().await.unwrap();
         self.sender.send_request(req).await.unwrap()
