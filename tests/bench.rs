@@ -33,7 +33,6 @@ const MAX_TOKENS: u32 = 128;
 const THREADS: u32 = 2;
 const PARALLEL: u32 = 8;
 const CONTEXT_PER_SEQ: u32 = 1024;
-const SINGLE_RUNS: usize = 7;
 /// Rounds over all servers, and single-stream runs per server per round.
 const ROUNDS: usize = 3;
 const RUNS_PER_ROUND: usize = 3;
@@ -111,8 +110,8 @@ async fn stream_prompt(t: &Target, c: &mut Client, prompt: &str, max_tokens: u32
     let mut stamps = Vec::new();
     while let Some(frame) = body.frame().await {
         // A peer that ends the chunked body abruptly still delivered what it delivered.
+        // (llama-cpp-python's server ends every stream this way.)
         let Ok(frame) = frame else {
-            println!("{}: stream ended with a body error", t.name);
             break;
         };
         let Ok(data) = frame.into_data() else {
@@ -212,7 +211,8 @@ async fn measure_round(t: &Target, round: usize, r: &mut Results) {
     // The repeated prompt above may be served from a prefix cache (ours and llama-server
     // both keep one); prompts never seen before measure prefill as well.
     for i in 0..RUNS_PER_ROUND {
-        let prompt = format!("Cold prompt {round}.{i} for {}: {PROMPT}", t.name);
+        // The same text for every server (each has its own cache): equal prefill work.
+        let prompt = format!("Cold prompt {round}.{i}: {PROMPT}");
         r.ttft_cold
             .push(stream_prompt(t, &mut c, &prompt, 2).await.ttft);
     }
@@ -249,115 +249,134 @@ impl Results {
     }
 }
 
-/// The ceiling: the same model, threads, prompt and greedy sampling, decoded by a bare
-/// llama-cpp-2 loop in this process (no HTTP, no TLS, no JSON). Returns (decode tok/s,
-/// time to first token, and for 2/4/8 sequences decoded together — one token of each per
-/// `decode`, like our batcher — the aggregate tok/s).
-fn bare_loop() -> (f64, Duration, Vec<(usize, f64)>) {
-    use llama_cpp_2::context::params::LlamaContextParams;
-    use llama_cpp_2::llama_backend::LlamaBackend;
-    use llama_cpp_2::llama_batch::LlamaBatch;
-    use llama_cpp_2::model::params::LlamaModelParams;
-    use llama_cpp_2::model::LlamaModel;
-    use llama_cpp_2::sampling::LlamaSampler;
-    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-    let backend = LlamaBackend::init().unwrap();
-    let model =
-        LlamaModel::load_from_file(&backend, model_path(), &LlamaModelParams::default()).unwrap();
-    let params = LlamaContextParams::default()
-        .with_n_ctx(std::num::NonZeroU32::new(CONTEXT_PER_SEQ))
-        .with_n_batch(512)
-        .with_n_threads(THREADS as i32)
-        .with_n_threads_batch(THREADS as i32);
-    let mut ctx = model.new_context(&backend, params).unwrap();
-    let prompt = model.vocab().tokenize(PROMPT.as_bytes(), true, false);
-    let mut batch = LlamaBatch::new(512, 1);
-    let mut rates = Vec::new();
-    let mut ttfts = Vec::new();
-    for _ in 0..SINGLE_RUNS + 2 {
-        ctx.clear_kv_cache();
-        let mut sampler = LlamaSampler::chain_simple([LlamaSampler::greedy()]);
-        let start = Instant::now();
-        batch.clear();
-        for (i, t) in prompt.iter().enumerate() {
-            batch
-                .add(*t, i as i32, &[0], i + 1 == prompt.len())
-                .unwrap();
-        }
-        ctx.decode(&mut batch).unwrap();
-        let mut idx = batch.n_tokens() - 1;
-        let mut first = None;
-        for pos in (prompt.len() as i32..).take(MAX_TOKENS as usize) {
-            let tok = sampler.sample(&ctx, idx);
-            // Like the servers: the piece is produced for every token.
-            let _ = model.vocab().token_to_piece(tok, false, None);
-            first.get_or_insert_with(|| start.elapsed());
-            batch.clear();
-            batch.add(tok, pos, &[0], true).unwrap();
-            ctx.decode(&mut batch).unwrap();
-            idx = 0;
-        }
-        let first = first.unwrap();
-        let gen = start.elapsed() - first;
-        rates.push((MAX_TOKENS - 1) as f64 / gen.as_secs_f64());
-        ttfts.push(first);
-    }
-    // Drop the two warm-up runs.
-    let mut rates = rates.split_off(2);
-    let mut ttfts = ttfts.split_off(2);
-    rates.sort_by(|a, b| a.total_cmp(b));
-    ttfts.sort();
-    drop(ctx);
+/// One round of the ceiling: the same model, threads, prompt and greedy sampling decoded
+/// by a bare llama-cpp-2 loop in this process (no HTTP, no TLS, no JSON, no cache).
+#[derive(Default)]
+struct BareRound {
+    /// Single-sequence decode rates and times to first token.
+    rates: Vec<f64>,
+    ttfts: Vec<Duration>,
+    /// 2/4/8 sequences decoded together — one token of each per `decode`, in a context
+    /// shaped like our server's (one KV stream per sequence): aggregate tok/s.
+    batched: Vec<(usize, f64)>,
+}
 
-    // Batched: the same context shape as our server (one KV stream per sequence).
-    let params = LlamaContextParams::default()
-        .with_n_ctx(std::num::NonZeroU32::new(CONTEXT_PER_SEQ * PARALLEL))
-        .with_n_batch(512)
-        .with_n_seq_max(PARALLEL)
-        .with_kv_unified(false)
-        .with_n_threads(THREADS as i32)
-        .with_n_threads_batch(THREADS as i32);
-    let mut ctx = model.new_context(&backend, params).unwrap();
-    let mut batched = Vec::new();
-    for n in CONCURRENCY.into_iter().filter(|n| *n > 1) {
-        let mut best = 0f64;
-        for _ in 0..3 {
+/// The bare loop lives on its own thread with the model loaded, and runs one round per
+/// message, so its rounds interleave with the servers' like theirs do.
+fn spawn_bare_loop() -> (
+    std::sync::mpsc::Sender<()>,
+    std::sync::mpsc::Receiver<BareRound>,
+) {
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use llama_cpp_2::context::params::LlamaContextParams;
+        use llama_cpp_2::llama_backend::LlamaBackend;
+        use llama_cpp_2::llama_batch::LlamaBatch;
+        use llama_cpp_2::model::params::LlamaModelParams;
+        use llama_cpp_2::model::LlamaModel;
+        use llama_cpp_2::sampling::LlamaSampler;
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+        let backend = LlamaBackend::init().unwrap();
+        let model =
+            LlamaModel::load_from_file(&backend, model_path(), &LlamaModelParams::default())
+                .unwrap();
+        let single = LlamaContextParams::default()
+            .with_n_ctx(std::num::NonZeroU32::new(CONTEXT_PER_SEQ))
+            .with_n_batch(512)
+            .with_n_threads(THREADS as i32)
+            .with_n_threads_batch(THREADS as i32);
+        let mut ctx = model.new_context(&backend, single).unwrap();
+        let multi = LlamaContextParams::default()
+            .with_n_ctx(std::num::NonZeroU32::new(CONTEXT_PER_SEQ * PARALLEL))
+            .with_n_batch(512)
+            .with_n_seq_max(PARALLEL)
+            .with_kv_unified(false)
+            .with_n_threads(THREADS as i32)
+            .with_n_threads_batch(THREADS as i32);
+        let mut ctx_n = model.new_context(&backend, multi).unwrap();
+        let prompt = model.vocab().tokenize(PROMPT.as_bytes(), true, false);
+        let mut batch = LlamaBatch::new(512, PARALLEL as i32);
+        // One single-sequence run: (decode tok/s, time to first token).
+        let mut single_run = |ctx: &mut llama_cpp_2::context::LlamaContext<'_>| {
             ctx.clear_kv_cache();
-            let mut samplers: Vec<_> = (0..n)
-                .map(|_| LlamaSampler::chain_simple([LlamaSampler::greedy()]))
-                .collect();
+            let mut sampler = LlamaSampler::chain_simple([LlamaSampler::greedy()]);
+            let start = Instant::now();
             batch.clear();
-            let mut idx = Vec::new();
-            for seq in 0..n {
-                for (i, t) in prompt.iter().enumerate() {
-                    let last = i + 1 == prompt.len();
-                    batch.add(*t, i as i32, &[seq as i32], last).unwrap();
-                    if last {
-                        idx.push(batch.n_tokens() - 1);
+            for (i, t) in prompt.iter().enumerate() {
+                batch
+                    .add(*t, i as i32, &[0], i + 1 == prompt.len())
+                    .unwrap();
+            }
+            ctx.decode(&mut batch).unwrap();
+            let mut idx = batch.n_tokens() - 1;
+            let mut first = None;
+            for pos in (prompt.len() as i32..).take(MAX_TOKENS as usize) {
+                let tok = sampler.sample(ctx, idx);
+                // Like the servers: the piece is produced for every token.
+                let _ = model.vocab().token_to_piece(tok, false, None);
+                first.get_or_insert_with(|| start.elapsed());
+                batch.clear();
+                batch.add(tok, pos, &[0], true).unwrap();
+                ctx.decode(&mut batch).unwrap();
+                idx = 0;
+            }
+            let first = first.unwrap();
+            let gen = start.elapsed() - first;
+            ((MAX_TOKENS - 1) as f64 / gen.as_secs_f64(), first)
+        };
+        // Warm-up.
+        for _ in 0..2 {
+            single_run(&mut ctx);
+        }
+        while go_rx.recv().is_ok() {
+            let mut round = BareRound::default();
+            for _ in 0..RUNS_PER_ROUND {
+                let (rate, first) = single_run(&mut ctx);
+                round.rates.push(rate);
+                round.ttfts.push(first);
+            }
+            for n in CONCURRENCY.into_iter().filter(|n| *n > 1) {
+                ctx_n.clear_kv_cache();
+                let mut samplers: Vec<_> = (0..n)
+                    .map(|_| LlamaSampler::chain_simple([LlamaSampler::greedy()]))
+                    .collect();
+                let mut b = LlamaBatch::new(512, PARALLEL as i32);
+                let mut idx = Vec::new();
+                for seq in 0..n {
+                    for (i, t) in prompt.iter().enumerate() {
+                        let last = i + 1 == prompt.len();
+                        b.add(*t, i as i32, &[seq as i32], last).unwrap();
+                        if last {
+                            idx.push(b.n_tokens() - 1);
+                        }
                     }
                 }
-            }
-            ctx.decode(&mut batch).unwrap();
-            let start = Instant::now();
-            for pos in (prompt.len() as i32..).take(MAX_TOKENS as usize) {
-                let toks: Vec<_> = samplers
-                    .iter_mut()
-                    .zip(&idx)
-                    .map(|(s, i)| s.sample(&ctx, *i))
-                    .collect();
-                batch.clear();
-                for (seq, tok) in toks.into_iter().enumerate() {
-                    let _ = model.vocab().token_to_piece(tok, false, None);
-                    batch.add(tok, pos, &[seq as i32], true).unwrap();
+                ctx_n.decode(&mut b).unwrap();
+                let start = Instant::now();
+                for pos in (prompt.len() as i32..).take(MAX_TOKENS as usize) {
+                    let toks: Vec<_> = samplers
+                        .iter_mut()
+                        .zip(&idx)
+                        .map(|(s, i)| s.sample(&ctx_n, *i))
+                        .collect();
+                    b.clear();
+                    for (seq, tok) in toks.into_iter().enumerate() {
+                        let _ = model.vocab().token_to_piece(tok, false, None);
+                        b.add(tok, pos, &[seq as i32], true).unwrap();
+                    }
+                    idx = (0..n as i32).collect();
+                    ctx_n.decode(&mut b).unwrap();
                 }
-                idx = (0..n as i32).collect();
-                ctx.decode(&mut batch).unwrap();
+                let rate = (n * MAX_TOKENS as usize) as f64 / start.elapsed().as_secs_f64();
+                round.batched.push((n, rate));
             }
-            best = best.max((n * MAX_TOKENS as usize) as f64 / start.elapsed().as_secs_f64());
+            if done_tx.send(round).is_err() {
+                return;
+            }
         }
-        batched.push((n, best));
-    }
-    (rates[rates.len() / 2], ttfts[ttfts.len() / 2], batched)
+    });
+    (go_tx, done_rx)
 }
 
 /// Health-port latency while eight streams generate: a new plain connection per probe,
@@ -669,19 +688,9 @@ async fn bench_side_by_side() {
         }
     };
 
-    // 1. The ceiling, in-process, before any server runs.
-    let (bare_rate, bare_ttft, bare_batched) =
-        tokio::task::spawn_blocking(bare_loop).await.unwrap();
-    println!(
-        "bare llama-cpp-2 loop: {bare_rate:.1} tok/s, TTFT {bare_ttft:?}, batched {bare_batched:?}"
-    );
-    let bare_agg = |n: usize| {
-        if n == 1 {
-            bare_rate
-        } else {
-            bare_batched.iter().find(|b| b.0 == n).map_or(0.0, |b| b.1)
-        }
-    };
+    // 1. The ceiling, in-process: loaded now, measured in the same rounds as the servers.
+    let (bare_go, bare_done) = spawn_bare_loop();
+    let mut bare = BareRound::default();
 
     // 2. Every server up at once (idle ones cost nothing), measured in alternating rounds.
     let server = Server::start_with(ours_options(0));
@@ -701,10 +710,36 @@ async fn bench_side_by_side() {
         targets.push((t, Results::default()));
     }
     for round in 0..ROUNDS {
+        bare_go.send(()).unwrap();
+        let b = tokio::task::block_in_place(|| bare_done.recv().unwrap());
+        bare.rates.extend(b.rates);
+        bare.ttfts.extend(b.ttfts);
+        for (n, rate) in b.batched {
+            match bare.batched.iter_mut().find(|x| x.0 == n) {
+                Some(x) => x.1 = x.1.max(rate),
+                None => bare.batched.push((n, rate)),
+            }
+        }
         for (t, r) in targets.iter_mut() {
             measure_round(t, round, r).await;
         }
     }
+    drop(bare_go);
+    bare.rates.sort_by(|a, b| a.total_cmp(b));
+    bare.ttfts.sort();
+    let bare_rate = bare.rates[bare.rates.len() / 2];
+    let bare_ttft = bare.ttfts[bare.ttfts.len() / 2];
+    println!(
+        "bare llama-cpp-2 loop: {bare_rate:.1} tok/s, TTFT {bare_ttft:?}, batched {:?}",
+        bare.batched
+    );
+    let bare_agg = |n: usize| {
+        if n == 1 {
+            bare_rate
+        } else {
+            bare.batched.iter().find(|b| b.0 == n).map_or(0.0, |b| b.1)
+        }
+    };
     for (t, r) in targets.iter_mut() {
         r.finish(t.name);
     }
@@ -806,6 +841,21 @@ async fn bench_side_by_side() {
         md,
         "| 4 streams: ours aggregate / ours single stream | {} | >= 1.5 |",
         ratio(ours.agg(4), ours.single_rate)
+    );
+    let _ = writeln!(
+        md,
+        "| 4 streams: ours / bare loop with 4 sequences | {} | |",
+        ratio(ours.agg(4), bare_agg(4))
+    );
+    let _ = writeln!(
+        md,
+        "| 4 sequences / 1 in the bare loop (what batching gives here without a server) | {} | |",
+        ratio(bare_agg(4), bare_rate)
+    );
+    let _ = writeln!(
+        md,
+        "| 8 streams: ours aggregate / ours single stream | {} | |",
+        ratio(ours.agg(8), ours.single_rate)
     );
     let _ = writeln!(
         md,
