@@ -25,6 +25,11 @@
 //! serve. `main` stays single-threaded until the lock-down is done (checked), so that
 //! every thread — tokio's, the engine's, llama.cpp's — inherits the sandbox.
 
+// SECURITY: unsafe code is confined to the sandbox (raw syscalls) and the llama.cpp
+// glue (engine::llama); both opt back in with `allow`, and tests/unsafe_fence.rs checks
+// that every use there carries a `// SAFETY:` comment.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod cli;

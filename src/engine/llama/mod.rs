@@ -11,6 +11,9 @@
 //!
 //! llama.cpp's log lines go through `tracing`, never raw to stderr; prompts are never logged.
 
+// FFI-adjacent calls (setpriority); llama-cpp-2 wraps llama.cpp itself.
+#![allow(unsafe_code)]
+
 mod batcher;
 
 use super::prefix::PrefixCache;
