@@ -54,7 +54,7 @@ async fn concurrent_streams_are_batched_not_queued() {
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let s = &server;
-            async move { timed_stream(s, counting(96, true)).await }
+            async move { timed_stream(s, counting(160, true)).await }
         })
         .collect();
     let times = futures_join_all(runs).await;
@@ -188,7 +188,10 @@ async fn multi_turn_chat_reuses_the_cached_prefix_of_the_same_key_only() {
         hit >= first_prompt / 2 && hit < second.json()["usage"]["prompt_tokens"].as_u64().unwrap(),
         "cached {hit} of the first prompt's {first_prompt} tokens"
     );
-    assert!(server.log_text().contains(&format!("cached_tokens={hit}")));
+    // The log line is read from the server's stderr by another thread: wait for it.
+    server.wait_for("the log line with the hit", Duration::from_secs(10), || {
+        server.log_text().contains(&format!("cached_tokens={hit}"))
+    });
     assert!(server.metric("lgi_prompt_tokens_cached_total") >= hit);
 
     // Another key with the very same conversation gets nothing from alice's cache.

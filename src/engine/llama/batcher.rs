@@ -412,18 +412,8 @@ impl<'m> Batcher<'m> {
         let Some(mut a) = self.slots[i].active.take() else {
             return;
         };
-        let tail = a.stops.push(&a.utf8.finish());
-        let mut rest = tail.emit;
-        if !tail.stopped {
-            rest.push_str(&a.stops.finish());
-        }
-        if !rest.is_empty() {
-            let _ = a.events.send(Event::Text(rest));
-        }
-        let _ = a.events.send(Event::Finished {
-            reason,
-            usage: a.usage,
-        });
+        // Counters and the log line first, so a client that has seen the end of its
+        // completion also sees it counted on /metrics.
         let elapsed = a.admitted.elapsed();
         tracing::info!(
             key_id = %a.key_id,
@@ -444,6 +434,18 @@ impl<'m> Batcher<'m> {
             .fetch_add(a.usage.cached_tokens as u64, Ordering::Relaxed);
         s.completion_tokens
             .fetch_add(a.usage.completion_tokens as u64, Ordering::Relaxed);
+        let tail = a.stops.push(&a.utf8.finish());
+        let mut rest = tail.emit;
+        if !tail.stopped {
+            rest.push_str(&a.stops.finish());
+        }
+        if !rest.is_empty() {
+            let _ = a.events.send(Event::Text(rest));
+        }
+        let _ = a.events.send(Event::Finished {
+            reason,
+            usage: a.usage,
+        });
         self.clock += 1;
         self.slots[i].last_used = self.clock;
         if self.prefix_cache == PrefixCache::Off {
