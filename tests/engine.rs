@@ -392,28 +392,8 @@ async fn a_long_prompt_is_prefilled_in_chunks_between_other_streams_tokens() {
     // While A generates, B arrives with a long prompt.
     let long_prompt = "word ".repeat(800);
     let body = json!({"model": MODEL_ID, "prompt": long_prompt, "max_tokens": 1, "stream": true});
-    let mut b = server.client().await;
     let sent = Instant::now();
-    let (b_first, _) = {
-        let resp = b
-            .send_raw(request(
-                "POST",
-                "/v1/completions",
-                Some(ALICE),
-                Some(body.to_string()),
-            ))
-            .await;
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.into_body();
-        let mut first = None;
-        while let Some(frame) = body.frame().await {
-            let data = frame.unwrap().into_data().unwrap();
-            if first.is_none() && data.windows(8).any(|w| w == b"\"text\":\"") {
-                first = Some(Instant::now());
-            }
-        }
-        (first.expect("B's token"), ())
-    };
+    let (b_first, _) = timed_stream(&server, body).await;
     let during = stamps
         .lock()
         .unwrap()

@@ -394,20 +394,22 @@ impl Client {
         tcp.set_nodelay(true).unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tls_connector(ca_pem).connect(name, tcp).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        let conn = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Client { sender, conn }
+        Client::over(tls).await
     }
 
     /// Plain HTTP/1.1 (the health port, or a benchmark peer without TLS).
     pub async fn connect_plain(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        Client::over(tcp).await
+    }
+
+    /// HTTP/1.1 over an established stream; the connection task is aborted on drop.
+    async fn over<S>(io: S) -> Client
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .unwrap();
         let conn = tokio::spawn(async move {
