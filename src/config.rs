@@ -189,6 +189,10 @@ pub struct ModelConfig {
     /// cache), "shared" (across keys; one tenant only) or "off".
     #[serde(default)]
     pub prefix_cache: crate::engine::prefix::PrefixCache,
+    /// Serve POST /v1/embeddings (a second, single-sequence context of `context` tokens
+    /// using the model's pooling, or mean pooling when the model declares none).
+    #[serde(default)]
+    pub embeddings: bool,
     /// Generation threads; 0 means one per physical core available to the process.
     #[serde(default)]
     pub threads: u32,
@@ -237,6 +241,11 @@ pub struct LimitsConfig {
     /// Seconds the engine may spend generating one completion (then finish_reason
     /// "length"), so no single request holds the engine indefinitely.
     pub max_generation_secs: u64,
+    /// Largest `n` (choices per request); each choice is a sequence of its own and
+    /// counts against the key's concurrent generations.
+    pub max_n: u32,
+    /// Most inputs in one embeddings request (each is computed in turn on the engine).
+    pub max_embedding_inputs: u32,
 }
 
 impl Default for LimitsConfig {
@@ -250,6 +259,8 @@ impl Default for LimitsConfig {
             max_stop_bytes: 256,
             queue_depth: 32,
             max_generation_secs: 300,
+            max_n: 4,
+            max_embedding_inputs: 32,
         }
     }
 }
@@ -750,6 +761,23 @@ impl Config {
             l.queue_depth as u64,
             1,
             100_000,
+        );
+        range(&mut bad, "limits.max_n", l.max_n as u64, 1, 64);
+        if l.max_n > self.auth.max_concurrent_generations_per_key {
+            bad(
+                "limits.max_n",
+                format!(
+                    "larger than auth.max_concurrent_generations_per_key ({}): a request with that many choices could never start; lower limits.max_n or raise the other",
+                    self.auth.max_concurrent_generations_per_key
+                ),
+            );
+        }
+        range(
+            &mut bad,
+            "limits.max_embedding_inputs",
+            l.max_embedding_inputs as u64,
+            1,
+            2048,
         );
 
         let sb = &self.sandbox;

@@ -64,6 +64,30 @@ struct Prepared {
     gguf: gguf::GgufSummary,
 }
 
+/// OpenAI's `system_fingerprint`: changes when the model file or the build changes.
+/// Derived from the file's size and GGUF header summary plus this build's version (not a
+/// hash of the weights: reading gigabytes at every start would delay it by minutes).
+fn system_fingerprint(model: &Path, g: &gguf::GgufSummary) -> String {
+    let size = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
+    let identity = format!(
+        "{size}|{}|{}|{}|{:?}|{:?}|{}|{}",
+        g.version,
+        g.tensor_count,
+        g.kv_count,
+        g.architecture,
+        g.name,
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(feature = "cuda") {
+            "cuda"
+        } else {
+            "cpu"
+        },
+    );
+    let d = ring::digest::digest(&ring::digest::SHA256, identity.as_bytes());
+    let hex: String = d.as_ref()[..5].iter().map(|b| format!("{b:02x}")).collect();
+    format!("fp_{hex}")
+}
+
 /// Steps 2-4 of start-up, after the config is loaded; shared by `serve` and `check-config`.
 fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
     let mut problems = Vec::new();
@@ -310,6 +334,8 @@ async fn run(
         body_read_timeout: Duration::from_secs(p.cfg.server.body_read_timeout_secs),
         cors_allowed_origins: p.cfg.server.cors_allowed_origins.clone(),
         generations_per_key: p.cfg.auth.max_concurrent_generations_per_key as usize,
+        system_fingerprint: system_fingerprint(&p.cfg.model.path, &p.gguf),
+        embeddings: p.cfg.model.embeddings,
     });
     let limits = http::ConnLimits {
         max_connections: p.cfg.server.max_connections,

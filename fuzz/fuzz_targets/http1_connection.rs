@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::AppState;
 use llama_gguf_inference::auth::KeyStore;
 use llama_gguf_inference::config::LimitsConfig;
-use llama_gguf_inference::engine::{EngineHandle, EngineStats, Event, FinishReason, Intake, Usage};
+use llama_gguf_inference::engine::{
+    EngineHandle, EngineStats, Event, FinishReason, Intake, Job, Usage,
+};
 use llama_gguf_inference::http::{serve_connection, ConnLimits};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -41,6 +43,16 @@ fn world() -> &'static World {
         std::thread::spawn(move || {
             // The fake engine: every job gets the same short, well-formed answer.
             while let Some(job) = engine_side.next(true) {
+                let job = match job {
+                    Job::Generate(g) => g,
+                    Job::Embed(e) => {
+                        let _ = e.reply.send(Ok(llama_gguf_inference::engine::Embeddings {
+                            vectors: vec![vec![0.6, 0.8]],
+                            prompt_tokens: 1,
+                        }));
+                        continue;
+                    }
+                };
                 let _ = job.events.send(Event::Started { prompt_tokens: 3 });
                 let _ = job.events.send(Event::Text("Hello, é!".into()));
                 let _ = job.events.send(Event::Finished {
@@ -67,6 +79,8 @@ fn world() -> &'static World {
             body_read_timeout: Duration::from_secs(1),
             cors_allowed_origins: vec!["https://app.example".into()],
             generations_per_key: 4,
+            system_fingerprint: "fp_fuzz".into(),
+            embeddings: true,
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

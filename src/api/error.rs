@@ -252,6 +252,25 @@ impl ApiError {
                 "The model's chat template cannot render these messages",
                 "messages",
             ),
+            EngineError::Schema => Self::invalid(
+                "The JSON schema could not be turned into a grammar",
+                "response_format",
+            )
+            .with_code("invalid_json_schema"),
+            EngineError::UnknownToken(id) => Self::invalid(
+                format!("Token id {id} is not in the model's vocabulary"),
+                "logit_bias",
+            ),
+            EngineError::InputTooLong { index, tokens, context } => Self::invalid(
+                format!(
+                    "This model's maximum context length is {context} tokens; input {index} has {tokens}"
+                ),
+                format!("input[{index}]"),
+            )
+            .with_code("context_length_exceeded"),
+            EngineError::EmbeddingsDisabled => {
+                Self::bad_request("Embeddings are not enabled on this server")
+            }
             EngineError::Internal => Self::internal(),
         }
     }

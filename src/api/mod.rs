@@ -5,6 +5,7 @@
 //! |--------|--------------------------|
 //! | POST   | /v1/chat/completions     |
 //! | POST   | /v1/completions          |
+//! | POST   | /v1/embeddings           |
 //! | GET    | /v1/models               |
 //! | GET    | /v1/models/{id}          |
 //!
@@ -15,15 +16,20 @@
 //! no body is read and no engine work happens before the caller is authenticated. The
 //! body is read under a size cap and a deadline; a full engine queue is a 503, never a wait.
 
+pub mod choice;
 pub mod cors;
+pub mod embeddings;
 pub mod error;
 pub mod request;
+pub mod schema;
 pub mod stream;
+pub mod tools;
 
 use crate::auth::{KeyStore, Principal};
 use crate::config::LimitsConfig;
-use crate::engine::{EngineHandle, Event, FinishReason, GenerateRequest, Usage};
+use crate::engine::{EngineHandle, Event, GenerateRequest, Usage};
 use bytes::Bytes;
+use choice::Kind;
 use error::ApiError;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -37,7 +43,7 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use stream::{ChunkMeta, Kind, SseBody};
+use stream::{ChunkMeta, SseBody, StreamShape};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 
@@ -56,12 +62,17 @@ pub struct AppState {
     pub cors_allowed_origins: Vec<String>,
     /// `auth.max_concurrent_generations_per_key`, for the 429 message.
     pub generations_per_key: usize,
+    /// Stable per model file and build (OpenAI's `system_fingerprint`).
+    pub system_fingerprint: String,
+    /// POST /v1/embeddings is served (`model.embeddings`).
+    pub embeddings: bool,
 }
 
 /// Which route a request addresses.
 enum Route<'a> {
     Chat,
     Completions,
+    Embeddings,
     Models,
     Model(&'a str),
 }
@@ -70,6 +81,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     match path {
         "/v1/chat/completions" => Some((Route::Chat, "POST")),
         "/v1/completions" => Some((Route::Completions, "POST")),
+        "/v1/embeddings" => Some((Route::Embeddings, "POST")),
         "/v1/models" => Some((Route::Models, "GET")),
         _ => path
             .strip_prefix("/v1/models/")
@@ -164,6 +176,7 @@ async fn dispatch(
         }
         Route::Chat => generate(req, state, Kind::Chat, &principal).await,
         Route::Completions => generate(req, state, Kind::Completion, &principal).await,
+        Route::Embeddings => embeddings(req, state, &principal).await,
     }?;
     if let Some((limit, remaining)) = principal.rate {
         let h = response.headers_mut();
@@ -269,21 +282,8 @@ async fn generate(
     if !state.engine.stats.is_ready() {
         return Err(ApiError::not_ready());
     }
-    // SECURITY: a key's generations in progress are capped, so one key within its rate
-    // limits cannot fill the shared engine queue. The slot lives as long as the request
-    // (for a stream: until its body is dropped).
-    let slot = principal
-        .generations
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::too_many_generations(state.generations_per_key))?;
     // Tokens-per-minute: a key still in debt from earlier requests waits.
-    if let Some(bucket) = &principal.tokens {
-        let mut b = bucket.lock().map_err(|_| ApiError::internal())?;
-        if let Err(wait) = b.check(Instant::now()) {
-            return Err(ApiError::token_rate_limited(b.capacity(), wait));
-        }
-    }
+    check_token_budget(principal)?;
     let body = read_body(req, state).await?;
     let generation: Generation = match kind {
         Kind::Chat => {
@@ -297,31 +297,58 @@ async fn generate(
     if generation.model != state.model_id {
         return Err(ApiError::model_not_found(&generation.model));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let requested_max_tokens = generation.max_tokens;
-    state
-        .engine
-        .submit(GenerateRequest {
-            key_id: principal.key_id.clone(),
-            prompt: generation.prompt,
-            max_tokens: generation.max_tokens,
-            default_max_tokens: state.limits.max_tokens,
-            stop: generation.stop,
-            sampling: generation.sampling,
-            events: tx,
-            deadline: Duration::from_secs(state.limits.max_generation_secs),
-        })
-        .map_err(|_| ApiError::overloaded(1))?;
+    if let Some(user) = &generation.user {
+        // SECURITY: the end-user id is the client's data; only a short hash is logged.
+        tracing::info!(user_tag = %user_tag(user), "end-user tag");
+    }
+    // SECURITY: a key's generations in progress are capped (each choice of `n` is one),
+    // so one key within its rate limits cannot fill the shared engine queue. The slots
+    // live as long as the request (for a stream: until its body is dropped).
+    let slots = principal
+        .generations
+        .clone()
+        .try_acquire_many_owned(generation.n)
+        .map_err(|_| ApiError::too_many_generations(state.generations_per_key))?;
+    let mut receivers = Vec::with_capacity(generation.n as usize);
+    for choice in 0..generation.n {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut sampling = generation.sampling;
+        // Choices differ by seed (consecutive, so a seeded request stays reproducible).
+        sampling.seed = sampling.seed.wrapping_add(choice);
+        state
+            .engine
+            .submit(GenerateRequest {
+                key_id: principal.key_id.clone(),
+                prompt: generation.prompt.clone(),
+                max_tokens: generation.max_tokens,
+                default_max_tokens: state.limits.max_tokens,
+                stop: generation.stop.clone(),
+                sampling,
+                json_schema: generation.json_schema.clone(),
+                logit_bias: generation.logit_bias.clone(),
+                logprobs: generation.logprobs,
+                events: tx,
+                deadline: Duration::from_secs(state.limits.max_generation_secs),
+            })
+            .map_err(|_| ApiError::overloaded(1))?;
+        receivers.push(rx);
+    }
     // Wait for the engine to accept the prompt (or refuse it) before choosing a status.
-    let prompt_tokens = match rx.recv().await {
-        Some(Event::Started { prompt_tokens }) => prompt_tokens,
-        Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
-        Some(_) | None => return Err(ApiError::internal()),
-    };
+    let mut prompt_tokens = 0;
+    for rx in &mut receivers {
+        prompt_tokens = match rx.recv().await {
+            Some(Event::Started { prompt_tokens }) => prompt_tokens,
+            Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
+            Some(_) | None => return Err(ApiError::internal()),
+        };
+    }
     // Charged as OpenAI counts it: prompt tokens plus the completion budget asked for.
     let token_budget = principal.tokens.as_ref().and_then(|bucket| {
         let mut b = bucket.lock().ok()?;
-        let asked = requested_max_tokens.unwrap_or(state.limits.max_tokens);
+        let asked = generation
+            .max_tokens
+            .unwrap_or(state.limits.max_tokens)
+            .saturating_mul(generation.n);
         b.charge(prompt_tokens.saturating_add(asked), Instant::now());
         Some((b.capacity(), b.remaining()))
     });
@@ -331,16 +358,21 @@ async fn generate(
         model: state.model_id.clone(),
         kind,
         include_usage: generation.include_usage,
+        system_fingerprint: state.system_fingerprint.clone(),
+    };
+    let shape = StreamShape {
+        logprobs: generation.logprobs.is_some(),
+        tools: generation.tools.is_some(),
     };
     let mut response = if generation.stream {
-        let mut response = Response::new(SseBody::new(meta, rx, slot).boxed());
+        let mut response = Response::new(SseBody::new(meta, shape, receivers, slots).boxed());
         let h = response.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         secure_headers(h);
         response
     } else {
-        let r = collect_completion(meta, rx).await?;
-        drop(slot);
+        let r = collect_completion(meta, shape, receivers).await?;
+        drop(slots);
         r
     };
     if let Some((limit, remaining)) = token_budget {
@@ -351,54 +383,138 @@ async fn generate(
     Ok(response)
 }
 
+fn check_token_budget(principal: &Principal) -> Result<(), ApiError> {
+    if let Some(bucket) = &principal.tokens {
+        let mut b = bucket.lock().map_err(|_| ApiError::internal())?;
+        if let Err(wait) = b.check(Instant::now()) {
+            return Err(ApiError::token_rate_limited(b.capacity(), wait));
+        }
+    }
+    Ok(())
+}
+
+/// A short, stable tag for an end-user id: the first 8 bytes of its SHA-256, in hex.
+fn user_tag(user: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Wait for every choice (they run in parallel on the engine) and build the response.
 async fn collect_completion(
     meta: ChunkMeta,
-    mut rx: UnboundedReceiver<Event>,
+    shape: StreamShape,
+    receivers: Vec<UnboundedReceiver<Event>>,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let mut text = String::new();
-    let (reason, usage) = loop {
-        match rx.recv().await {
-            Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Finished { reason, usage }) => break (reason, usage),
-            Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
-            Some(Event::Started { .. }) => {}
-            None => return Err(ApiError::internal()),
-        }
-    };
-    let body = completion_body(&meta, text, reason, &usage);
+    let mut choices = Vec::with_capacity(receivers.len());
+    let mut total = Usage::default();
+    for (i, mut rx) in receivers.into_iter().enumerate() {
+        let mut text = String::new();
+        let mut lps = Vec::new();
+        let (reason, usage) = loop {
+            match rx.recv().await {
+                Some(Event::Text(t)) => text.push_str(&t),
+                Some(Event::Token(t)) => lps.push(t),
+                Some(Event::Finished { reason, usage }) => break (reason, usage),
+                Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
+                Some(Event::Started { .. }) => {}
+                None => return Err(ApiError::internal()),
+            }
+        };
+        stream::add_usage(&mut total, &usage, i == 0);
+        let logprobs = if shape.logprobs {
+            choice::logprobs_json(meta.kind, &lps, &mut 0)
+        } else {
+            Value::Null
+        };
+        let (body, called) = match meta.kind {
+            Kind::Chat if shape.tools => {
+                let (mut m, called) = choice::tool_message(&text, false);
+                m.insert("role".into(), json!("assistant"));
+                m.insert("refusal".into(), Value::Null);
+                (("message", Value::Object(m)), called)
+            }
+            Kind::Chat => (
+                (
+                    "message",
+                    json!({"role": "assistant", "content": text, "refusal": null}),
+                ),
+                false,
+            ),
+            Kind::Completion => (("text", Value::String(text)), false),
+        };
+        let mut c = json!({
+            "index": i,
+            "logprobs": logprobs,
+            "finish_reason": choice::finish_str(reason, called),
+        });
+        c[body.0] = body.1;
+        choices.push(c);
+    }
+    let body = json!({
+        "id": meta.id,
+        "object": meta.object(false),
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": meta.system_fingerprint,
+        "choices": choices,
+        "usage": stream::usage(&total),
+    });
     Ok(json_response(StatusCode::OK, &body))
 }
 
-fn completion_body(meta: &ChunkMeta, text: String, reason: FinishReason, usage: &Usage) -> Value {
-    let usage = stream::usage(usage);
-    match meta.kind {
-        Kind::Chat => json!({
-            "id": meta.id,
-            "object": "chat.completion",
-            "created": meta.created,
-            "model": meta.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": null,
-                "finish_reason": reason.as_str(),
-            }],
-            "usage": usage,
-        }),
-        Kind::Completion => json!({
-            "id": meta.id,
-            "object": "text_completion",
-            "created": meta.created,
-            "model": meta.model,
-            "choices": [{
-                "index": 0,
-                "text": text,
-                "logprobs": null,
-                "finish_reason": reason.as_str(),
-            }],
-            "usage": usage,
-        }),
+/// POST /v1/embeddings.
+async fn embeddings(
+    req: Request<Incoming>,
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Response<ApiBody>, ApiError> {
+    if !state.embeddings {
+        return Err(ApiError::unknown_url("POST", "/v1/embeddings"));
     }
+    if !state.engine.stats.is_ready() {
+        return Err(ApiError::not_ready());
+    }
+    check_token_budget(principal)?;
+    let slot = principal
+        .generations
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::too_many_generations(state.generations_per_key))?;
+    let body = read_body(req, state).await?;
+    let e = request::parse_json::<embeddings::EmbeddingsRequest>(&body)?.validate(&state.limits)?;
+    drop(body);
+    if e.model != state.model_id {
+        return Err(ApiError::model_not_found(&e.model));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state
+        .engine
+        .submit_embed(crate::engine::EmbedRequest {
+            key_id: principal.key_id.clone(),
+            inputs: e.inputs,
+            reply: tx,
+        })
+        .map_err(|_| ApiError::overloaded(1))?;
+    let result = rx
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|err| match err {
+            crate::engine::EngineError::UnknownToken(id) => ApiError::invalid(
+                format!("Token id {id} is not in the model's vocabulary"),
+                "input",
+            ),
+            other => ApiError::from_engine(&other),
+        })?;
+    drop(slot);
+    if let Some(bucket) = &principal.tokens {
+        if let Ok(mut b) = bucket.lock() {
+            b.charge(result.prompt_tokens, Instant::now());
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &embeddings::response(&state.model_id, &result, e.base64),
+    ))
 }
 
 fn response_id(kind: Kind) -> String {

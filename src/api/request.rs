@@ -7,9 +7,13 @@
 //! crosses into the engine.
 
 use super::error::ApiError;
+use super::schema;
+use super::tools::{self, RawTool, RawToolCall, RawToolChoice, ToolSet};
 use crate::config::LimitsConfig;
 use crate::engine::{ChatMessage, Prompt, Sampling};
 use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -49,6 +53,37 @@ pub struct RawMessage {
     pub content: Option<Content>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Assistant messages: the calls it made.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<RawToolCall>>,
+    /// Tool messages: which call this is the result of.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// Echoed back by SDKs that append a response message to the history; must be null.
+    #[serde(default)]
+    pub refusal: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// Always enforced here (sampling is constrained); accepted for compatibility.
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 /// Fields shared by both generation endpoints.
@@ -82,7 +117,34 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
+    pub safety_identifier: Option<String>,
+    #[serde(default)]
     pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<i64>,
+    #[serde(default)]
+    pub logit_bias: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(default)]
+    pub tools: Option<Vec<RawTool>>,
+    #[serde(default)]
+    pub tool_choice: Option<RawToolChoice>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    /// llama.cpp-style extensions.
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    #[serde(default)]
+    pub min_p: Option<f64>,
+    #[serde(default)]
+    pub repeat_penalty: Option<f64>,
+    /// OpenAI: "not used"/ignorable when false; `true` (storing completions) is refused.
+    #[serde(default)]
+    pub store: Option<bool>,
+    /// OpenAI: a processing-tier hint; "auto" and "default" accepted and ignored.
+    #[serde(default)]
+    pub service_tier: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +186,14 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub logprobs: Option<i64>,
     #[serde(default)]
+    pub logit_bias: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    #[serde(default)]
+    pub min_p: Option<f64>,
+    #[serde(default)]
+    pub repeat_penalty: Option<f64>,
+    #[serde(default)]
     pub best_of: Option<i64>,
     #[serde(default)]
     pub suffix: Option<String>,
@@ -139,7 +209,29 @@ pub struct Generation {
     pub sampling: Sampling,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices to generate (`n`), each its own sequence.
+    pub n: u32,
+    /// JSON Schema the output is constrained to (response_format or tools).
+    pub json_schema: Option<String>,
+    pub logit_bias: Vec<(i32, f32)>,
+    /// Alternatives per token when log-probabilities were asked for.
+    pub logprobs: Option<u32>,
+    /// The tools the model may call; its answer is parsed into `tool_calls`.
+    pub tools: Option<ToolSet>,
+    /// `user` / `safety_identifier`, for the log as a hashed tag only.
+    pub user: Option<String>,
 }
+
+/// Most `logit_bias` entries (OpenAI documents a map; each entry is one sampler bias).
+pub const MAX_LOGIT_BIAS: usize = 300;
+/// Most alternatives per token for chat `top_logprobs` (OpenAI's own limit).
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+/// Most alternatives per token for legacy completions `logprobs` (OpenAI's own limit).
+pub const MAX_COMPLETION_LOGPROBS: i64 = 5;
+/// Largest `top_k` extension value.
+pub const MAX_TOP_K: i64 = 1000;
+/// Largest serialized JSON Schema (response_format), in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 32 * 1024;
 
 /// Longest `user` tag accepted (OpenAI documents no limit; we keep it log-friendly).
 const MAX_USER_LEN: usize = 256;
@@ -309,21 +401,111 @@ fn check_stop(stop: Option<StopField>, limits: &LimitsConfig) -> Result<Vec<Stri
     Ok(list)
 }
 
-fn check_n(n: Option<i64>) -> Result<(), ApiError> {
+fn check_n(n: Option<i64>, limits: &LimitsConfig) -> Result<u32, ApiError> {
     match n {
-        None | Some(1) => Ok(()),
-        Some(_) => Err(ApiError::invalid("Only `n` = 1 is supported", "n")),
+        None => Ok(1),
+        Some(v) if v >= 1 && v <= limits.max_n as i64 => Ok(v as u32),
+        Some(_) => Err(ApiError::invalid(
+            format!("`n` must be between 1 and {} on this server", limits.max_n),
+            "n",
+        )),
     }
 }
 
-fn check_user(user: &Option<String>) -> Result<(), ApiError> {
+fn check_user(user: &Option<String>, param: &str) -> Result<(), ApiError> {
     match user {
         Some(u) if u.len() > MAX_USER_LEN => Err(ApiError::invalid(
-            format!("`user` must be at most {MAX_USER_LEN} bytes"),
-            "user",
+            format!("`{param}` must be at most {MAX_USER_LEN} bytes"),
+            param,
         )),
         _ => Ok(()),
     }
+}
+
+fn check_logit_bias(bias: Option<BTreeMap<String, f64>>) -> Result<Vec<(i32, f32)>, ApiError> {
+    let Some(map) = bias else {
+        return Ok(vec![]);
+    };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(ApiError::invalid(
+            format!("`logit_bias` may hold at most {MAX_LOGIT_BIAS} tokens"),
+            "logit_bias",
+        ));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        // Token ids beyond the vocabulary are refused by the engine (it knows the size).
+        let id = k.parse::<i32>().ok().filter(|id| *id >= 0).ok_or_else(|| {
+            ApiError::invalid(
+                "`logit_bias` keys must be token ids (non-negative integers)",
+                "logit_bias",
+            )
+        })?;
+        if !(v.is_finite() && (-100.0..=100.0).contains(&v)) {
+            return Err(ApiError::invalid(
+                "`logit_bias` values must be between -100 and 100",
+                "logit_bias",
+            ));
+        }
+        out.push((id, v as f32));
+    }
+    Ok(out)
+}
+
+/// `response_format` → the JSON Schema the output is constrained to (None for text).
+fn check_response_format(format: Option<ResponseFormat>) -> Result<Option<Value>, ApiError> {
+    let Some(f) = format else {
+        return Ok(None);
+    };
+    match (f.kind.as_str(), f.json_schema) {
+        ("text", None) => Ok(None),
+        ("json_object", None) => Ok(Some(serde_json::json!({"type": "object"}))),
+        ("json_schema", Some(js)) => {
+            let name_ok = (1..=64).contains(&js.name.len())
+                && js
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !name_ok {
+                return Err(ApiError::invalid(
+                    "`name` must be 1 to 64 of a-z, A-Z, 0-9, _ and -",
+                    "response_format.json_schema.name",
+                ));
+            }
+            let _ = (js.description, js.strict);
+            let schema = js
+                .schema
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+            schema::check(&schema, "response_format.json_schema.schema")?;
+            Ok(Some(schema))
+        }
+        ("json_schema", None) => Err(ApiError::invalid(
+            "`json_schema` is required when `type` is json_schema",
+            "response_format.json_schema",
+        )),
+        (_, Some(_)) => Err(ApiError::invalid(
+            "`json_schema` is only allowed when `type` is json_schema",
+            "response_format.json_schema",
+        )),
+        _ => Err(ApiError::invalid(
+            "`type` must be one of text, json_object, json_schema",
+            "response_format.type",
+        )),
+    }
+}
+
+fn schema_text(schema: Option<Value>) -> Result<Option<String>, ApiError> {
+    let Some(s) = schema else {
+        return Ok(None);
+    };
+    let text = s.to_string();
+    if text.len() > MAX_SCHEMA_BYTES {
+        return Err(ApiError::invalid(
+            format!("The JSON schema is larger than {MAX_SCHEMA_BYTES} bytes"),
+            "response_format",
+        ));
+    }
+    Ok(Some(text))
 }
 
 fn check_stream(
@@ -357,19 +539,38 @@ fn seed_of(seed: Option<i64>) -> u32 {
     }
 }
 
-fn sampling(
+/// The sampling fields both endpoints share.
+struct SamplingFields {
     temperature: Option<f64>,
     top_p: Option<f64>,
     seed: Option<i64>,
     presence: Option<f64>,
     frequency: Option<f64>,
-) -> Result<Sampling, ApiError> {
+    top_k: Option<i64>,
+    min_p: Option<f64>,
+    repeat_penalty: Option<f64>,
+}
+
+fn sampling(f: SamplingFields) -> Result<Sampling, ApiError> {
+    let top_k = match f.top_k {
+        None => 0,
+        Some(k) if (0..=MAX_TOP_K).contains(&k) => k as u32,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("`top_k` must be between 0 and {MAX_TOP_K}"),
+                "top_k",
+            ))
+        }
+    };
     Ok(Sampling {
-        temperature: check_range(temperature, 0.0, 2.0, 1.0, "temperature")?,
-        top_p: check_range(top_p, 0.0, 1.0, 1.0, "top_p")?,
-        seed: seed_of(seed),
-        presence_penalty: check_range(presence, -2.0, 2.0, 0.0, "presence_penalty")?,
-        frequency_penalty: check_range(frequency, -2.0, 2.0, 0.0, "frequency_penalty")?,
+        temperature: check_range(f.temperature, 0.0, 2.0, 1.0, "temperature")?,
+        top_p: check_range(f.top_p, 0.0, 1.0, 1.0, "top_p")?,
+        seed: seed_of(f.seed),
+        presence_penalty: check_range(f.presence, -2.0, 2.0, 0.0, "presence_penalty")?,
+        frequency_penalty: check_range(f.frequency, -2.0, 2.0, 0.0, "frequency_penalty")?,
+        top_k,
+        min_p: check_range(f.min_p, 0.0, 1.0, 0.0, "min_p")?,
+        repeat_penalty: check_range(f.repeat_penalty, 0.5, 2.0, 1.0, "repeat_penalty")?,
     })
 }
 
@@ -401,14 +602,40 @@ impl ChatCompletionRequest {
                 "messages",
             ));
         }
-        if self.logprobs == Some(true) {
+        let logprobs = match (self.logprobs, self.top_logprobs) {
+            (Some(true), None) => Some(0),
+            (Some(true), Some(k)) if (0..=MAX_TOP_LOGPROBS).contains(&k) => Some(k as u32),
+            (Some(true), Some(_)) => {
+                return Err(ApiError::invalid(
+                    format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}"),
+                    "top_logprobs",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "`top_logprobs` requires `logprobs` to be true",
+                    "top_logprobs",
+                ))
+            }
+            _ => None,
+        };
+        if self.store == Some(true) {
             return Err(ApiError::invalid(
-                "`logprobs` is not supported on this server",
-                "logprobs",
+                "This server does not store completions; `store` must be false",
+                "store",
             ));
         }
-        check_n(self.n)?;
-        check_user(&self.user)?;
+        if let Some(t) = &self.service_tier {
+            if t != "auto" && t != "default" {
+                return Err(ApiError::invalid(
+                    "`service_tier` must be auto or default on this server",
+                    "service_tier",
+                ));
+            }
+        }
+        let n = check_n(self.n, limits)?;
+        check_user(&self.user, "user")?;
+        check_user(&self.safety_identifier, "safety_identifier")?;
         let (stream, include_usage) = check_stream(self.stream, &self.stream_options)?;
         let max_tokens = match self.max_completion_tokens {
             Some(_) => {
@@ -416,67 +643,26 @@ impl ChatCompletionRequest {
             }
             None => check_max_tokens(self.max_tokens, "max_tokens", limits)?,
         };
-        let mut total = 0usize;
-        let mut messages = Vec::with_capacity(self.messages.len());
-        for (i, m) in self.messages.into_iter().enumerate() {
-            let role = match m.role.as_str() {
-                "system" | "developer" => "system",
-                "user" => "user",
-                "assistant" => "assistant",
-                "tool" | "function" => {
-                    return Err(ApiError::invalid(
-                        "Tool messages are not supported on this server yet",
-                        format!("messages[{i}].role"),
-                    ))
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        "`role` must be one of system, developer, user, assistant",
-                        format!("messages[{i}].role"),
-                    ))
-                }
-            };
-            if let Some(name) = &m.name {
-                check_text(name, &format!("messages[{i}].name"))?;
-            }
-            let content = match m.content {
-                None if role == "assistant" => String::new(),
-                None => {
-                    return Err(ApiError::invalid(
-                        "`content` is required for this role",
-                        format!("messages[{i}].content"),
-                    ))
-                }
-                Some(Content::Text(t)) => t,
-                Some(Content::Parts(parts)) => {
-                    let mut joined = String::new();
-                    for (j, p) in parts.into_iter().enumerate() {
-                        match (p.kind.as_str(), p.text) {
-                            ("text", Some(t)) => joined.push_str(&t),
-                            ("text", None) => {
-                                return Err(ApiError::invalid(
-                                    "A text part needs `text`",
-                                    format!("messages[{i}].content[{j}].text"),
-                                ))
-                            }
-                            _ => {
-                                return Err(ApiError::invalid(
-                                    "Only `text` content parts are supported by this model",
-                                    format!("messages[{i}].content[{j}].type"),
-                                ))
-                            }
-                        }
-                    }
-                    joined
-                }
-            };
-            check_text(&content, &format!("messages[{i}].content"))?;
-            total += content.len();
-            messages.push(ChatMessage {
-                role: role.to_string(),
-                content,
-            });
+        let format_schema = check_response_format(self.response_format)?;
+        let tools = tools::validate(self.tools, self.tool_choice, self.parallel_tool_calls)?;
+        if tools.is_some() && format_schema.is_some() {
+            return Err(ApiError::invalid(
+                "`response_format` json_object/json_schema cannot be combined with `tools` on this server",
+                "response_format",
+            ));
         }
+        let mut messages = chat_messages(self.messages)?;
+        if let Some(t) = &tools {
+            // The tool description goes first, in a system message of its own.
+            messages.insert(
+                0,
+                ChatMessage {
+                    role: "system".into(),
+                    content: t.instructions(),
+                },
+            );
+        }
+        let total: usize = messages.iter().map(|m| m.content.len()).sum();
         if total > limits.max_prompt_bytes as usize {
             return Err(ApiError::invalid(
                 format!(
@@ -486,22 +672,141 @@ impl ChatCompletionRequest {
                 "messages",
             ));
         }
+        let schema = tools.as_ref().map(ToolSet::answer_schema).or(format_schema);
         Ok(Generation {
             model: self.model,
             prompt: Prompt::Chat(messages),
             max_tokens,
             stop: check_stop(self.stop, limits)?,
-            sampling: sampling(
-                self.temperature,
-                self.top_p,
-                self.seed,
-                self.presence_penalty,
-                self.frequency_penalty,
-            )?,
+            sampling: sampling(SamplingFields {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                seed: self.seed,
+                presence: self.presence_penalty,
+                frequency: self.frequency_penalty,
+                top_k: self.top_k,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+            })?,
             stream,
             include_usage,
+            n,
+            json_schema: schema_text(schema)?,
+            logit_bias: check_logit_bias(self.logit_bias)?,
+            logprobs,
+            tools,
+            user: self.user.or(self.safety_identifier),
         })
     }
+}
+
+/// Validate the history and turn it into plain role/text messages for the template.
+fn chat_messages(raw: Vec<RawMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut messages = Vec::with_capacity(raw.len());
+    // Function names by call id, from earlier assistant messages, for tool results.
+    let mut called: Vec<(String, String)> = Vec::new();
+    for (i, m) in raw.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            "tool" => "tool",
+            "function" => {
+                return Err(ApiError::invalid(
+                    "The deprecated `function` role is not supported; use `tool` messages",
+                    format!("messages[{i}].role"),
+                ))
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "`role` must be one of system, developer, user, assistant, tool",
+                    format!("messages[{i}].role"),
+                ))
+            }
+        };
+        if let Some(name) = &m.name {
+            check_text(name, &format!("messages[{i}].name"))?;
+        }
+        if m.refusal.is_some() {
+            return Err(ApiError::invalid(
+                "`refusal` must be null",
+                format!("messages[{i}].refusal"),
+            ));
+        }
+        if m.tool_calls.is_some() && role != "assistant" {
+            return Err(ApiError::invalid(
+                "Only assistant messages may carry `tool_calls`",
+                format!("messages[{i}].tool_calls"),
+            ));
+        }
+        if m.tool_call_id.is_some() != (role == "tool") {
+            return Err(ApiError::invalid(
+                "`tool_call_id` is required on tool messages and allowed only there",
+                format!("messages[{i}].tool_call_id"),
+            ));
+        }
+        let content = match m.content {
+            None if role == "assistant" && m.tool_calls.is_some() => String::new(),
+            None if role == "assistant" => String::new(),
+            None => {
+                return Err(ApiError::invalid(
+                    "`content` is required for this role",
+                    format!("messages[{i}].content"),
+                ))
+            }
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut joined = String::new();
+                for (j, p) in parts.into_iter().enumerate() {
+                    match (p.kind.as_str(), p.text) {
+                        ("text", Some(t)) => joined.push_str(&t),
+                        ("text", None) => {
+                            return Err(ApiError::invalid(
+                                "A text part needs `text`",
+                                format!("messages[{i}].content[{j}].text"),
+                            ))
+                        }
+                        _ => {
+                            return Err(ApiError::invalid(
+                                "Only `text` content parts are supported by this model",
+                                format!("messages[{i}].content[{j}].type"),
+                            ))
+                        }
+                    }
+                }
+                joined
+            }
+        };
+        check_text(&content, &format!("messages[{i}].content"))?;
+        if let Some(calls) = &m.tool_calls {
+            for c in calls {
+                check_text(&c.function.arguments, &format!("messages[{i}].tool_calls"))?;
+                called.push((c.id.clone(), c.function.name.clone()));
+            }
+            let mut text = content;
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&tools::render_calls(calls, i)?);
+            messages.push(ChatMessage {
+                role: role.to_string(),
+                content: text,
+            });
+        } else if role == "tool" {
+            let id = m.tool_call_id.as_deref().unwrap_or_default();
+            let name = called
+                .iter()
+                .find(|(cid, _)| cid == id)
+                .map(|(_, n)| n.as_str());
+            messages.push(tools::render_result(name, &content));
+        } else {
+            messages.push(ChatMessage {
+                role: role.to_string(),
+                content,
+            });
+        }
+    }
+    Ok(messages)
 }
 
 impl CompletionRequest {
@@ -532,12 +837,16 @@ impl CompletionRequest {
                 "echo",
             ));
         }
-        if matches!(self.logprobs, Some(n) if n != 0) {
-            return Err(ApiError::invalid(
-                "`logprobs` is not supported on this server",
-                "logprobs",
-            ));
-        }
+        let logprobs = match self.logprobs {
+            None => None,
+            Some(k) if (0..=MAX_COMPLETION_LOGPROBS).contains(&k) => Some(k as u32),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("`logprobs` must be between 0 and {MAX_COMPLETION_LOGPROBS}"),
+                    "logprobs",
+                ))
+            }
+        };
         if matches!(self.best_of, Some(n) if n != 1) {
             return Err(ApiError::invalid(
                 "Only `best_of` = 1 is supported",
@@ -550,23 +859,32 @@ impl CompletionRequest {
                 "suffix",
             ));
         }
-        check_n(self.n)?;
-        check_user(&self.user)?;
+        let n = check_n(self.n, limits)?;
+        check_user(&self.user, "user")?;
         let (stream, include_usage) = check_stream(self.stream, &self.stream_options)?;
         Ok(Generation {
             model: self.model,
             prompt: Prompt::Text(prompt),
             max_tokens: check_max_tokens(self.max_tokens, "max_tokens", limits)?,
             stop: check_stop(self.stop, limits)?,
-            sampling: sampling(
-                self.temperature,
-                self.top_p,
-                self.seed,
-                self.presence_penalty,
-                self.frequency_penalty,
-            )?,
+            sampling: sampling(SamplingFields {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                seed: self.seed,
+                presence: self.presence_penalty,
+                frequency: self.frequency_penalty,
+                top_k: self.top_k,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+            })?,
             stream,
             include_usage,
+            n,
+            json_schema: None,
+            logit_bias: check_logit_bias(self.logit_bias)?,
+            logprobs,
+            tools: None,
+            user: self.user,
         })
     }
 }
@@ -637,8 +955,52 @@ mod tests {
                 "max_tokens",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":5}"#,
                 "n",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2}"#,
+                "top_logprobs",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}"#,
+                "top_logprobs",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{"abc":1}}"#,
+                "logit_bias",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{"5":101}}"#,
+                "logit_bias",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#,
+                "response_format.type",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object","not":{}}}}}"#,
+                "response_format.json_schema.schema.not",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema"}}"#,
+                "response_format.json_schema",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+                "messages[0].tool_call_id",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"store":true}"#,
+                "store",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"functions":[]}"#,
+                "functions",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_k":-1}"#,
+                "top_k",
             ),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"bogus":1}"#,
@@ -733,12 +1095,49 @@ mod tests {
             (r#"{"model":"m","prompt":["a","b"]}"#, "prompt"),
             (r#"{"model":"m","prompt":""}"#, "prompt"),
             (r#"{"model":"m","prompt":"x","best_of":3}"#, "best_of"),
+            (r#"{"model":"m","prompt":"x","logprobs":6}"#, "logprobs"),
         ] {
             let e = parse_json::<CompletionRequest>(body.as_bytes())
                 .and_then(|r| r.validate(&limits))
                 .unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{body}");
         }
+    }
+
+    #[test]
+    fn tool_history_renders_calls_and_results() {
+        let g = chat(
+            r#"{"model":"m","messages":[
+                {"role":"user","content":"weather?"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+                  "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+                {"role":"tool","tool_call_id":"call_1","content":"22 C"}],
+              "tools":[{"type":"function","function":{"name":"get_weather",
+                "parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}],
+              "tool_choice":"required","n":2,"logprobs":true,"top_logprobs":3,"logit_bias":{"7":-100}}"#,
+        )
+        .unwrap();
+        let Prompt::Chat(m) = &g.prompt else { panic!() };
+        assert_eq!(m[0].role, "system");
+        assert!(m[0].content.contains("get_weather"));
+        assert!(
+            m[2].content.contains(r#""arguments":{"city":"Paris"}"#),
+            "{}",
+            m[2].content
+        );
+        assert_eq!(m[3].role, "tool");
+        assert!(m[3].content.contains(r#""name":"get_weather""#));
+        assert!(g.json_schema.as_deref().unwrap().contains("tool_calls"));
+        assert_eq!((g.n, g.logprobs), (2, Some(3)));
+        assert_eq!(g.logit_bias, vec![(7, -100.0)]);
+    }
+
+    #[test]
+    fn response_formats_become_schemas() {
+        let g = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#).unwrap();
+        assert_eq!(g.json_schema.as_deref(), Some(r#"{"type":"object"}"#));
+        let g = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"text"}}"#).unwrap();
+        assert!(g.json_schema.is_none());
     }
 
     #[test]

@@ -1,25 +1,20 @@
 //! Server-sent events for `stream: true`, in the chunk format the OpenAI SDKs parse.
 //!
-//! The body owns the engine's event receiver directly: when the client goes away, hyper
-//! drops the body, the receiver is dropped with it, and the engine sees a closed channel
-//! before its next token. No task sits in between that could keep generating.
+//! The body owns the engine's event receivers (one per choice) directly: when the client
+//! goes away, hyper drops the body, the receivers are dropped with it, and the engine
+//! sees closed channels before its next token. No task sits in between that could keep
+//! generating.
 
+use super::choice::{self, Kind};
 use super::error::ApiError;
-use crate::engine::{Event, FinishReason, Usage};
+use crate::engine::{Event, TokenLogprob, Usage};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-/// Which endpoint's chunk shape to produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Chat,
-    Completion,
-}
 
 /// Identity shared by every chunk of one response.
 #[derive(Debug, Clone)]
@@ -29,26 +24,34 @@ pub struct ChunkMeta {
     pub model: String,
     pub kind: Kind,
     pub include_usage: bool,
+    pub system_fingerprint: String,
 }
 
 impl ChunkMeta {
-    fn chunk(&self, delta_or_text: Value, finish: Option<FinishReason>) -> Value {
-        let finish = finish.map(|f| f.as_str());
-        let (object, choice) = match self.kind {
-            Kind::Chat => (
-                "chat.completion.chunk",
-                json!({"index": 0, "delta": delta_or_text, "logprobs": null, "finish_reason": finish}),
-            ),
-            Kind::Completion => (
-                "text_completion",
-                json!({"index": 0, "text": delta_or_text, "logprobs": null, "finish_reason": finish}),
-            ),
+    pub fn object(&self, stream: bool) -> &'static str {
+        match (self.kind, stream) {
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+
+    /// A chunk with one choice: `body` is the chat delta or the completion text.
+    fn chunk(&self, index: u32, body: Value, logprobs: Value, finish: Option<&str>) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                json!({"index": index, "delta": body, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Kind::Completion => {
+                json!({"index": index, "text": body, "logprobs": logprobs, "finish_reason": finish})
+            }
         };
         let mut v = json!({
             "id": self.id,
-            "object": object,
+            "object": self.object(true),
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
             "choices": [choice],
         });
         if self.include_usage {
@@ -57,42 +60,23 @@ impl ChunkMeta {
         v
     }
 
-    fn text_chunk(&self, text: String) -> Value {
+    fn text_body(&self, text: String) -> Value {
         match self.kind {
-            Kind::Chat => self.chunk(json!({"content": text}), None),
-            Kind::Completion => self.chunk(Value::String(text), None),
+            Kind::Chat => json!({"content": text}),
+            Kind::Completion => Value::String(text),
         }
     }
 
-    /// The first chunk of a chat stream announces the role.
-    pub fn opening(&self) -> Option<Bytes> {
-        match self.kind {
-            Kind::Chat => Some(sse(
-                &self.chunk(json!({"role": "assistant", "content": ""}), None)
-            )),
-            Kind::Completion => None,
-        }
-    }
-
-    fn closing(&self, reason: FinishReason, u: &Usage) -> Bytes {
-        let empty = match self.kind {
-            Kind::Chat => json!({}),
-            Kind::Completion => Value::String(String::new()),
-        };
-        let mut out = sse_string(&self.chunk(empty, Some(reason)));
-        if self.include_usage {
-            let usage = json!({
-                "id": self.id,
-                "object": match self.kind { Kind::Chat => "chat.completion.chunk", Kind::Completion => "text_completion" },
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage(u),
-            });
-            out.push_str(&sse_string(&usage));
-        }
-        out.push_str("data: [DONE]\n\n");
-        Bytes::from(out)
+    fn usage_chunk(&self, u: &Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
+            "choices": [],
+            "usage": usage(u),
+        })
     }
 }
 
@@ -106,38 +90,154 @@ pub fn usage(u: &Usage) -> Value {
     })
 }
 
+/// Add one choice's usage to the response's: the prompt is counted once (every choice
+/// has the same), completions are summed.
+pub fn add_usage(total: &mut Usage, u: &Usage, first: bool) {
+    if first {
+        total.prompt_tokens = u.prompt_tokens;
+        total.cached_tokens = u.cached_tokens;
+    }
+    total.completion_tokens = total.completion_tokens.saturating_add(u.completion_tokens);
+}
+
 fn sse_string(v: &Value) -> String {
     format!("data: {v}\n\n")
 }
 
-fn sse(v: &Value) -> Bytes {
-    Bytes::from(sse_string(v))
+/// What a stream needs to know about the request's output.
+pub struct StreamShape {
+    pub logprobs: bool,
+    /// Tools may be called: the answer is buffered and sent parsed at its end.
+    pub tools: bool,
+}
+
+/// One choice's progress in the stream.
+struct ChoiceStream {
+    events: UnboundedReceiver<Event>,
+    pending: Vec<TokenLogprob>,
+    buffered: String,
+    offset: usize,
+    done: bool,
 }
 
 /// The streaming response body.
 pub struct SseBody {
     meta: ChunkMeta,
-    events: UnboundedReceiver<Event>,
-    first: Option<Bytes>,
+    shape: StreamShape,
+    choices: Vec<ChoiceStream>,
+    /// Bytes ready to send (opening chunks, several chunks from one poll).
+    out: String,
+    next: usize,
+    usage: Usage,
+    finished: usize,
     done: bool,
-    /// The key's generation slot, held until the stream is dropped.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// The key's generation slots, held until the stream is dropped.
+    _slots: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl SseBody {
     pub fn new(
         meta: ChunkMeta,
-        events: UnboundedReceiver<Event>,
-        slot: tokio::sync::OwnedSemaphorePermit,
+        shape: StreamShape,
+        receivers: Vec<UnboundedReceiver<Event>>,
+        slots: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
-        let first = meta.opening();
+        let mut out = String::new();
+        if meta.kind == Kind::Chat {
+            // The first chunk of each chat choice announces the role.
+            for i in 0..receivers.len() as u32 {
+                let body = json!({"role": "assistant", "content": ""});
+                out.push_str(&sse_string(&meta.chunk(i, body, Value::Null, None)));
+            }
+        }
+        let choices = receivers
+            .into_iter()
+            .map(|events| ChoiceStream {
+                events,
+                pending: Vec::new(),
+                buffered: String::new(),
+                offset: 0,
+                done: false,
+            })
+            .collect();
         Self {
             meta,
-            events,
-            first,
+            shape,
+            choices,
+            out,
+            next: 0,
+            usage: Usage::default(),
+            finished: 0,
             done: false,
-            _slot: slot,
+            _slots: slots,
         }
+    }
+
+    fn take_logprobs(&mut self, i: usize) -> Value {
+        if !self.shape.logprobs {
+            return Value::Null;
+        }
+        let c = &mut self.choices[i];
+        let lps = std::mem::take(&mut c.pending);
+        choice::logprobs_json(self.meta.kind, &lps, &mut c.offset)
+    }
+
+    /// Turn one event of choice `i` into output.
+    fn on_event(&mut self, i: usize, event: Option<Event>) {
+        let index = i as u32;
+        match event {
+            Some(Event::Started { .. }) => {}
+            Some(Event::Token(t)) => self.choices[i].pending.push(t),
+            Some(Event::Text(t)) if self.shape.tools => self.choices[i].buffered.push_str(&t),
+            Some(Event::Text(t)) => {
+                let lp = self.take_logprobs(i);
+                let chunk = self.meta.chunk(index, self.meta.text_body(t), lp, None);
+                self.out.push_str(&sse_string(&chunk));
+            }
+            Some(Event::Finished { reason, usage: u }) => {
+                let mut called = false;
+                if self.shape.tools {
+                    let text = std::mem::take(&mut self.choices[i].buffered);
+                    let (delta, c) = choice::tool_message(&text, true);
+                    called = c;
+                    let lp = self.take_logprobs(i);
+                    let chunk = self.meta.chunk(index, Value::Object(delta), lp, None);
+                    self.out.push_str(&sse_string(&chunk));
+                }
+                let lp = if self.choices[i].pending.is_empty() {
+                    Value::Null
+                } else {
+                    self.take_logprobs(i)
+                };
+                let empty = match self.meta.kind {
+                    Kind::Chat => Value::Object(Map::new()),
+                    Kind::Completion => Value::String(String::new()),
+                };
+                let finish = choice::finish_str(reason, called);
+                let chunk = self.meta.chunk(index, empty, lp, Some(finish));
+                self.out.push_str(&sse_string(&chunk));
+                add_usage(&mut self.usage, &u, self.finished == 0);
+                self.choices[i].done = true;
+                self.finished += 1;
+                if self.finished == self.choices.len() {
+                    if self.meta.include_usage {
+                        let chunk = self.meta.usage_chunk(&self.usage);
+                        self.out.push_str(&sse_string(&chunk));
+                    }
+                    self.out.push_str("data: [DONE]\n\n");
+                    self.done = true;
+                }
+            }
+            Some(Event::Failed(e)) => self.fail(&ApiError::from_engine(&e)),
+            None => self.fail(&ApiError::internal()),
+        }
+    }
+
+    /// A failure after the 200 was sent: an error object as a data event, then [DONE].
+    fn fail(&mut self, e: &ApiError) {
+        self.out
+            .push_str(&format!("data: {}\n\ndata: [DONE]\n\n", e.body()));
+        self.done = true;
     }
 }
 
@@ -149,44 +249,45 @@ impl Body for SseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
+        let this = &mut *self;
+        // Visit every unfinished choice once per poll, starting after the last one
+        // served, so no choice starves the others.
+        let count = this.choices.len();
+        for k in 0..count {
+            if this.done {
+                break;
+            }
+            let i = (this.next + k) % count;
+            if this.choices[i].done {
+                continue;
+            }
+            while let Poll::Ready(event) = this.choices[i].events.poll_recv(cx) {
+                let last = !matches!(
+                    event,
+                    Some(Event::Started { .. } | Event::Token(_) | Event::Text(_))
+                );
+                this.on_event(i, event);
+                if last || this.done {
+                    break;
+                }
+            }
         }
-        if self.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            let bytes = match self.events.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Event::Started { .. })) => continue,
-                Poll::Ready(Some(Event::Text(t))) => sse(&self.meta.text_chunk(t)),
-                Poll::Ready(Some(Event::Finished { reason, usage })) => {
-                    self.done = true;
-                    self.meta.closing(reason, &usage)
-                }
-                Poll::Ready(Some(Event::Failed(e))) => {
-                    self.done = true;
-                    error_event(&ApiError::from_engine(&e))
-                }
-                Poll::Ready(None) => {
-                    self.done = true;
-                    error_event(&ApiError::internal())
-                }
-            };
+        this.next = (this.next + 1) % count.max(1);
+        if !this.out.is_empty() {
+            let bytes = Bytes::from(std::mem::take(&mut this.out));
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.first.is_none()
+        self.done && self.out.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
     }
-}
-
-/// A failure after the 200 was sent: an error object as a data event, then [DONE].
-fn error_event(e: &ApiError) -> Bytes {
-    Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()))
 }

@@ -46,6 +46,27 @@ pub struct Sampling {
     pub seed: u32,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
+    /// llama.cpp-style extensions: 0 = off.
+    pub top_k: u32,
+    /// 0 = off.
+    pub min_p: f32,
+    /// 1 = off.
+    pub repeat_penalty: f32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            top_k: 0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+        }
+    }
 }
 
 /// One generation job.
@@ -58,10 +79,60 @@ pub struct GenerateRequest {
     pub default_max_tokens: u32,
     pub stop: Vec<String>,
     pub sampling: Sampling,
+    /// Constrain the output to this JSON Schema (already checked against the supported
+    /// keyword set by the API layer; llama.cpp's own converter turns it into a grammar).
+    pub json_schema: Option<String>,
+    /// Token id → bias added to its logit (-100 bans, +100 forces), validated count.
+    pub logit_bias: Vec<(i32, f32)>,
+    /// Report each token's log-probability and this many alternatives (None: off).
+    pub logprobs: Option<u32>,
     pub events: UnboundedSender<Event>,
     /// Longest the engine spends generating for this request (from when it starts on it);
     /// beyond it the completion ends with finish_reason "length".
     pub deadline: std::time::Duration,
+}
+
+/// One embeddings job: every input is embedded with the model's pooling, L2-normalised.
+pub struct EmbedRequest {
+    pub key_id: Arc<str>,
+    pub inputs: Vec<EmbedInput>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Embeddings, EngineError>>,
+}
+
+/// An input as text (tokenized without special tokens) or as token ids.
+#[derive(Debug, Clone)]
+pub enum EmbedInput {
+    Text(String),
+    Tokens(Vec<i32>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: u32,
+}
+
+/// What waits in the intake.
+pub enum Job {
+    Generate(GenerateRequest),
+    Embed(EmbedRequest),
+}
+
+impl Job {
+    pub fn key_id(&self) -> &Arc<str> {
+        match self {
+            Job::Generate(g) => &g.key_id,
+            Job::Embed(e) => &e.key_id,
+        }
+    }
+
+    /// The client that asked has gone (its receiver was dropped).
+    pub fn is_abandoned(&self) -> bool {
+        match self {
+            Job::Generate(g) => g.events.is_closed(),
+            Job::Embed(e) => e.reply.is_closed(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +157,26 @@ impl FinishReason {
 /// slow client. Its size is bounded by `max_tokens` pieces.
 #[derive(Debug)]
 pub enum Event {
-    Started { prompt_tokens: u32 },
+    Started {
+        prompt_tokens: u32,
+    },
+    /// Only when `logprobs` was asked: the next sampled token, before its text.
+    Token(TokenLogprob),
     Text(String),
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
     Failed(EngineError),
+}
+
+/// A sampled token's log-probability under the model (before sampling adjustments) and
+/// the most likely alternatives at that position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<(Vec<u8>, f32)>,
 }
 
 /// Token counts of one finished completion.
@@ -114,6 +201,18 @@ pub enum EngineError {
     EmptyPrompt,
     /// The model's chat template could not render these messages.
     Template,
+    /// The JSON Schema could not be turned into a grammar (llama.cpp's converter refused).
+    Schema,
+    /// A `logit_bias` token id is not in the model's vocabulary.
+    UnknownToken(i32),
+    /// An embeddings input is longer than the context (index, tokens).
+    InputTooLong {
+        index: usize,
+        tokens: u32,
+        context: u32,
+    },
+    /// Embeddings are not enabled on this server (`model.embeddings`).
+    EmbeddingsDisabled,
     /// Something inside llama.cpp failed; details are in the server log only.
     Internal,
 }
@@ -145,7 +244,7 @@ pub struct QueueFull;
 
 /// The waiting room shared by the HTTP side (producer) and the engine (consumer).
 pub struct Intake {
-    queue: Mutex<FairQueue<GenerateRequest>>,
+    queue: Mutex<FairQueue<Job>>,
     wake: Condvar,
     stats: Arc<EngineStats>,
 }
@@ -159,19 +258,19 @@ impl Intake {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, FairQueue<GenerateRequest>> {
+    fn lock(&self) -> MutexGuard<'_, FairQueue<Job>> {
         // The queue's invariants hold between its method calls (none of them can panic
         // half-way), so a poisoned lock still guards a consistent queue.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn publish_len(&self, q: &FairQueue<GenerateRequest>) {
+    fn publish_len(&self, q: &FairQueue<Job>) {
         self.stats.queued.store(q.len() as u64, Ordering::Relaxed);
     }
 
     /// Add a job at the back of its key's line, without waiting.
-    pub fn push(&self, req: GenerateRequest) -> Result<(), QueueFull> {
-        let key = req.key_id.clone();
+    pub fn push(&self, req: Job) -> Result<(), QueueFull> {
+        let key = req.key_id().clone();
         let mut q = self.lock();
         let pushed = q.push(&key, req).map_err(|_| QueueFull);
         self.publish_len(&q);
@@ -183,7 +282,7 @@ impl Intake {
     }
 
     /// The next job in fair order; with `wait`, sleeps until one arrives.
-    pub fn next(&self, wait: bool) -> Option<GenerateRequest> {
+    pub fn next(&self, wait: bool) -> Option<Job> {
         let mut q = self.lock();
         loop {
             if let Some(job) = q.pop() {
@@ -200,7 +299,7 @@ impl Intake {
     /// Drop queued jobs whose client has gone; returns how many.
     pub fn drop_abandoned(&self) -> usize {
         let mut q = self.lock();
-        let n = q.retain(|job| !job.events.is_closed());
+        let n = q.retain(|job| !job.is_abandoned());
         self.publish_len(&q);
         n
     }
@@ -226,7 +325,12 @@ impl EngineHandle {
 
     /// Enqueue without waiting.
     pub fn submit(&self, req: GenerateRequest) -> Result<(), QueueFull> {
-        self.intake.push(req)
+        self.intake.push(Job::Generate(req))
+    }
+
+    /// Enqueue an embeddings job without waiting.
+    pub fn submit_embed(&self, req: EmbedRequest) -> Result<(), QueueFull> {
+        self.intake.push(Job::Embed(req))
     }
 }
 
@@ -281,13 +385,10 @@ mod tests {
                 max_tokens: None,
                 default_max_tokens: 1,
                 stop: vec![],
-                sampling: Sampling {
-                    temperature: 0.0,
-                    top_p: 1.0,
-                    seed: 0,
-                    presence_penalty: 0.0,
-                    frequency_penalty: 0.0,
-                },
+                sampling: Sampling::default(),
+                json_schema: None,
+                logit_bias: vec![],
+                logprobs: None,
                 events,
                 deadline: std::time::Duration::from_secs(1),
             }

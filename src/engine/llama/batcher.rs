@@ -24,13 +24,14 @@
 use super::super::prefix::{self, PrefixCache, SlotView};
 use super::super::text::{StopMatcher, Utf8Assembler};
 use super::super::{
-    completion_budget, EngineError, EngineStats, Event, FinishReason, GenerateRequest, Intake,
-    Prompt, Usage,
+    completion_budget, EmbedInput, EmbedRequest, Embeddings, EngineError, EngineStats, Event,
+    FinishReason, GenerateRequest, Intake, Job, Prompt, TokenLogprob, Usage,
 };
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -50,6 +51,8 @@ struct Active {
     stops: StopMatcher,
     prompt: Vec<LlamaToken>,
     budget: u32,
+    /// Alternatives reported per token when logprobs were asked for.
+    logprobs: Option<u32>,
     usage: Usage,
     admitted: Instant,
     deadline: Duration,
@@ -75,6 +78,8 @@ struct Slot {
 pub struct Batcher<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
+    /// A second, small context computing pooled embeddings (`model.embeddings`).
+    embed_ctx: Option<LlamaContext<'m>>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
     template: Option<LlamaChatTemplate>,
@@ -94,6 +99,7 @@ impl<'m> Batcher<'m> {
     pub fn new(
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
+        embed_ctx: Option<LlamaContext<'m>>,
         template: Option<LlamaChatTemplate>,
         parallel: u32,
         context: u32,
@@ -114,6 +120,7 @@ impl<'m> Batcher<'m> {
         Self {
             model,
             ctx,
+            embed_ctx,
             batch: LlamaBatch::new(batch_size, 1),
             batch_size,
             template,
@@ -171,11 +178,18 @@ impl<'m> Batcher<'m> {
             let Some(job) = self.intake.next(wait) else {
                 return;
             };
-            if job.events.is_closed() {
+            if job.is_abandoned() {
                 // SECURITY: the client left while queued; spend nothing on it.
                 self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let job = match job {
+                Job::Generate(g) => g,
+                Job::Embed(e) => {
+                    self.embed(e);
+                    continue;
+                }
+            };
             let events = job.events.clone();
             if let Err(e) = self.start(job) {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -229,13 +243,15 @@ impl<'m> Batcher<'m> {
         }
         slot.cached.truncate(reuse);
         slot.owner = Some(job.key_id.clone());
+        let sampler = build_sampler(self.model, &job)?;
         if job.events.send(Event::Started { prompt_tokens }).is_err() {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         slot.active = Some(Box::new(Active {
-            sampler: build_sampler(self.model, &job),
+            sampler,
+            logprobs: job.logprobs,
             key_id: job.key_id,
             events: job.events,
             utf8: Utf8Assembler::default(),
@@ -368,6 +384,11 @@ impl<'m> Batcher<'m> {
                 continue;
             };
             let token = a.sampler.sample(&self.ctx, idx);
+            if let Some(top) = a.logprobs {
+                let report = token_logprob(self.model, self.ctx.get_logits_ith(idx), token, top);
+                // A closed channel is noticed by the next step.
+                let _ = a.events.send(Event::Token(report));
+            }
             if a.first_token.is_none() {
                 a.first_token = Some(a.admitted.elapsed());
             }
@@ -470,6 +491,33 @@ impl<'m> Batcher<'m> {
         slot.owner = None;
     }
 
+    /// Answer an embeddings job at once on the embeddings context (the generating
+    /// sequences wait one job; inputs are bounded by `limits.max_embedding_inputs` and
+    /// the context size).
+    fn embed(&mut self, job: EmbedRequest) {
+        let result = match self.embed_ctx.as_mut() {
+            None => Err(EngineError::EmbeddingsDisabled),
+            Some(ctx) => embed_all(self.model, ctx, &job.inputs, self.context),
+        };
+        match &result {
+            Ok(e) => tracing::info!(
+                key_id = %job.key_id,
+                inputs = e.vectors.len(),
+                prompt_tokens = e.prompt_tokens,
+                "embeddings finished"
+            ),
+            Err(_) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Ok(e) = &result {
+            self.stats
+                .prompt_tokens
+                .fetch_add(e.prompt_tokens as u64, Ordering::Relaxed);
+        }
+        let _ = job.reply.send(result);
+    }
+
     /// After a failed decode or a panic: answer everyone in flight, start clean.
     fn fail_all(&mut self) {
         for i in 0..self.slots.len() {
@@ -510,15 +558,39 @@ fn render_prompt(
     }
 }
 
-/// The request's own sampler chain; sequences never share sampler state.
-fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> LlamaSampler {
+/// The request's own sampler chain; sequences never share sampler state. Order as in
+/// llama.cpp's common sampler: bias, grammar, penalties, truncation, temperature, draw.
+fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> Result<LlamaSampler, EngineError> {
     let s = req.sampling;
+    let n_vocab = model.n_vocab();
     let mut chain = Vec::new();
-    if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 {
+    if !req.logit_bias.is_empty() {
+        let mut biases = Vec::with_capacity(req.logit_bias.len());
+        for &(id, bias) in &req.logit_bias {
+            // SECURITY: llama.cpp indexes its logit array with these ids unchecked.
+            if id < 0 || id >= n_vocab {
+                return Err(EngineError::UnknownToken(id));
+            }
+            biases.push(LlamaLogitBias::new(LlamaToken(id), bias));
+        }
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+    }
+    if let Some(schema) = &req.json_schema {
+        let grammar = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
+            tracing::info!(error = %e, "JSON schema refused by llama.cpp's converter");
+            EngineError::Schema
+        })?;
+        let sampler = LlamaSampler::grammar(model, &grammar, "root").map_err(|e| {
+            tracing::info!(error = %e, "grammar from the JSON schema did not parse");
+            EngineError::Schema
+        })?;
+        chain.push(sampler);
+    }
+    if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 || s.repeat_penalty != 1.0 {
         chain.push(LlamaSampler::penalties(
-            model.n_vocab(),
+            n_vocab,
             PENALTY_LAST_N,
-            1.0,
+            s.repeat_penalty,
             s.frequency_penalty,
             s.presence_penalty,
         ));
@@ -526,11 +598,110 @@ fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> LlamaSampler {
     if s.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(s.top_k as i32));
+        }
         if s.top_p < 1.0 {
             chain.push(LlamaSampler::top_p(s.top_p, 1));
+        }
+        if s.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(s.min_p, 1));
         }
         chain.push(LlamaSampler::temp(s.temperature));
         chain.push(LlamaSampler::dist(s.seed));
     }
-    LlamaSampler::chain_simple(chain)
+    Ok(LlamaSampler::chain_simple(chain))
+}
+
+/// Log-probability of `token` under the model's raw distribution at this position, and
+/// the `top` most likely tokens (OpenAI reports the model's distribution, not the one
+/// after temperature, penalties, bias or grammar). One pass over the vocabulary.
+fn token_logprob(model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u32) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let log_z = f64::from(max) + sum.ln();
+    let lp = |l: f32| (f64::from(l) - log_z) as f32;
+    let piece = |t: i32| model.vocab().token_to_piece(LlamaToken(t), false, None);
+    let mut best: Vec<(i32, f32)> = Vec::with_capacity(top as usize + 1);
+    if top > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() < top as usize || l > best[best.len() - 1].1 {
+                let at = best.partition_point(|&(_, b)| b >= l);
+                best.insert(at, (i as i32, l));
+                best.truncate(top as usize);
+            }
+        }
+    }
+    let chosen = logits
+        .get(token.0 as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
+    TokenLogprob {
+        bytes: piece(token.0),
+        logprob: lp(chosen),
+        top: best.into_iter().map(|(t, l)| (piece(t), lp(l))).collect(),
+    }
+}
+
+/// Embed every input on `ctx` (one sequence at a time, cache cleared in between).
+fn embed_all(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    inputs: &[EmbedInput],
+    context: u32,
+) -> Result<Embeddings, EngineError> {
+    let n_vocab = model.n_vocab();
+    let mut vectors = Vec::with_capacity(inputs.len());
+    let mut prompt_tokens = 0u32;
+    for (index, input) in inputs.iter().enumerate() {
+        let tokens: Vec<LlamaToken> = match input {
+            // SECURITY: client text never becomes control tokens.
+            EmbedInput::Text(t) => model.vocab().tokenize(t.as_bytes(), true, false),
+            EmbedInput::Tokens(ids) => {
+                let mut out = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    if id < 0 || id >= n_vocab {
+                        return Err(EngineError::UnknownToken(id));
+                    }
+                    out.push(LlamaToken(id));
+                }
+                out
+            }
+        };
+        let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if n == 0 {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if n > context {
+            return Err(EngineError::InputTooLong {
+                index,
+                tokens: n,
+                context,
+            });
+        }
+        ctx.clear_kv_cache();
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        for (pos, &t) in tokens.iter().enumerate() {
+            batch
+                .add(t, pos as i32, &[0], true)
+                .map_err(|_| EngineError::Internal)?;
+        }
+        ctx.decode(&mut batch).map_err(|e| {
+            tracing::error!(error = %e, "embeddings decode failed");
+            EngineError::Internal
+        })?;
+        let v = ctx.embeddings_seq_ith(0).map_err(|e| {
+            tracing::error!(error = %e, "no pooled embedding");
+            EngineError::Internal
+        })?;
+        let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 0.0 };
+        vectors.push(v.iter().map(|x| x * scale).collect());
+        prompt_tokens = prompt_tokens.saturating_add(n);
+    }
+    ctx.clear_kv_cache();
+    Ok(Embeddings {
+        vectors,
+        prompt_tokens,
+    })
 }

@@ -19,7 +19,7 @@ mod batcher;
 use super::prefix::PrefixCache;
 use super::{EngineHandle, EngineStats, Intake};
 use crate::config::{Config, GpuLayers};
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
@@ -56,6 +56,8 @@ struct EngineSettings {
     /// Sequences decoded together (llama.cpp's n_seq_max).
     parallel: u32,
     prefix_cache: PrefixCache,
+    /// Create the embeddings context (`model.embeddings`).
+    embeddings: bool,
     #[cfg(feature = "test-hooks")]
     load_delay: Duration,
 }
@@ -88,6 +90,7 @@ pub fn spawn(
         },
         parallel: cfg.model.parallel,
         prefix_cache: cfg.model.prefix_cache,
+        embeddings: cfg.model.embeddings,
         #[cfg(feature = "test-hooks")]
         load_delay: std::env::var("LGI_TEST_LOAD_DELAY_MS")
             .ok()
@@ -158,6 +161,19 @@ fn engine_thread(
             return;
         }
     };
+    let embed_ctx = if s.embeddings {
+        match model.new_context(&backend, embedding_params(&model, s.context, s.threads)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let _ = loaded.send(Err(format!(
+                    "llama.cpp could not create the embeddings context (model.embeddings): {e}"
+                )));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let template = model.chat_template(None).ok();
     let info = LoadedModel {
         context: s.context,
@@ -178,6 +194,7 @@ fn engine_thread(
     batcher::Batcher::new(
         &model,
         ctx,
+        embed_ctx,
         template,
         s.parallel,
         s.context,
@@ -186,6 +203,30 @@ fn engine_thread(
         stats,
     )
     .run();
+}
+
+/// The embeddings context: one sequence of `context` tokens, computed in one batch, with
+/// the model's own pooling, or mean pooling for a generative model that declares none
+/// (what llama.cpp's server does with `--pooling mean`).
+fn embedding_params(model: &LlamaModel, context: u32, threads: i32) -> LlamaContextParams {
+    let declared = model
+        .meta_val_str("general.architecture")
+        .ok()
+        .and_then(|arch| model.meta_val_str(&format!("{arch}.pooling_type")).ok());
+    let pooling = match declared.as_deref() {
+        Some("2") => LlamaPoolingType::Cls,
+        Some("3") => LlamaPoolingType::Last,
+        _ => LlamaPoolingType::Mean,
+    };
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(context))
+        .with_n_batch(context)
+        .with_n_ubatch(context)
+        .with_n_seq_max(1)
+        .with_embeddings(true)
+        .with_pooling_type(pooling)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
 }
 
 /// Nice value of the engine thread and of the llama.cpp/OpenMP workers it starts (they

@@ -1,0 +1,209 @@
+//! POST /v1/embeddings: request validation and the response shape.
+//!
+//! SECURITY: inputs are bounded in count (`limits.max_embedding_inputs`), in total bytes
+//! (`limits.max_prompt_bytes`) and, on the engine, in tokens (the context); token-id
+//! inputs are checked against the vocabulary there. Nothing is echoed into errors.
+
+use super::error::ApiError;
+use crate::config::LimitsConfig;
+use crate::engine::{EmbedInput, Embeddings};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum InputField {
+    One(String),
+    Many(Vec<String>),
+    Tokens(Vec<i64>),
+    ManyTokens(Vec<Vec<i64>>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub input: InputField,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<i64>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// A validated embeddings request.
+#[derive(Debug)]
+pub struct Embed {
+    pub model: String,
+    pub inputs: Vec<EmbedInput>,
+    /// Vectors as base64 of little-endian f32 (what the SDKs ask for by default).
+    pub base64: bool,
+}
+
+impl EmbeddingsRequest {
+    pub fn validate(self, limits: &LimitsConfig) -> Result<Embed, ApiError> {
+        let base64 = match self.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "`encoding_format` must be float or base64",
+                    "encoding_format",
+                ))
+            }
+        };
+        if self.dimensions.is_some() {
+            return Err(ApiError::invalid(
+                "`dimensions` is not supported: this model returns its native embedding size",
+                "dimensions",
+            ));
+        }
+        if matches!(&self.user, Some(u) if u.len() > 256) {
+            return Err(ApiError::invalid(
+                "`user` must be at most 256 bytes",
+                "user",
+            ));
+        }
+        let inputs: Vec<EmbedInput> = match self.input {
+            InputField::One(s) => vec![EmbedInput::Text(s)],
+            InputField::Many(v) => v.into_iter().map(EmbedInput::Text).collect(),
+            InputField::Tokens(t) => vec![tokens(t)?],
+            InputField::ManyTokens(v) => v.into_iter().map(tokens).collect::<Result<_, _>>()?,
+        };
+        if inputs.is_empty() || inputs.len() > limits.max_embedding_inputs as usize {
+            return Err(ApiError::invalid(
+                format!(
+                    "`input` must hold 1 to {} inputs on this server",
+                    limits.max_embedding_inputs
+                ),
+                "input",
+            ));
+        }
+        let mut total = 0usize;
+        for (i, input) in inputs.iter().enumerate() {
+            let len = match input {
+                EmbedInput::Text(t) => {
+                    // SECURITY: llama.cpp takes C strings; a NUL would silently truncate.
+                    if t.contains('\0') {
+                        return Err(ApiError::invalid(
+                            "Text must not contain NUL characters",
+                            format!("input[{i}]"),
+                        ));
+                    }
+                    t.len()
+                }
+                EmbedInput::Tokens(t) => t.len() * 4,
+            };
+            if len == 0 {
+                return Err(ApiError::invalid(
+                    "An input must not be empty",
+                    format!("input[{i}]"),
+                ));
+            }
+            total += len;
+        }
+        if total > limits.max_prompt_bytes as usize {
+            return Err(ApiError::invalid(
+                format!(
+                    "The inputs are longer than {} bytes in total",
+                    limits.max_prompt_bytes
+                ),
+                "input",
+            ));
+        }
+        Ok(Embed {
+            model: self.model,
+            inputs,
+            base64,
+        })
+    }
+}
+
+fn tokens(ids: Vec<i64>) -> Result<EmbedInput, ApiError> {
+    ids.into_iter()
+        .map(|id| i32::try_from(id).ok().filter(|v| *v >= 0))
+        .collect::<Option<Vec<i32>>>()
+        .map(EmbedInput::Tokens)
+        .ok_or_else(|| ApiError::invalid("Token ids must be non-negative integers", "input"))
+}
+
+/// OpenAI's embeddings response.
+pub fn response(model: &str, e: &Embeddings, base64: bool) -> Value {
+    let data: Vec<Value> = e
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(<base64ct::Base64 as base64ct::Encoding>::encode_string(
+                    &bytes,
+                ))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::request::parse_json;
+
+    fn validate(body: &str) -> Result<Embed, ApiError> {
+        parse_json::<EmbeddingsRequest>(body.as_bytes())?.validate(&LimitsConfig::default())
+    }
+
+    #[test]
+    fn inputs_and_errors() {
+        let e = validate(r#"{"model":"m","input":["a","b"],"encoding_format":"base64"}"#).unwrap();
+        assert_eq!(e.inputs.len(), 2);
+        assert!(e.base64);
+        let e = validate(r#"{"model":"m","input":[[1,2,3]]}"#).unwrap();
+        assert!(matches!(&e.inputs[0], EmbedInput::Tokens(t) if t == &[1, 2, 3]));
+        for (body, param) in [
+            (r#"{"model":"m","input":"a","dimensions":8}"#, "dimensions"),
+            (
+                r#"{"model":"m","input":"a","encoding_format":"hex"}"#,
+                "encoding_format",
+            ),
+            (r#"{"model":"m","input":[]}"#, "input"),
+            (r#"{"model":"m","input":[""]}"#, "input[0]"),
+            (r#"{"model":"m","input":[-1]}"#, "input"),
+        ] {
+            let err = validate(body).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(param), "{body}");
+        }
+        let many = format!(
+            r#"{{"model":"m","input":[{}]}}"#,
+            vec!["\"a\""; 33].join(",")
+        );
+        assert_eq!(validate(&many).unwrap_err().param.as_deref(), Some("input"));
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        let e = Embeddings {
+            vectors: vec![vec![1.0, -0.5]],
+            prompt_tokens: 2,
+        };
+        let v = response("m", &e, true);
+        let b64 = v["data"][0]["embedding"].as_str().unwrap();
+        let bytes = <base64ct::Base64 as base64ct::Encoding>::decode_vec(b64).unwrap();
+        assert_eq!(
+            bytes,
+            [1.0f32.to_le_bytes(), (-0.5f32).to_le_bytes()].concat()
+        );
+        assert_eq!(response("m", &e, false)["data"][0]["embedding"][1], -0.5);
+        assert_eq!(v["usage"]["prompt_tokens"], 2);
+    }
+}

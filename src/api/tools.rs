@@ -1,0 +1,414 @@
+//! Function calling: `tools`, `tool_choice`, `parallel_tool_calls`, tool history, and
+//! parsing the model's answer into `tool_calls`.
+//!
+//! The format is llama.cpp's "generic" tool format, used by its server for models whose
+//! chat template has no tool syntax of its own (the test model's template has none): the
+//! tool list is described in a system message, and the answer is constrained by grammar
+//! to one JSON object — `{"tool_calls": [{"name", "arguments"}]}` or `{"content": "…"}`
+//! (the latter only with `tool_choice: "auto"`). Because sampling is constrained, every
+//! call the server returns names a declared function and its `arguments` validate
+//! against that function's `parameters`.
+//!
+//! SECURITY: tool definitions are client data rendered into the prompt; they are size-
+//! and count-capped and their schemas go through `schema::check` like response formats.
+
+use super::error::ApiError;
+use super::schema;
+use crate::engine::ChatMessage;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Most tools in one request (OpenAI allows 128; each adds prompt text and grammar).
+pub const MAX_TOOLS: usize = 64;
+/// Most calls in one answer when `parallel_tool_calls` is true.
+pub const MAX_PARALLEL_CALLS: u64 = 8;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: RawFunction,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFunction {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    /// Always enforced here (sampling is constrained); accepted for compatibility.
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawToolChoice {
+    Mode(String),
+    Named(NamedChoice),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: NamedFunction,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedFunction {
+    pub name: String,
+}
+
+/// A tool call in an assistant message of the history.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: RawCalledFunction,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCalledFunction {
+    pub name: String,
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub name: String,
+    pub description: Option<String>,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Required,
+    Named(String),
+}
+
+/// The validated tool settings of a request that may call tools.
+#[derive(Debug, Clone)]
+pub struct ToolSet {
+    pub functions: Vec<Function>,
+    pub choice: Choice,
+    pub parallel: bool,
+}
+
+/// What the model answered, once parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Calls(Vec<(String, String)>),
+    Content(String),
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Validate `tools`/`tool_choice`/`parallel_tool_calls`. None: no tool may be called
+/// (no tools, or `tool_choice: "none"`).
+pub fn validate(
+    tools: Option<Vec<RawTool>>,
+    choice: Option<RawToolChoice>,
+    parallel: Option<bool>,
+) -> Result<Option<ToolSet>, ApiError> {
+    let Some(tools) = tools else {
+        if choice.is_some() {
+            return Err(ApiError::invalid(
+                "`tool_choice` is only allowed when `tools` are specified",
+                "tool_choice",
+            ));
+        }
+        if parallel.is_some() {
+            return Err(ApiError::invalid(
+                "`parallel_tool_calls` is only allowed when `tools` are specified",
+                "parallel_tool_calls",
+            ));
+        }
+        return Ok(None);
+    };
+    if tools.is_empty() || tools.len() > MAX_TOOLS {
+        return Err(ApiError::invalid(
+            format!("`tools` must hold 1 to {MAX_TOOLS} tools"),
+            "tools",
+        ));
+    }
+    let mut functions = Vec::with_capacity(tools.len());
+    for (i, t) in tools.into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::invalid(
+                "Only tools of type `function` are supported",
+                format!("tools[{i}].type"),
+            ));
+        }
+        let f = t.function;
+        if !valid_name(&f.name) {
+            return Err(ApiError::invalid(
+                "A function name must be 1 to 64 of a-z, A-Z, 0-9, _ and -",
+                format!("tools[{i}].function.name"),
+            ));
+        }
+        if functions.iter().any(|g: &Function| g.name == f.name) {
+            return Err(ApiError::invalid(
+                "Function names must be unique",
+                format!("tools[{i}].function.name"),
+            ));
+        }
+        if let Some(d) = &f.description {
+            if d.contains('\0') {
+                return Err(ApiError::invalid(
+                    "Text must not contain NUL characters",
+                    format!("tools[{i}].function.description"),
+                ));
+            }
+        }
+        let parameters = f
+            .parameters
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        let param = format!("tools[{i}].function.parameters");
+        schema::check(&parameters, &param)?;
+        if schema::uses_refs(&parameters) {
+            return Err(ApiError::invalid(
+                "`$ref`/`$defs` are not supported in tool parameters; inline the definitions",
+                param,
+            )
+            .with_code("invalid_json_schema"));
+        }
+        functions.push(Function {
+            name: f.name,
+            description: f.description,
+            parameters,
+        });
+    }
+    let choice = match choice {
+        None => Choice::Auto,
+        Some(RawToolChoice::Mode(m)) => match m.as_str() {
+            "none" => return Ok(None),
+            "auto" => Choice::Auto,
+            "required" => Choice::Required,
+            _ => {
+                return Err(ApiError::invalid(
+                    "`tool_choice` must be none, auto, required or a named function",
+                    "tool_choice",
+                ))
+            }
+        },
+        Some(RawToolChoice::Named(n)) => {
+            if n.kind != "function" || !functions.iter().any(|f| f.name == n.function.name) {
+                return Err(ApiError::invalid(
+                    "`tool_choice` names a function that is not in `tools`",
+                    "tool_choice",
+                ));
+            }
+            Choice::Named(n.function.name)
+        }
+    };
+    Ok(Some(ToolSet {
+        functions,
+        choice,
+        parallel: parallel.unwrap_or(true),
+    }))
+}
+
+impl ToolSet {
+    /// The system text that tells the model which tools exist and how to answer.
+    pub fn instructions(&self) -> String {
+        let list: Vec<Value> = self
+            .functions
+            .iter()
+            .map(|f| json!({"name": f.name, "description": f.description, "parameters": f.parameters}))
+            .collect();
+        let how = match &self.choice {
+            Choice::Auto => "Respond in JSON only: either {\"tool_calls\": [{\"name\": <tool name>, \"arguments\": <arguments object>}]} to call tools, or {\"content\": <your reply>} to answer the user directly.",
+            Choice::Required => "Respond in JSON only: {\"tool_calls\": [{\"name\": <tool name>, \"arguments\": <arguments object>}]}.",
+            Choice::Named(_) => "Respond in JSON only: {\"tool_calls\": [{\"name\": <tool name>, \"arguments\": <arguments object>}]} calling the tool named below.",
+        };
+        let mut text = format!("You can call these tools:\n{}\n{how}", Value::Array(list));
+        if let Choice::Named(n) = &self.choice {
+            text.push_str(&format!("\nCall the tool `{n}`."));
+        }
+        text
+    }
+
+    /// The JSON Schema the answer is constrained to.
+    pub fn answer_schema(&self) -> Value {
+        let calls: Vec<Value> = self
+            .functions
+            .iter()
+            .filter(|f| match &self.choice {
+                Choice::Named(n) => &f.name == n,
+                _ => true,
+            })
+            .map(|f| {
+                json!({
+                    "type": "object",
+                    "properties": {"name": {"const": f.name}, "arguments": f.parameters},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": false
+                })
+            })
+            .collect();
+        let max = match (&self.choice, self.parallel) {
+            (Choice::Named(_), _) | (_, false) => 1,
+            _ => MAX_PARALLEL_CALLS,
+        };
+        let call_branch = json!({
+            "type": "object",
+            "properties": {"tool_calls": {
+                "type": "array", "items": {"anyOf": calls}, "minItems": 1, "maxItems": max
+            }},
+            "required": ["tool_calls"],
+            "additionalProperties": false
+        });
+        match self.choice {
+            Choice::Auto => json!({"anyOf": [call_branch, {
+                "type": "object",
+                "properties": {"content": {"type": "string"}},
+                "required": ["content"],
+                "additionalProperties": false
+            }]}),
+            _ => call_branch,
+        }
+    }
+}
+
+/// Parse a complete answer. None when it is not the constrained shape (e.g. cut short by
+/// `max_tokens`): the caller returns the raw text as content.
+pub fn parse_answer(text: &str) -> Option<Answer> {
+    let v: Value = serde_json::from_str(text.trim()).ok()?;
+    if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            let name = c.get("name")?.as_str()?.to_string();
+            let args = c.get("arguments")?.to_string();
+            out.push((name, args));
+        }
+        return Some(Answer::Calls(out));
+    }
+    v.get("content")
+        .and_then(Value::as_str)
+        .map(|s| Answer::Content(s.to_string()))
+}
+
+/// Render an assistant message's `tool_calls` into the text the model produces for them.
+pub fn render_calls(calls: &[RawToolCall], at: usize) -> Result<String, ApiError> {
+    let mut list = Vec::with_capacity(calls.len());
+    for (j, c) in calls.iter().enumerate() {
+        if c.kind != "function" {
+            return Err(ApiError::invalid(
+                "Only tool calls of type `function` are supported",
+                format!("messages[{at}].tool_calls[{j}].type"),
+            ));
+        }
+        // Arguments are a JSON string in the API; keep them as JSON when they parse.
+        let args = serde_json::from_str::<Value>(&c.function.arguments)
+            .unwrap_or_else(|_| Value::String(c.function.arguments.clone()));
+        list.push(json!({"name": c.function.name, "arguments": args}));
+    }
+    Ok(json!({"tool_calls": list}).to_string())
+}
+
+/// Render a `tool` message (a function's result) for the model.
+pub fn render_result(name: Option<&str>, content: &str) -> ChatMessage {
+    ChatMessage {
+        role: "tool".into(),
+        content: json!({"tool_response": {"name": name, "content": content}}).to_string(),
+    }
+}
+
+/// A fresh call id (`call_` + 24 hex digits from the system CSPRNG).
+pub fn call_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("call_{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools(v: Value) -> Vec<RawTool> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn weather() -> Vec<RawTool> {
+        tools(
+            json!([{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]),
+        )
+    }
+
+    #[test]
+    fn choices_and_errors() {
+        assert!(validate(None, None, None).unwrap().is_none());
+        let none = validate(
+            Some(weather()),
+            Some(RawToolChoice::Mode("none".into())),
+            None,
+        );
+        assert!(none.unwrap().is_none());
+        let t = validate(Some(weather()), None, None).unwrap().unwrap();
+        assert_eq!(t.choice, Choice::Auto);
+        let e = validate(None, Some(RawToolChoice::Mode("auto".into())), None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        let named = RawToolChoice::Named(NamedChoice {
+            kind: "function".into(),
+            function: NamedFunction {
+                name: "nope".into(),
+            },
+        });
+        let e = validate(Some(weather()), Some(named), None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        let bad = tools(json!([{"type": "function", "function": {"name": "a b"}}]));
+        let e = validate(Some(bad), None, None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[0].function.name"));
+        let bad = tools(json!([{"type": "function", "function": {"name": "f",
+            "parameters": {"type": "object", "not": {}}}}]));
+        let e = validate(Some(bad), None, None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[0].function.parameters.not"));
+    }
+
+    #[test]
+    fn answer_schema_follows_the_choice() {
+        let t = validate(
+            Some(weather()),
+            Some(RawToolChoice::Mode("required".into())),
+            Some(false),
+        )
+        .unwrap()
+        .unwrap();
+        let s = t.answer_schema();
+        assert_eq!(s["properties"]["tool_calls"]["maxItems"], 1);
+        assert!(s.get("anyOf").is_none());
+        schema::check(&s, "x").unwrap();
+        let auto = validate(Some(weather()), None, None).unwrap().unwrap();
+        assert_eq!(auto.answer_schema()["anyOf"].as_array().unwrap().len(), 2);
+        assert!(auto.instructions().contains("get_weather"));
+    }
+
+    #[test]
+    fn answers_parse() {
+        assert_eq!(
+            parse_answer(r#"{"tool_calls":[{"name":"f","arguments":{"a":1}}]}"#),
+            Some(Answer::Calls(vec![("f".into(), r#"{"a":1}"#.into())]))
+        );
+        assert_eq!(
+            parse_answer(r#" {"content":"hi"} "#),
+            Some(Answer::Content("hi".into()))
+        );
+        assert_eq!(parse_answer(r#"{"tool_calls":[{"name":"f""#), None);
+    }
+}
