@@ -1,5 +1,7 @@
-//! The official `openai` Python SDK against the real server: what application developers run.
-//! `.ci/setup --sdk` (part of `make test`) installs the SDK into `.venv`.
+//! Real clients from PyPI against the real server, as applications run them: the official
+//! `openai` Python SDK (tests/openai_sdk.py) and LangChain's `ChatOpenAI`
+//! (tests/langchain_client.py). `.ci/setup --sdk` (part of `make test`) installs both,
+//! pinned, into `.venv`.
 
 mod common;
 
@@ -7,9 +9,10 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn official_python_sdk_works_unchanged() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+/// Run one client script against a fresh server; returns its stdout.
+fn run_client(script: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
     assert!(
         python.exists(),
         "{} missing: run `make test` (it runs .ci/setup --sdk)",
@@ -17,19 +20,41 @@ fn official_python_sdk_works_unchanged() {
     );
     let server = Server::start();
     let out = Command::new(&python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk.py"))
+        .arg(root.join("tests").join(script))
         .arg(format!("https://localhost:{}/v1", server.api.port()))
         .arg(ALICE)
         .arg(server.ca_pem())
         .arg(MODEL_ID)
+        .arg(LIMITED)
+        .arg(EXPIRED)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "SDK checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         server.log_text()
     );
-    assert!(stdout.contains("all SDK checks passed"), "{stdout}");
+    // SECURITY: whatever the clients sent, no credential reached the log.
+    let log = server.log_text();
+    assert!(!log.contains("alice-secret"), "credential in the log");
+    stdout
+}
+
+#[test]
+fn official_python_sdk_works_unchanged() {
+    let out = run_client("openai_sdk.py");
+    assert!(out.contains("all SDK checks passed"), "{out}");
+    // Every check printed "ok" (the script exits at the first failure).
+    assert!(
+        out.lines().filter(|l| l.starts_with("ok ")).count() >= 50,
+        "{out}"
+    );
+}
+
+#[test]
+fn langchain_chat_openai_works_unchanged() {
+    let out = run_client("langchain_client.py");
+    assert!(out.contains("all LangChain checks passed"), "{out}");
 }

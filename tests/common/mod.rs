@@ -122,7 +122,7 @@ impl Default for Options {
             sandbox: default_sandbox_section(),
             server_extra: String::new(),
             auth_extra: String::new(),
-            model_section: "context = 1024\nthreads = 2\n".into(),
+            model_section: "context = 1024\nthreads = 2\nembeddings = true\n".into(),
             env: vec![],
             wait_ready: true,
         }
