@@ -763,15 +763,6 @@ impl Config {
             100_000,
         );
         range(&mut bad, "limits.max_n", l.max_n as u64, 1, 64);
-        if l.max_n > self.auth.max_concurrent_generations_per_key {
-            bad(
-                "limits.max_n",
-                format!(
-                    "larger than auth.max_concurrent_generations_per_key ({}): a request with that many choices could never start; lower limits.max_n or raise the other",
-                    self.auth.max_concurrent_generations_per_key
-                ),
-            );
-        }
         range(
             &mut bad,
             "limits.max_embedding_inputs",

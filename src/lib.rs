@@ -328,7 +328,15 @@ async fn run(
     let state = Arc::new(api::AppState {
         keys: p.keys,
         engine,
-        limits: p.cfg.limits.clone(),
+        limits: config::LimitsConfig {
+            // Every choice takes one of the key's generation slots: more could never start.
+            max_n: p
+                .cfg
+                .limits
+                .max_n
+                .min(p.cfg.auth.max_concurrent_generations_per_key),
+            ..p.cfg.limits.clone()
+        },
         model_id: p.cfg.model_id(),
         created: api::unix_now(),
         body_read_timeout: Duration::from_secs(p.cfg.server.body_read_timeout_secs),

@@ -45,7 +45,8 @@ check("models.list", [m.id for m in models.data] == [model], models)
 check("models.retrieve", client.models.retrieve(model).id == model)
 
 # --- chat, plain and streaming ------------------------------------------------------
-r = client.chat.completions.create(model=model, messages=QUESTION, max_tokens=16, temperature=0)
+r = client.chat.completions.create(model=model, messages=QUESTION, max_tokens=16, temperature=0,
+                                   user="end-user-4711")
 text = r.choices[0].message.content
 check("chat.completions", bool(text) and r.choices[0].finish_reason in ("stop", "length"), r)
 check("chat usage", r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens > 0, r.usage)

@@ -9,8 +9,8 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// Run one client script against a fresh server; returns its stdout.
-fn run_client(script: &str) -> String {
+/// Run one client script against a fresh server; returns its stdout and the server log.
+fn run_client(script: &str) -> (String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(
@@ -39,22 +39,25 @@ fn run_client(script: &str) -> String {
     // SECURITY: whatever the clients sent, no credential reached the log.
     let log = server.log_text();
     assert!(!log.contains("alice-secret"), "credential in the log");
-    stdout
+    (stdout, log)
 }
 
 #[test]
 fn official_python_sdk_works_unchanged() {
-    let out = run_client("openai_sdk.py");
+    let (out, log) = run_client("openai_sdk.py");
     assert!(out.contains("all SDK checks passed"), "{out}");
     // Every check printed "ok" (the script exits at the first failure).
     assert!(
         out.lines().filter(|l| l.starts_with("ok ")).count() >= 50,
         "{out}"
     );
+    // `user` is logged as a hash tag only: SHA-256("end-user-4711")[..8].
+    assert!(log.contains("user_tag=91016f0e735e3fa3"), "{log}");
+    assert!(!log.contains("end-user-4711"), "end-user id in the log");
 }
 
 #[test]
 fn langchain_chat_openai_works_unchanged() {
-    let out = run_client("langchain_client.py");
+    let (out, _) = run_client("langchain_client.py");
     assert!(out.contains("all LangChain checks passed"), "{out}");
 }

@@ -1,7 +1,10 @@
-//! Request bodies: the first byte picks the endpoint, the rest is the body. Parsing and
-//! validation must answer every input with a typed result, never a panic.
+//! Request bodies: the first byte picks the endpoint (chat, completions, embeddings), the
+//! rest is the body. Parsing and validation — JSON Schemas, tools, tool history,
+//! logit_bias, embedding inputs included — must answer every input with a typed result,
+//! never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use llama_gguf_inference::api::embeddings::EmbeddingsRequest;
 use llama_gguf_inference::api::request::{parse_json, ChatCompletionRequest, CompletionRequest};
 use llama_gguf_inference::config::LimitsConfig;
 
@@ -10,11 +13,21 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let limits = LimitsConfig::default();
-    if which & 1 == 0 {
-        if let Ok(r) = parse_json::<ChatCompletionRequest>(body) {
-            let _ = r.validate(&limits);
+    match which % 3 {
+        0 => {
+            if let Ok(r) = parse_json::<ChatCompletionRequest>(body) {
+                let _ = r.validate(&limits);
+            }
         }
-    } else if let Ok(r) = parse_json::<CompletionRequest>(body) {
-        let _ = r.validate(&limits);
+        1 => {
+            if let Ok(r) = parse_json::<CompletionRequest>(body) {
+                let _ = r.validate(&limits);
+            }
+        }
+        _ => {
+            if let Ok(r) = parse_json::<EmbeddingsRequest>(body) {
+                let _ = r.validate(&limits);
+            }
+        }
     }
 });
