@@ -374,7 +374,7 @@ async fn run(
                     parameters = m.n_params,
                     size_mib = m.size_bytes / (1024 * 1024),
                     load_ms = m.load_time.as_millis() as u64,
-                    chat_template = m.has_template,
+                    chat_template = m.renderer,
                     "model loaded"
                 );
                 tracing::info!(

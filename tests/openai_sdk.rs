@@ -51,6 +51,8 @@ fn official_python_sdk_works_unchanged() {
         out.lines().filter(|l| l.starts_with("ok ")).count() >= 50,
         "{out}"
     );
+    // Prompts are rendered by the GGUF's own Jinja template (not llama.cpp's fallback).
+    assert!(log.contains("chat_template=\"jinja\""), "{log}");
     // `user` is logged as a hash tag only: SHA-256("end-user-4711")[..8].
     assert!(log.contains("user_tag=91016f0e735e3fa3"), "{log}");
     assert!(!log.contains("end-user-4711"), "end-user id in the log");

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::schema;
 use super::tools::{self, RawTool, RawToolCall, RawToolChoice, ToolSet};
 use crate::config::LimitsConfig;
-use crate::engine::{ChatMessage, Prompt, Sampling};
+use crate::engine::{ChatMessage, Prompt, Sampling, ToolCall};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -653,16 +653,20 @@ impl ChatCompletionRequest {
         }
         let mut messages = chat_messages(self.messages)?;
         if let Some(t) = &tools {
-            // The tool description goes first, in a system message of its own.
-            messages.insert(
-                0,
-                ChatMessage {
-                    role: "system".into(),
-                    content: t.instructions(),
-                },
-            );
+            // How to answer (the generic tool format) goes first, in a system message of
+            // its own; templates that render tools also get the tool objects.
+            messages.insert(0, ChatMessage::text("system", t.instructions()));
         }
-        let total: usize = messages.iter().map(|m| m.content.len()).sum();
+        let total: usize = messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.arguments.len() + c.name.len() + c.id.len())
+                        .sum::<usize>()
+            })
+            .sum();
         if total > limits.max_prompt_bytes as usize {
             return Err(ApiError::invalid(
                 format!(
@@ -675,7 +679,13 @@ impl ChatCompletionRequest {
         let schema = tools.as_ref().map(ToolSet::answer_schema).or(format_schema);
         Ok(Generation {
             model: self.model,
-            prompt: Prompt::Chat(messages),
+            prompt: Prompt::Chat {
+                messages,
+                tools: tools
+                    .as_ref()
+                    .map(ToolSet::openai_objects)
+                    .unwrap_or_default(),
+            },
             max_tokens,
             stop: check_stop(self.stop, limits)?,
             sampling: sampling(SamplingFields {
@@ -778,33 +788,36 @@ fn chat_messages(raw: Vec<RawMessage>) -> Result<Vec<ChatMessage>, ApiError> {
             }
         };
         check_text(&content, &format!("messages[{i}].content"))?;
-        if let Some(calls) = &m.tool_calls {
-            for c in calls {
-                check_text(&c.function.arguments, &format!("messages[{i}].tool_calls"))?;
+        let mut message = ChatMessage::text(role, content);
+        if let Some(calls) = m.tool_calls {
+            for (j, c) in calls.into_iter().enumerate() {
+                if c.kind != "function" {
+                    return Err(ApiError::invalid(
+                        "Only tool calls of type `function` are supported",
+                        format!("messages[{i}].tool_calls[{j}].type"),
+                    ));
+                }
+                let param = format!("messages[{i}].tool_calls[{j}]");
+                check_text(&c.id, &param)?;
+                check_text(&c.function.name, &param)?;
+                check_text(&c.function.arguments, &param)?;
                 called.push((c.id.clone(), c.function.name.clone()));
+                message.tool_calls.push(ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                });
             }
-            let mut text = content;
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(&tools::render_calls(calls, i)?);
-            messages.push(ChatMessage {
-                role: role.to_string(),
-                content: text,
-            });
-        } else if role == "tool" {
-            let id = m.tool_call_id.as_deref().unwrap_or_default();
-            let name = called
-                .iter()
-                .find(|(cid, _)| cid == id)
-                .map(|(_, n)| n.as_str());
-            messages.push(tools::render_result(name, &content));
-        } else {
-            messages.push(ChatMessage {
-                role: role.to_string(),
-                content,
-            });
         }
+        if let Some(id) = m.tool_call_id {
+            check_text(&id, &format!("messages[{i}].tool_call_id"))?;
+            message.name = called
+                .iter()
+                .find(|(cid, _)| *cid == id)
+                .map(|(_, n)| n.clone());
+            message.tool_call_id = Some(id);
+        }
+        messages.push(message);
     }
     Ok(messages)
 }
@@ -926,7 +939,10 @@ mod tests {
         assert_eq!(g.max_tokens, Some(5));
         assert_eq!(g.stop, vec!["END"]);
         match g.prompt {
-            Prompt::Chat(m) => assert_eq!(m[1].content, "hi!"),
+            Prompt::Chat { messages, tools } => {
+                assert_eq!(messages[1].content, "hi!");
+                assert!(tools.is_empty());
+            }
             _ => panic!(),
         }
     }
@@ -1117,16 +1133,16 @@ mod tests {
               "tool_choice":"required","n":2,"logprobs":true,"top_logprobs":3,"logit_bias":{"7":-100}}"#,
         )
         .unwrap();
-        let Prompt::Chat(m) = &g.prompt else { panic!() };
+        let Prompt::Chat { messages: m, tools } = &g.prompt else {
+            panic!()
+        };
         assert_eq!(m[0].role, "system");
         assert!(m[0].content.contains("get_weather"));
-        assert!(
-            m[2].content.contains(r#""arguments":{"city":"Paris"}"#),
-            "{}",
-            m[2].content
-        );
+        assert_eq!(m[2].tool_calls[0].name, "get_weather");
+        assert_eq!(m[2].tool_calls[0].arguments, r#"{"city":"Paris"}"#);
         assert_eq!(m[3].role, "tool");
-        assert!(m[3].content.contains(r#""name":"get_weather""#));
+        assert_eq!(m[3].name.as_deref(), Some("get_weather"));
+        assert_eq!(tools[0]["function"]["name"], "get_weather");
         assert!(g.json_schema.as_deref().unwrap().contains("tool_calls"));
         assert_eq!((g.n, g.logprobs), (2, Some(3)));
         assert_eq!(g.logit_bias, vec![(7, -100.0)]);

@@ -1,10 +1,11 @@
 //! Function calling: `tools`, `tool_choice`, `parallel_tool_calls`, tool history, and
 //! parsing the model's answer into `tool_calls`.
 //!
-//! The format is llama.cpp's "generic" tool format, used by its server for models whose
-//! chat template has no tool syntax of its own (the test model's template has none): the
-//! tool list is described in a system message, and the answer is constrained by grammar
-//! to one JSON object — `{"tool_calls": [{"name", "arguments"}]}` or `{"content": "…"}`
+//! The answer format is llama.cpp's "generic" tool format, which its server uses for
+//! models whose chat template has no tool syntax of its own (the test model's has none):
+//! the tool list is described in a system message (templates that render tools also get
+//! the tool objects and the call history in their own syntax, see `engine::template`),
+//! and the answer is constrained by grammar to one JSON object — `{"tool_calls": [{"name", "arguments"}]}` or `{"content": "…"}`
 //! (the latter only with `tool_choice: "auto"`). Because sampling is constrained, every
 //! call the server returns names a declared function and its `arguments` validate
 //! against that function's `parameters`.
@@ -14,7 +15,6 @@
 
 use super::error::ApiError;
 use super::schema;
-use crate::engine::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -242,6 +242,17 @@ impl ToolSet {
         text
     }
 
+    /// The tools as OpenAI tool objects, for chat templates that render tools.
+    pub fn openai_objects(&self) -> Vec<Value> {
+        self.functions
+            .iter()
+            .map(|f| {
+                json!({"type": "function", "function": {
+                    "name": f.name, "description": f.description, "parameters": f.parameters}})
+            })
+            .collect()
+    }
+
     /// The JSON Schema the answer is constrained to.
     pub fn answer_schema(&self) -> Value {
         let calls: Vec<Value> = self
@@ -300,32 +311,6 @@ pub fn parse_answer(text: &str) -> Option<Answer> {
     v.get("content")
         .and_then(Value::as_str)
         .map(|s| Answer::Content(s.to_string()))
-}
-
-/// Render an assistant message's `tool_calls` into the text the model produces for them.
-pub fn render_calls(calls: &[RawToolCall], at: usize) -> Result<String, ApiError> {
-    let mut list = Vec::with_capacity(calls.len());
-    for (j, c) in calls.iter().enumerate() {
-        if c.kind != "function" {
-            return Err(ApiError::invalid(
-                "Only tool calls of type `function` are supported",
-                format!("messages[{at}].tool_calls[{j}].type"),
-            ));
-        }
-        // Arguments are a JSON string in the API; keep them as JSON when they parse.
-        let args = serde_json::from_str::<Value>(&c.function.arguments)
-            .unwrap_or_else(|_| Value::String(c.function.arguments.clone()));
-        list.push(json!({"name": c.function.name, "arguments": args}));
-    }
-    Ok(json!({"tool_calls": list}).to_string())
-}
-
-/// Render a `tool` message (a function's result) for the model.
-pub fn render_result(name: Option<&str>, content: &str) -> ChatMessage {
-    ChatMessage {
-        role: "tool".into(),
-        content: json!({"tool_response": {"name": name, "content": content}}).to_string(),
-    }
 }
 
 /// A fresh call id (`call_` + 24 hex digits from the system CSPRNG).

@@ -13,6 +13,7 @@
 
 pub mod prefix;
 pub mod queue;
+pub mod template;
 pub mod text;
 
 #[cfg(feature = "llama")]
@@ -23,17 +24,48 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// One chat message after API validation: a role the template knows and plain text.
+/// One chat message after API validation: a role the template knows, plain text, and
+/// for assistant messages the tool calls they made / for tool messages whose result
+/// they carry.
 #[derive(Debug, Clone)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub tool_call_id: Option<String>,
+    /// The function a tool result belongs to (found through `tool_call_id`).
+    pub name: Option<String>,
 }
 
-/// The prompt: chat messages (rendered by the model's own template) or raw text.
+impl ChatMessage {
+    /// A message with text only.
+    pub fn text(role: &str, content: String) -> Self {
+        Self {
+            role: role.to_string(),
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+}
+
+/// A call an assistant message made: `arguments` is the JSON text the API carries.
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// The prompt: chat messages (rendered by the model's own template, with the OpenAI tool
+/// objects for templates that render tools) or raw text.
 #[derive(Debug, Clone)]
 pub enum Prompt {
-    Chat(Vec<ChatMessage>),
+    Chat {
+        messages: Vec<ChatMessage>,
+        tools: Vec<serde_json::Value>,
+    },
     Text(String),
 }
 

@@ -22,6 +22,7 @@
 //! - Nothing here logs prompt or completion text; the per-request line carries counts.
 
 use super::super::prefix::{self, PrefixCache, SlotView};
+use super::super::template::{self, ChatTemplate};
 use super::super::text::{StopMatcher, Utf8Assembler};
 use super::super::{
     completion_budget, EmbedInput, EmbedRequest, Embeddings, EngineError, EngineStats, Event,
@@ -82,7 +83,7 @@ pub struct Batcher<'m> {
     embed_ctx: Option<LlamaContext<'m>>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
-    template: Option<LlamaChatTemplate>,
+    renderer: Renderer,
     /// Context window of one sequence.
     context: u32,
     prefix_cache: PrefixCache,
@@ -100,7 +101,7 @@ impl<'m> Batcher<'m> {
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
         embed_ctx: Option<LlamaContext<'m>>,
-        template: Option<LlamaChatTemplate>,
+        renderer: Renderer,
         parallel: u32,
         context: u32,
         prefix_cache: PrefixCache,
@@ -123,7 +124,7 @@ impl<'m> Batcher<'m> {
             embed_ctx,
             batch: LlamaBatch::new(batch_size, 1),
             batch_size,
-            template,
+            renderer,
             context,
             prefix_cache,
             slots,
@@ -199,7 +200,7 @@ impl<'m> Batcher<'m> {
     }
 
     fn start(&mut self, job: GenerateRequest) -> Result<(), EngineError> {
-        let (text, parse_special) = render_prompt(self.model, self.template.as_ref(), &job.prompt)?;
+        let (text, parse_special) = render_prompt(self.model, &self.renderer, &job.prompt)?;
         let prompt = self
             .model
             .vocab()
@@ -533,29 +534,54 @@ impl<'m> Batcher<'m> {
     }
 }
 
+/// How chat prompts are rendered: the model's Jinja template (minijinja), or llama.cpp's
+/// built-in renderer when the template does not compile or render there.
+pub enum Renderer {
+    Jinja(Box<ChatTemplate>),
+    Builtin(LlamaChatTemplate),
+    None,
+}
+
 fn render_prompt(
     model: &LlamaModel,
-    template: Option<&LlamaChatTemplate>,
+    renderer: &Renderer,
     prompt: &Prompt,
 ) -> Result<(String, bool), EngineError> {
-    match prompt {
-        Prompt::Text(t) => Ok((t.clone(), false)),
-        Prompt::Chat(messages) => {
-            let template = template.ok_or(EngineError::Template)?;
-            let msgs = messages
-                .iter()
-                .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+    let (messages, tools) = match prompt {
+        Prompt::Text(t) => return Ok((t.clone(), false)),
+        Prompt::Chat { messages, tools } => (messages, tools),
+    };
+    let text = match renderer {
+        Renderer::Jinja(t) => {
+            let text = t.render(messages, tools).map_err(|e| {
+                tracing::info!(error = %e, "chat template refused the messages");
+                EngineError::Template
+            })?;
+            // Templates that write the BOS text themselves: tokenizing adds it already.
+            let bos = model
+                .vocab()
+                .token_to_piece(model.vocab().bos(), true, None);
+            match text.as_bytes().strip_prefix(bos.as_slice()) {
+                Some(rest) if !bos.is_empty() => String::from_utf8_lossy(rest).into_owned(),
+                _ => text,
+            }
+        }
+        Renderer::Builtin(template) => {
+            let msgs = template::flatten(messages)
+                .into_iter()
+                .map(|m| LlamaChatMessage::new(m.role, m.content))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|_| EngineError::Template)?;
-            let text = model
+            model
                 .apply_chat_template(template, &msgs, true)
                 .map_err(|e| {
                     tracing::warn!(error = %e, "chat template failed");
                     EngineError::Template
-                })?;
-            Ok((text, true))
+                })?
         }
-    }
+        Renderer::None => return Err(EngineError::Template),
+    };
+    Ok((text, true))
 }
 
 /// The request's own sampler chain; sequences never share sampler state. Order as in

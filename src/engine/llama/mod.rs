@@ -38,7 +38,8 @@ pub struct LoadedModel {
     pub n_params: u64,
     pub size_bytes: u64,
     pub load_time: Duration,
-    pub has_template: bool,
+    /// How chat prompts are rendered (for the start-up log).
+    pub renderer: &'static str,
     pub parallel: u32,
     /// Estimated K+V bytes one sequence's cache takes (f16 cells × `context`).
     pub kv_bytes_per_slot: u64,
@@ -174,14 +175,19 @@ fn engine_thread(
     } else {
         None
     };
-    let template = model.chat_template(None).ok();
+    let renderer = chat_renderer(&model);
     let info = LoadedModel {
         context: s.context,
         n_ctx_train: model.n_ctx_train(),
         n_params: model.n_params(),
         size_bytes: model.size(),
         load_time: started.elapsed(),
-        has_template: template.is_some(),
+        renderer: match &renderer {
+            batcher::Renderer::Jinja(t) if t.supports_tools() => "jinja (renders tools)",
+            batcher::Renderer::Jinja(_) => "jinja",
+            batcher::Renderer::Builtin(_) => "llama.cpp built-in",
+            batcher::Renderer::None => "none",
+        },
         parallel: s.parallel,
         kv_bytes_per_slot: kv_bytes_per_token(&model).saturating_mul(s.context as u64),
         threads: s.threads,
@@ -195,7 +201,7 @@ fn engine_thread(
         &model,
         ctx,
         embed_ctx,
-        template,
+        renderer,
         s.parallel,
         s.context,
         s.prefix_cache,
@@ -203,6 +209,35 @@ fn engine_thread(
         stats,
     )
     .run();
+}
+
+/// The model's chat template, compiled with minijinja and tried on a probe conversation;
+/// llama.cpp's built-in renderer if that fails (logged), none without a template.
+fn chat_renderer(model: &LlamaModel) -> batcher::Renderer {
+    use crate::engine::{template::ChatTemplate, ChatMessage};
+    let Ok(builtin) = model.chat_template(None) else {
+        return batcher::Renderer::None;
+    };
+    let source = builtin.to_string().unwrap_or_default();
+    let piece =
+        |t| String::from_utf8_lossy(&model.vocab().token_to_piece(t, true, None)).into_owned();
+    let probe = [
+        ChatMessage::text("system", "probe".into()),
+        ChatMessage::text("user", "probe".into()),
+    ];
+    match ChatTemplate::new(
+        &source,
+        &piece(model.vocab().bos()),
+        &piece(model.vocab().eos()),
+    )
+    .and_then(|t| t.render(&probe, &[]).map(|_| t))
+    {
+        Ok(t) => batcher::Renderer::Jinja(Box::new(t)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the model's Jinja chat template cannot be used; falling back to llama.cpp's built-in renderer");
+            batcher::Renderer::Builtin(builtin)
+        }
+    }
 }
 
 /// The embeddings context: one sequence of `context` tokens, computed in one batch, with
