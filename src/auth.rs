@@ -17,6 +17,17 @@
 //!   is still accepted from that address, so an attacker behind the same NAT cannot lock
 //!   out clients whose key already proved itself.
 
+// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 use crate::keys::{self, KeyEntry};
 use crate::ratelimit::{FailedAuthLimiter, TokenBucket};
 use argon2::password_hash::PasswordHashString;

@@ -6,6 +6,19 @@
 //! renegotiation and no TLS compression. The certificate's SHA-256 fingerprint is logged
 //! so clients of a self-signed deployment can pin it.
 
+// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+// PEM parsing from rustls-pki-types (the archived rustls-pemfile crate is RUSTSEC-2025-0134).
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use std::io::Write;
@@ -171,7 +184,7 @@ fn read_limited(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read_limited(path, "tls.cert")?;
-    let chain: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls.cert: {} is not valid PEM: {e}", path.display()))?;
     if chain.is_empty() {
@@ -186,9 +199,12 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = read_limited(path, "tls.key")?;
     // SECURITY: the error never includes key material, only the path.
-    rustls_pemfile::private_key(&mut bytes.as_slice())
-        .map_err(|_| format!("tls.key: {} is not valid PEM", path.display()))?
-        .ok_or_else(|| format!("tls.key: {} holds no PRIVATE KEY block", path.display()))
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
+            format!("tls.key: {} holds no PRIVATE KEY block", path.display())
+        }
+        _ => format!("tls.key: {} is not valid PEM", path.display()),
+    })
 }
 
 /// The rustls server config: TLS 1.2/1.3, ring, ALPN h2 + http/1.1.

@@ -38,7 +38,10 @@ async fn versions_alpn_and_fingerprint() {
 
     // The fingerprint in the start-up log is the SHA-256 of the served certificate.
     let pem = std::fs::read(server.ca_pem()).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
+    let der =
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
         .next()
         .unwrap()
         .unwrap();

@@ -137,3 +137,36 @@ fn the_scanner_sees_what_it_must() {
     let text = "let s = \"unsafe\"; // unsafe in a comment\n";
     assert!(unsafe_sites(text).is_empty());
 }
+
+/// The request path cannot panic on client input: every module that handles requests
+/// (and the engine pieces they feed) denies unwrap/expect/panic/indexing, so
+/// `cargo clippy -- -D warnings` in CI fails on a new one. This keeps the attribute
+/// from being dropped from any of them.
+#[test]
+fn request_path_modules_deny_panicking_constructs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lint = "#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable, clippy::todo, clippy::unimplemented)]";
+    for module in [
+        "src/http.rs",
+        "src/tls.rs",
+        "src/auth.rs",
+        "src/keys.rs",
+        "src/ratelimit.rs",
+        "src/api/mod.rs",
+        "src/engine/mod.rs",
+        "src/engine/text.rs",
+        "src/engine/queue.rs",
+        "src/engine/prefix.rs",
+        "src/engine/template.rs",
+    ] {
+        let text = std::fs::read_to_string(root.join(module)).unwrap();
+        // rustfmt may wrap the attribute: compare without whitespace.
+        let flat: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let want: String = lint.chars().filter(|c| !c.is_whitespace()).collect();
+        assert!(flat.contains(&want), "{module} lost its request-path lints");
+    }
+    // The one exemption inside that tree says why.
+    let batcher = std::fs::read_to_string(root.join("src/engine/llama/mod.rs")).unwrap();
+    let at = batcher.find("#![allow(clippy::indexing_slicing)]").unwrap();
+    assert!(batcher[..at].contains("caught and answered"));
+}

@@ -80,8 +80,8 @@ pub fn tool_message(text: &str, stream: bool) -> (Map<String, Value>, bool) {
                         "type": "function",
                         "function": {"name": name, "arguments": args},
                     });
-                    if stream {
-                        call["index"] = json!(i);
+                    if let (true, Some(o)) = (stream, call.as_object_mut()) {
+                        o.insert("index".into(), json!(i));
                     }
                     call
                 })

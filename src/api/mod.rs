@@ -16,6 +16,17 @@
 //! no body is read and no engine work happens before the caller is authenticated. The
 //! body is read under a size cap and a deadline; a full engine queue is a 503, never a wait.
 
+// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 pub mod choice;
 pub mod cors;
 pub mod embeddings;
@@ -396,7 +407,11 @@ fn check_token_budget(principal: &Principal) -> Result<(), ApiError> {
 /// A short, stable tag for an end-user id: the first 8 bytes of its SHA-256, in hex.
 fn user_tag(user: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
-    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Wait for every choice (they run in parallel on the engine) and build the response.
@@ -442,13 +457,15 @@ async fn collect_completion(
             ),
             Kind::Completion => (("text", Value::String(text)), false),
         };
-        let mut c = json!({
-            "index": i,
-            "logprobs": logprobs,
-            "finish_reason": choice::finish_str(reason, called),
-        });
-        c[body.0] = body.1;
-        choices.push(c);
+        let mut c = serde_json::Map::new();
+        c.insert("index".into(), json!(i));
+        c.insert(body.0.into(), body.1);
+        c.insert("logprobs".into(), logprobs);
+        c.insert(
+            "finish_reason".into(),
+            json!(choice::finish_str(reason, called)),
+        );
+        choices.push(Value::Object(c));
     }
     let body = json!({
         "id": meta.id,

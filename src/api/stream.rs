@@ -54,8 +54,8 @@ impl ChunkMeta {
             "system_fingerprint": self.system_fingerprint,
             "choices": [choice],
         });
-        if self.include_usage {
-            v["usage"] = Value::Null;
+        if let (true, Some(o)) = (self.include_usage, v.as_object_mut()) {
+            o.insert("usage".into(), Value::Null);
         }
         v
     }
@@ -120,6 +120,17 @@ struct ChoiceStream {
     done: bool,
 }
 
+impl ChoiceStream {
+    /// The log-probabilities not yet sent, in the endpoint's shape (null when not asked).
+    fn take_logprobs(&mut self, wanted: bool, kind: Kind) -> Value {
+        if !wanted {
+            return Value::Null;
+        }
+        let lps = std::mem::take(&mut self.pending);
+        choice::logprobs_json(kind, &lps, &mut self.offset)
+    }
+}
+
 /// The streaming response body.
 pub struct SseBody {
     meta: ChunkMeta,
@@ -173,58 +184,54 @@ impl SseBody {
         }
     }
 
-    fn take_logprobs(&mut self, i: usize) -> Value {
-        if !self.shape.logprobs {
-            return Value::Null;
-        }
-        let c = &mut self.choices[i];
-        let lps = std::mem::take(&mut c.pending);
-        choice::logprobs_json(self.meta.kind, &lps, &mut c.offset)
-    }
-
     /// Turn one event of choice `i` into output.
     fn on_event(&mut self, i: usize, event: Option<Event>) {
         let index = i as u32;
+        let Some(c) = self.choices.get_mut(i) else {
+            return;
+        };
+        let (meta, logprobs, out) = (&self.meta, self.shape.logprobs, &mut self.out);
         match event {
             Some(Event::Started { .. }) => {}
-            Some(Event::Token(t)) => self.choices[i].pending.push(t),
-            Some(Event::Text(t)) if self.shape.tools => self.choices[i].buffered.push_str(&t),
+            Some(Event::Token(t)) => c.pending.push(t),
+            Some(Event::Text(t)) if self.shape.tools => c.buffered.push_str(&t),
             Some(Event::Text(t)) => {
-                let lp = self.take_logprobs(i);
-                let chunk = self.meta.chunk(index, self.meta.text_body(t), lp, None);
-                self.out.push_str(&sse_string(&chunk));
+                let lp = c.take_logprobs(logprobs, meta.kind);
+                out.push_str(&sse_string(&meta.chunk(index, meta.text_body(t), lp, None)));
             }
             Some(Event::Finished { reason, usage: u }) => {
                 let mut called = false;
                 if self.shape.tools {
-                    let text = std::mem::take(&mut self.choices[i].buffered);
-                    let (delta, c) = choice::tool_message(&text, true);
-                    called = c;
-                    let lp = self.take_logprobs(i);
-                    let chunk = self.meta.chunk(index, Value::Object(delta), lp, None);
-                    self.out.push_str(&sse_string(&chunk));
+                    let text = std::mem::take(&mut c.buffered);
+                    let (delta, calls) = choice::tool_message(&text, true);
+                    called = calls;
+                    let lp = c.take_logprobs(logprobs, meta.kind);
+                    out.push_str(&sse_string(&meta.chunk(
+                        index,
+                        Value::Object(delta),
+                        lp,
+                        None,
+                    )));
                 }
-                let lp = if self.choices[i].pending.is_empty() {
+                let lp = if c.pending.is_empty() {
                     Value::Null
                 } else {
-                    self.take_logprobs(i)
+                    c.take_logprobs(logprobs, meta.kind)
                 };
-                let empty = match self.meta.kind {
+                let empty = match meta.kind {
                     Kind::Chat => Value::Object(Map::new()),
                     Kind::Completion => Value::String(String::new()),
                 };
                 let finish = choice::finish_str(reason, called);
-                let chunk = self.meta.chunk(index, empty, lp, Some(finish));
-                self.out.push_str(&sse_string(&chunk));
+                out.push_str(&sse_string(&meta.chunk(index, empty, lp, Some(finish))));
+                c.done = true;
                 add_usage(&mut self.usage, &u, self.finished == 0);
-                self.choices[i].done = true;
                 self.finished += 1;
                 if self.finished == self.choices.len() {
-                    if self.meta.include_usage {
-                        let chunk = self.meta.usage_chunk(&self.usage);
-                        self.out.push_str(&sse_string(&chunk));
+                    if meta.include_usage {
+                        out.push_str(&sse_string(&meta.usage_chunk(&self.usage)));
                     }
-                    self.out.push_str("data: [DONE]\n\n");
+                    out.push_str("data: [DONE]\n\n");
                     self.done = true;
                 }
             }
@@ -258,10 +265,10 @@ impl Body for SseBody {
                 break;
             }
             let i = (this.next + k) % count;
-            if this.choices[i].done {
-                continue;
-            }
-            while let Poll::Ready(event) = this.choices[i].events.poll_recv(cx) {
+            while let Some(c) = this.choices.get_mut(i).filter(|c| !c.done) {
+                let Poll::Ready(event) = c.events.poll_recv(cx) else {
+                    break;
+                };
                 let last = !matches!(
                     event,
                     Some(Event::Started { .. } | Event::Token(_) | Event::Text(_))

@@ -11,6 +11,17 @@
 //!
 //! llama.cpp itself is touched only in `llama/`, behind the `llama` cargo feature.
 
+// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 pub mod prefix;
 pub mod queue;
 pub mod template;

@@ -11,6 +11,17 @@
 //! Templates that do not mention `tools` get the tool history flattened into plain text
 //! messages (`flatten`): the generic tool format (see `api::tools`).
 
+// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 use super::{ChatMessage, ToolCall};
 use minijinja::{Environment, ErrorKind, Value as JValue};
 use serde_json::{json, Value};
@@ -124,7 +135,9 @@ impl ChatTemplate {
 
 /// A message in the shape Hugging Face templates read.
 fn hf_message(m: &ChatMessage) -> Value {
-    let mut v = json!({"role": m.role, "content": m.content});
+    let mut v = serde_json::Map::new();
+    v.insert("role".into(), json!(m.role));
+    v.insert("content".into(), json!(m.content));
     if !m.tool_calls.is_empty() {
         let calls: Vec<Value> = m
             .tool_calls
@@ -134,15 +147,15 @@ fn hf_message(m: &ChatMessage) -> Value {
                        "function": {"name": c.name, "arguments": arguments(c)}})
             })
             .collect();
-        v["tool_calls"] = Value::Array(calls);
+        v.insert("tool_calls".into(), Value::Array(calls));
     }
     if let Some(id) = &m.tool_call_id {
-        v["tool_call_id"] = json!(id);
+        v.insert("tool_call_id".into(), json!(id));
     }
     if let Some(name) = &m.name {
-        v["name"] = json!(name);
+        v.insert("name".into(), json!(name));
     }
-    v
+    Value::Object(v)
 }
 
 /// Arguments are a JSON string in the API; templates expect the object.

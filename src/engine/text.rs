@@ -3,6 +3,17 @@
 //!
 //! Pure code with no llama.cpp dependency, so it is unit-tested and fuzzable on its own.
 
+// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 /// Collects token bytes and releases only complete UTF-8. A character split across two
 /// tokens is held back until its last byte arrives; invalid bytes become U+FFFD.
 #[derive(Debug, Default)]
@@ -24,7 +35,8 @@ impl Utf8Assembler {
                 Err(e) => {
                     let valid = e.valid_up_to();
                     // valid_up_to() bytes are valid UTF-8 by the contract of Utf8Error.
-                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    let head = self.pending.get(..valid).unwrap_or_default();
+                    out.push_str(&String::from_utf8_lossy(head));
                     match e.error_len() {
                         // Incomplete sequence at the end: keep it for the next token.
                         None => {
@@ -125,7 +137,11 @@ fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
         .rev()
         .find(|&n| {
             let start = text.len() - n;
-            text.is_char_boundary(start) && stop.as_bytes().starts_with(&text.as_bytes()[start..])
+            text.is_char_boundary(start)
+                && text
+                    .as_bytes()
+                    .get(start..)
+                    .is_some_and(|tail| stop.as_bytes().starts_with(tail))
         })
         .unwrap_or(0)
 }
