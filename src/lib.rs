@@ -67,6 +67,7 @@ struct Prepared {
 /// OpenAI's `system_fingerprint`: changes when the model file or the build changes.
 /// Derived from the file's size and GGUF header summary plus this build's version (not a
 /// hash of the weights: reading gigabytes at every start would delay it by minutes).
+#[cfg_attr(not(feature = "llama"), allow(dead_code))]
 fn system_fingerprint(model: &Path, g: &gguf::GgufSummary) -> String {
     let size = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
     let identity = format!(
