@@ -36,6 +36,7 @@ fn run_client(script: &str) -> (String, String) {
         "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         server.log_text()
     );
+    eprintln!("{script}: {}", stdout.lines().last().unwrap_or_default());
     // SECURITY: whatever the clients sent, no credential reached the log.
     let log = server.log_text();
     assert!(!log.contains("alice-secret"), "credential in the log");
