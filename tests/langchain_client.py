@@ -9,8 +9,10 @@ import ssl
 import sys
 from typing import Literal
 
+import client_checks
 import jsonschema
 import openai
+from client_checks import check
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel, Field
@@ -19,16 +21,6 @@ base_url, credential, ca_pem, model = sys.argv[1:5]
 tls = ssl.create_default_context(cafile=ca_pem)
 common = dict(model=model, base_url=base_url, api_key=credential, max_retries=0,
               http_client=openai.DefaultHttpxClient(verify=tls))
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name} {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 llm = ChatOpenAI(temperature=0, max_tokens=24, **common)
@@ -89,4 +81,4 @@ emb = OpenAIEmbeddings(model=model, base_url=base_url, api_key=credential, max_r
 vecs = emb.embed_documents(["a cat", "a dog"])
 check("embeddings", len(vecs) == 2 and len(vecs[0]) == len(emb.embed_query("a bird")) > 100, len(vecs))
 
-print(f"all LangChain checks passed: {passed}")
+print(f"all LangChain checks passed: {client_checks.passed}")

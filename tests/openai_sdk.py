@@ -8,8 +8,10 @@ import json
 import ssl
 import sys
 
+import client_checks
 import jsonschema
 import openai
+from client_checks import check
 
 base_url, credential, ca_pem, model, limited, expired = sys.argv[1:7]
 
@@ -24,16 +26,6 @@ def make_client(key=credential):
 
 
 client = make_client()
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name} {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 QUESTION = [{"role": "system", "content": "Answer briefly."},
@@ -311,4 +303,4 @@ try:
 except openai.BadRequestError as e:
     check("n above the cap → BadRequestError", e.param == "n", e)
 
-print(f"all SDK checks passed: {passed}")
+print(f"all SDK checks passed: {client_checks.passed}")
