@@ -1,7 +1,7 @@
-//! Command line: `serve` (default), `check-config`, `policy`, `hash-key`, `gen-key`,
-//! `hash-keys`.
+//! Command line: `serve` (default), `check-config`, `policy`, `healthcheck`, `hash-key`,
+//! `gen-key`, `hash-keys`.
 //!
-//! Hand-parsed on purpose: six commands and two options do not earn an argument-parsing
+//! Hand-parsed on purpose: seven commands and two options do not earn an argument-parsing
 //! dependency in an audited binary. SECURITY: secrets are read from stdin, never from
 //! arguments (which other users can see in /proc), and no command echoes a secret it read.
 
@@ -22,6 +22,8 @@ USAGE:
                                                    validate config, keys file, TLS files and
                                                    the model's GGUF header; exit 0 or 1
     llama-gguf-inference policy --config FILE      print the sandbox start-up will apply
+    llama-gguf-inference healthcheck --config FILE probe the health port's /ready; exit 0
+                                                   when the model is loaded, 1 otherwise
     llama-gguf-inference hash-key                  read an api_key on stdin, print its
                                                    argon2id hash for the keys file
     llama-gguf-inference gen-key KEY_ID            print a fresh key (once) and its keys-file line
@@ -61,6 +63,15 @@ llama-gguf-inference check-config --config FILE
 Validate everything start-up would: the TOML file, the keys file (every hash), the TLS
 certificate and key (or the self-signed settings), and the model file's GGUF header.
 Prints every problem, naming the key, and exits 1; prints a summary and exits 0 if all is well.
+";
+
+const HEALTHCHECK_HELP: &str = "\
+llama-gguf-inference healthcheck --config FILE
+
+Connect to server.health_listen from FILE (a wildcard address is probed on loopback),
+ask GET /ready, and exit 0 if it answers 200 (the model is loaded), 1 otherwise (loading,
+not running, refused). For a container HEALTHCHECK or an orchestrator probe: no shell or
+HTTP client is needed in the image. Each step times out after 3 seconds.
 ";
 
 const HASH_KEY_HELP: &str = "\
@@ -106,9 +117,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
             println!("llama-gguf-inference {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
-        Some(c @ ("serve" | "check-config" | "policy" | "hash-key" | "gen-key" | "hash-keys")) => {
-            (c, &args[1..])
-        }
+        Some(
+            c @ ("serve" | "check-config" | "policy" | "healthcheck" | "hash-key" | "gen-key"
+            | "hash-keys"),
+        ) => (c, &args[1..]),
         Some(flag) if flag.starts_with('-') => ("serve", &args[..]),
         Some(other) => return usage_error(&format!("unknown command {other:?}")),
     };
@@ -119,6 +131,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 "serve" => SERVE_HELP,
                 "check-config" => CHECK_HELP,
                 "policy" => POLICY_HELP,
+                "healthcheck" => HEALTHCHECK_HELP,
                 "hash-key" => HASH_KEY_HELP,
                 "gen-key" => GEN_KEY_HELP,
                 _ => HASH_KEYS_HELP,
@@ -158,6 +171,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 }
                 Err(e) => {
                     eprintln!("llama-gguf-inference: {e}");
+                    1
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        "healthcheck" => match config_arg(rest) {
+            Ok(path) => match crate::healthcheck::run(&path) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
                     1
                 }
             },

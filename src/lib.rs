@@ -17,6 +17,7 @@
 //! | `api`         | routes, body limits, strict JSON, OpenAI-shaped errors, SSE         |
 //! | `engine`      | bounded queue to the engine thread; `engine::llama` is llama.cpp    |
 //! | `health`      | plain-HTTP /health, /ready, /metrics from atomics only              |
+//! | `healthcheck` | the `healthcheck` command: probes /ready, exit 0 or 1 (containers)  |
 //! | `logging`     | tracing to stderr, text or JSON, no secrets                         |
 //! | `sandbox`     | lock-down: identity, capabilities, no_new_privs, Landlock, seccomp  |
 //!
@@ -38,6 +39,7 @@ pub mod cores;
 pub mod engine;
 pub mod gguf;
 pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod keys;
 pub mod logging;

@@ -15,6 +15,21 @@ async fn not_ready_until_the_model_is_loaded() {
         ..Options::default()
     });
     // The model is held back by the test hook: alive, not ready, API says loading.
+    // The probe reads health_listen from a config; the test server's says port 0
+    // (ephemeral), so the probe gets a copy naming the port it really has.
+    let probe_dir = tempfile::tempdir().unwrap();
+    let probe_config = probe_dir.path().join("config.toml");
+    let text = std::fs::read_to_string(server.dir.path().join("config.toml")).unwrap();
+    let text = text.replace(
+        "health_listen = \"127.0.0.1:0\"",
+        &format!("health_listen = \"{}\"", server.health),
+    );
+    assert!(text.contains(&server.health.to_string()), "{text}");
+    std::fs::write(&probe_config, text).unwrap();
+    let config = probe_config.to_str().unwrap();
+    let (code, _, err) = run_cli(&["healthcheck", "--config", config], None);
+    assert_eq!(code, 1, "healthcheck while loading: {err}");
+    assert!(err.contains("/ready answered 503"), "{err}");
     assert_eq!(health_get(server.health, "/health").0, 200);
     let (status, body) = health_get(server.health, "/ready");
     assert_eq!((status, body.as_str()), (503, "{\"status\":\"loading\"}"));
@@ -32,6 +47,9 @@ async fn not_ready_until_the_model_is_loaded() {
     // Models are listed while loading (it needs no engine); readiness flips once loaded.
     assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
     server.wait_ready(Duration::from_secs(60));
+    let (code, out, err) = run_cli(&["healthcheck", "--config", config], None);
+    assert_eq!(code, 0, "healthcheck when ready: {out}{err}");
+    assert!(out.contains("→ 200"), "{out}");
     let r = c
         .post(
             "/v1/chat/completions",
@@ -40,6 +58,12 @@ async fn not_ready_until_the_model_is_loaded() {
         )
         .await;
     assert_eq!(r.status, 200);
+    // Server gone: nothing listens on the health port any more.
+    drop(c);
+    drop(server);
+    let (code, _, err) = run_cli(&["healthcheck", "--config", config], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect"), "{err}");
 }
 
 #[test]
