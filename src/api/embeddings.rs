@@ -5,6 +5,7 @@
 //! inputs are checked against the vocabulary there. Nothing is echoed into errors.
 
 use super::error::ApiError;
+use super::request::{check_text, check_user};
 use crate::config::LimitsConfig;
 use crate::engine::{EmbedInput, Embeddings};
 use serde::Deserialize;
@@ -59,12 +60,7 @@ impl EmbeddingsRequest {
                 "dimensions",
             ));
         }
-        if matches!(&self.user, Some(u) if u.len() > 256) {
-            return Err(ApiError::invalid(
-                "`user` must be at most 256 bytes",
-                "user",
-            ));
-        }
+        check_user(&self.user, "user")?;
         let inputs: Vec<EmbedInput> = match self.input {
             InputField::One(s) => vec![EmbedInput::Text(s)],
             InputField::Many(v) => v.into_iter().map(EmbedInput::Text).collect(),
@@ -84,13 +80,7 @@ impl EmbeddingsRequest {
         for (i, input) in inputs.iter().enumerate() {
             let len = match input {
                 EmbedInput::Text(t) => {
-                    // SECURITY: llama.cpp takes C strings; a NUL would silently truncate.
-                    if t.contains('\0') {
-                        return Err(ApiError::invalid(
-                            "Text must not contain NUL characters",
-                            format!("input[{i}]"),
-                        ));
-                    }
+                    check_text(t, &format!("input[{i}]"))?;
                     t.len()
                 }
                 EmbedInput::Tokens(t) => t.len() * 4,

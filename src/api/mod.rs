@@ -534,10 +534,16 @@ async fn embeddings(
     ))
 }
 
-fn response_id(kind: Kind) -> String {
+/// 12 bytes from the system CSPRNG as 24 hex digits: the random part of response and
+/// tool-call ids.
+pub(crate) fn random_hex() -> String {
     let mut b = [0u8; 12];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn response_id(kind: Kind) -> String {
+    let hex = random_hex();
     match kind {
         Kind::Chat => format!("chatcmpl-{hex}"),
         Kind::Completion => format!("cmpl-{hex}"),

@@ -412,7 +412,7 @@ fn check_n(n: Option<i64>, limits: &LimitsConfig) -> Result<u32, ApiError> {
     }
 }
 
-fn check_user(user: &Option<String>, param: &str) -> Result<(), ApiError> {
+pub(crate) fn check_user(user: &Option<String>, param: &str) -> Result<(), ApiError> {
     match user {
         Some(u) if u.len() > MAX_USER_LEN => Err(ApiError::invalid(
             format!("`{param}` must be at most {MAX_USER_LEN} bytes"),
@@ -461,12 +461,7 @@ fn check_response_format(format: Option<ResponseFormat>) -> Result<Option<Value>
         ("text", None) => Ok(None),
         ("json_object", None) => Ok(Some(serde_json::json!({"type": "object"}))),
         ("json_schema", Some(js)) => {
-            let name_ok = (1..=64).contains(&js.name.len())
-                && js
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !name_ok {
+            if !tools::valid_name(&js.name) {
                 return Err(ApiError::invalid(
                     "`name` must be 1 to 64 of a-z, A-Z, 0-9, _ and -",
                     "response_format.json_schema.name",
@@ -574,7 +569,7 @@ fn sampling(f: SamplingFields) -> Result<Sampling, ApiError> {
     })
 }
 
-fn check_text(text: &str, param: &str) -> Result<(), ApiError> {
+pub(crate) fn check_text(text: &str, param: &str) -> Result<(), ApiError> {
     // SECURITY: llama.cpp takes C strings; an embedded NUL would silently truncate.
     if text.contains('\0') {
         return Err(ApiError::invalid(

@@ -14,6 +14,7 @@
 //! and count-capped and their schemas go through `schema::check` like response formats.
 
 use super::error::ApiError;
+use super::request::check_text;
 use super::schema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -111,7 +112,8 @@ pub enum Answer {
     Content(String),
 }
 
-fn valid_name(n: &str) -> bool {
+/// OpenAI's rule for function and schema names: 1 to 64 of a-z, A-Z, 0-9, _ and -.
+pub fn valid_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -167,12 +169,7 @@ pub fn validate(
             ));
         }
         if let Some(d) = &f.description {
-            if d.contains('\0') {
-                return Err(ApiError::invalid(
-                    "Text must not contain NUL characters",
-                    format!("tools[{i}].function.description"),
-                ));
-            }
+            check_text(d, &format!("tools[{i}].function.description"))?;
         }
         let parameters = f
             .parameters
@@ -315,10 +312,7 @@ pub fn parse_answer(text: &str) -> Option<Answer> {
 
 /// A fresh call id (`call_` + 24 hex digits from the system CSPRNG).
 pub fn call_id() -> String {
-    let mut b = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("call_{hex}")
+    format!("call_{}", super::random_hex())
 }
 
 #[cfg(test)]

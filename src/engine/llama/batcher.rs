@@ -593,11 +593,7 @@ fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> Result<LlamaSampl
     if !req.logit_bias.is_empty() {
         let mut biases = Vec::with_capacity(req.logit_bias.len());
         for &(id, bias) in &req.logit_bias {
-            // SECURITY: llama.cpp indexes its logit array with these ids unchecked.
-            if id < 0 || id >= n_vocab {
-                return Err(EngineError::UnknownToken(id));
-            }
-            biases.push(LlamaLogitBias::new(LlamaToken(id), bias));
+            biases.push(LlamaLogitBias::new(vocab_token(id, n_vocab)?, bias));
         }
         chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
     }
@@ -637,6 +633,16 @@ fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> Result<LlamaSampl
         chain.push(LlamaSampler::dist(s.seed));
     }
     Ok(LlamaSampler::chain_simple(chain))
+}
+
+/// A client-supplied token id, checked against the vocabulary.
+/// SECURITY: llama.cpp indexes its arrays with token ids unchecked.
+fn vocab_token(id: i32, n_vocab: i32) -> Result<LlamaToken, EngineError> {
+    if (0..n_vocab).contains(&id) {
+        Ok(LlamaToken(id))
+    } else {
+        Err(EngineError::UnknownToken(id))
+    }
 }
 
 /// Log-probability of `token` under the model's raw distribution at this position, and
@@ -683,16 +689,10 @@ fn embed_all(
         let tokens: Vec<LlamaToken> = match input {
             // SECURITY: client text never becomes control tokens.
             EmbedInput::Text(t) => model.vocab().tokenize(t.as_bytes(), true, false),
-            EmbedInput::Tokens(ids) => {
-                let mut out = Vec::with_capacity(ids.len());
-                for &id in ids {
-                    if id < 0 || id >= n_vocab {
-                        return Err(EngineError::UnknownToken(id));
-                    }
-                    out.push(LlamaToken(id));
-                }
-                out
-            }
+            EmbedInput::Tokens(ids) => ids
+                .iter()
+                .map(|&id| vocab_token(id, n_vocab))
+                .collect::<Result<_, _>>()?,
         };
         let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         if n == 0 {
