@@ -16,6 +16,11 @@
 //!   budget gets 429 before any argon2 work. A credential already in the verified cache
 //!   is still accepted from that address, so an attacker behind the same NAT cannot lock
 //!   out clients whose key already proved itself.
+//! - Key rotation (`reload`, on SIGHUP): the new set replaces the old one atomically. The
+//!   verified-secret tag lives in each key's record, so a removed or changed key
+//!   (different hash, expiry or limit) gets a fresh record and can never be served from a
+//!   tag the old secret earned; unchanged keys keep their record (cache, rate-limit
+//!   budget and generation slots). Requests already authenticated keep running.
 
 // SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
 #![deny(
@@ -36,7 +41,7 @@ use base64ct::{Base64, Encoding};
 use ring::hmac;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -91,18 +96,50 @@ pub struct Principal {
 struct KeyRecord {
     hash: PasswordHashString,
     expires: Option<OffsetDateTime>,
+    requests_per_minute: u32,
     bucket: Option<Mutex<TokenBucket>>,
     tokens: Option<Arc<Mutex<TokenBucket>>>,
     generations: Arc<Semaphore>,
     id: Arc<str>,
+    /// HMAC tag of the secret that last verified for this key (None until one has).
+    verified: Mutex<Option<hmac::Tag>>,
+}
+
+impl KeyRecord {
+    /// Whether a reloaded entry describes this same key (so its record may be kept).
+    fn same_as(&self, entry: &KeyEntry, rpm: u32) -> bool {
+        self.hash.as_str() == entry.hash.as_str()
+            && self.expires == entry.expires
+            && self.requests_per_minute == rpm
+    }
+}
+
+type KeyMap = HashMap<String, Arc<KeyRecord>>;
+
+/// Per-key defaults from `[auth]`, kept so a reload builds records the same way.
+#[derive(Debug, Clone, Copy)]
+struct Defaults {
+    rpm: u32,
+    tpm: u32,
+    generations: u32,
+}
+
+/// What a reload changed (counts only: ids are not secret, but the log names counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: usize,
+    pub removed: usize,
+    pub changed: usize,
+    pub unchanged: usize,
 }
 
 pub struct KeyStore {
-    keys: HashMap<String, KeyRecord>,
+    /// Swapped whole by `reload`; readers clone the Arc and never hold the lock across
+    /// an await.
+    keys: RwLock<Arc<KeyMap>>,
+    defaults: Defaults,
     dummy_hash: PasswordHashString,
     cache_key: hmac::Key,
-    /// key id → HMAC tag of the secret that last verified for it.
-    verified: Mutex<HashMap<String, hmac::Tag>>,
     verify_slots: Arc<Semaphore>,
     argon2_runs: AtomicU64,
     failures: FailedAuthLimiter,
@@ -128,40 +165,45 @@ impl KeyStore {
         let dummy_secret = keys::generate_secret()?;
         let dummy = keys::hash_secret(dummy_secret.as_bytes(), params)?;
         let dummy_hash = PasswordHashString::new(&dummy).map_err(|e| e.to_string())?;
-        let now = Instant::now();
-        let keys = entries
-            .into_iter()
-            .map(|e| {
-                let rpm = e.requests_per_minute.unwrap_or(default_rpm);
-                let record = KeyRecord {
-                    hash: e.hash,
-                    expires: e.expires,
-                    bucket: (rpm > 0).then(|| Mutex::new(TokenBucket::per_minute(rpm, now))),
-                    tokens: (default_tpm > 0)
-                        .then(|| Arc::new(Mutex::new(TokenBucket::per_minute(default_tpm, now)))),
-                    generations: Arc::new(Semaphore::new(generations_per_key.max(1) as usize)),
-                    id: Arc::from(e.id.as_str()),
-                };
-                (e.id, record)
-            })
-            .collect();
+        let defaults = Defaults {
+            rpm: default_rpm,
+            tpm: default_tpm,
+            generations: generations_per_key,
+        };
+        let (keys, _) = build_map(entries, &KeyMap::new(), defaults);
         Ok(Self {
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
+            defaults,
             dummy_hash,
             cache_key,
-            verified: Mutex::new(HashMap::new()),
             verify_slots: Arc::new(Semaphore::new(max_concurrent_verifications.max(1) as usize)),
             argon2_runs: AtomicU64::new(0),
             failures: FailedAuthLimiter::new(failed_per_minute_per_address),
         })
     }
 
+    /// Replace the key set with `entries` (already fully validated by the caller).
+    /// SECURITY: removed and changed keys lose their verified tag with their record.
+    pub fn reload(&self, entries: Vec<KeyEntry>) -> Result<ReloadSummary, String> {
+        let mut guard = self
+            .keys
+            .write()
+            .map_err(|_| "the key set lock is poisoned".to_string())?;
+        let (map, summary) = build_map(entries, &guard, self.defaults);
+        *guard = Arc::new(map);
+        Ok(summary)
+    }
+
+    fn snapshot(&self) -> Option<Arc<KeyMap>> {
+        self.keys.read().ok().map(|g| Arc::clone(&g))
+    }
+
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.snapshot().map_or(0, |k| k.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// How many argon2 verifications have run (cache misses and unknown ids).
@@ -185,14 +227,21 @@ impl KeyStore {
             }
         };
         let tag_input = cache_input(&id, &secret);
-        let cached = self.keys.contains_key(&id) && self.cache_hit(&id, &tag_input);
+        let record = self
+            .snapshot()
+            .ok_or(AuthError::Internal)?
+            .get(&id)
+            .cloned();
+        let cached = record
+            .as_ref()
+            .is_some_and(|r| self.cache_hit(r, &tag_input));
         if !cached {
             if let Err(retry_after) = self.failures.check(addr, Instant::now()) {
                 ADDRESS_THROTTLED_TOTAL.fetch_add(1, Ordering::Relaxed);
                 return Err(AuthError::TooManyFailures { retry_after });
             }
         }
-        let Some(record) = self.keys.get(&id) else {
+        let Some(record) = record else {
             // SECURITY: same work as a real check, result discarded.
             let _ = self.argon2_verify(self.dummy_hash.clone(), secret).await;
             self.failures.record_failure(addr, Instant::now());
@@ -204,8 +253,8 @@ impl KeyStore {
                 return Err(AuthError::Invalid);
             }
             let tag = hmac::sign(&self.cache_key, &tag_input);
-            if let Ok(mut map) = self.verified.lock() {
-                map.insert(id.clone(), tag);
+            if let Ok(mut slot) = record.verified.lock() {
+                *slot = Some(tag);
             }
         }
         if let Some(expires) = record.expires {
@@ -236,11 +285,11 @@ impl KeyStore {
         })
     }
 
-    fn cache_hit(&self, id: &str, tag_input: &[u8]) -> bool {
-        let Ok(map) = self.verified.lock() else {
+    fn cache_hit(&self, record: &KeyRecord, tag_input: &[u8]) -> bool {
+        let Ok(slot) = record.verified.lock() else {
             return false;
         };
-        match map.get(id) {
+        match slot.as_ref() {
             // SECURITY: constant-time comparison of the recomputed tag.
             Some(tag) => hmac::verify(&self.cache_key, tag_input, tag.as_ref()).is_ok(),
             None => false,
@@ -268,6 +317,48 @@ impl KeyStore {
         .await
         .map_err(|_| AuthError::Internal)
     }
+}
+
+/// Records for `entries`, reusing `old`'s record for every key that did not change.
+fn build_map(entries: Vec<KeyEntry>, old: &KeyMap, d: Defaults) -> (KeyMap, ReloadSummary) {
+    let now = Instant::now();
+    let mut summary = ReloadSummary {
+        added: 0,
+        removed: 0,
+        changed: 0,
+        unchanged: 0,
+    };
+    let mut map = KeyMap::with_capacity(entries.len());
+    for e in entries {
+        let rpm = e.requests_per_minute.unwrap_or(d.rpm);
+        let record = match old.get(&e.id) {
+            Some(r) if r.same_as(&e, rpm) => {
+                summary.unchanged += 1;
+                Arc::clone(r)
+            }
+            previous => {
+                if previous.is_some() {
+                    summary.changed += 1;
+                } else {
+                    summary.added += 1;
+                }
+                Arc::new(KeyRecord {
+                    bucket: (rpm > 0).then(|| Mutex::new(TokenBucket::per_minute(rpm, now))),
+                    tokens: (d.tpm > 0)
+                        .then(|| Arc::new(Mutex::new(TokenBucket::per_minute(d.tpm, now)))),
+                    generations: Arc::new(Semaphore::new(d.generations.max(1) as usize)),
+                    id: Arc::from(e.id.as_str()),
+                    hash: e.hash,
+                    expires: e.expires,
+                    requests_per_minute: rpm,
+                    verified: Mutex::new(None),
+                })
+            }
+        };
+        map.insert(e.id, record);
+    }
+    summary.removed = old.keys().filter(|id| !map.contains_key(*id)).count();
+    (map, summary)
 }
 
 fn cache_input(id: &str, secret: &[u8]) -> Vec<u8> {
@@ -478,5 +569,70 @@ mod tests {
                 .unwrap_err(),
             AuthError::Invalid
         );
+    }
+
+    #[tokio::test]
+    async fn reload_keeps_unchanged_keys_and_forgets_removed_or_changed_ones() {
+        let s = store(&format!(
+            "alice:{}\ncarol:{}\n",
+            cheap_hash("a1"),
+            cheap_hash("c1")
+        ));
+        s.authenticate(Some(b"Bearer alice:a1"), HOST)
+            .await
+            .unwrap();
+        s.authenticate(Some(b"Bearer carol:c1"), HOST)
+            .await
+            .unwrap();
+        assert_eq!(s.argon2_runs(), 2);
+        let alice_line = s.snapshot().unwrap()["alice"].hash.as_str().to_string();
+        // alice unchanged, carol's secret rotated, bob added, nobody removed.
+        let summary = s
+            .reload(
+                parse_keys(&format!(
+                    "alice:{alice_line}\ncarol:{}\nbob:{}\n",
+                    cheap_hash("c2"),
+                    cheap_hash("b1")
+                ))
+                .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            summary,
+            ReloadSummary {
+                added: 1,
+                removed: 0,
+                changed: 1,
+                unchanged: 1
+            }
+        );
+        // alice is still served from her cached tag: no argon2.
+        s.authenticate(Some(b"Bearer alice:a1"), HOST)
+            .await
+            .unwrap();
+        assert_eq!(s.argon2_runs(), 2);
+        // carol's old secret is refused (its tag went with the old record), the new works.
+        assert_eq!(
+            s.authenticate(Some(b"Bearer carol:c1"), HOST)
+                .await
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        s.authenticate(Some(b"Bearer carol:c2"), HOST)
+            .await
+            .unwrap();
+        s.authenticate(Some(b"Bearer bob:b1"), HOST).await.unwrap();
+        // Remove alice: her cached secret is refused at once.
+        let summary = s
+            .reload(parse_keys(&format!("bob:{}\n", cheap_hash("b1"))).unwrap())
+            .unwrap();
+        assert_eq!((summary.removed, summary.changed, summary.added), (2, 1, 0));
+        assert_eq!(
+            s.authenticate(Some(b"Bearer alice:a1"), HOST)
+                .await
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(s.len(), 1);
     }
 }

@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub logging: LoggingConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub sandbox: SandboxConfig,
 }
 
@@ -205,6 +207,48 @@ pub struct ModelConfig {
     /// Layers offloaded to the GPU on a CUDA build: "all" or a number. Ignored on CPU builds.
     #[serde(default = "default_gpu_layers")]
     pub gpu_layers: GpuLayers,
+    /// The GPU that holds the model (and, when it is split, the small tensors): index as
+    /// the start-up log lists the devices.
+    #[serde(default)]
+    pub main_gpu: u32,
+    /// Flash attention: "auto" (llama.cpp decides per device), "on" or "off".
+    #[serde(default)]
+    pub flash_attention: FlashAttention,
+    /// Type of the K and V cache cells: "f16" (default), "bf16", "q8_0" or "q4_0".
+    /// Quantized caches halve (q8_0) or quarter (q4_0) KV memory; they need flash
+    /// attention for V, so "off" with a quantized type is refused.
+    #[serde(default)]
+    pub kv_cache_type: KvCacheType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttention {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvCacheType {
+    #[default]
+    F16,
+    Bf16,
+    Q8_0,
+    Q4_0,
+}
+
+impl KvCacheType {
+    /// Bytes per cached value (q8_0: 34 bytes per 32 values, q4_0: 18 per 32).
+    pub fn bytes_per_value(self) -> f64 {
+        match self {
+            KvCacheType::F16 | KvCacheType::Bf16 => 2.0,
+            KvCacheType::Q8_0 => 34.0 / 32.0,
+            KvCacheType::Q4_0 => 18.0 / 32.0,
+        }
+    }
 }
 
 fn default_context() -> u32 {
@@ -265,28 +309,49 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Where log events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
+#[serde(rename_all = "kebab-case")]
+pub enum LogTarget {
+    /// systemd-journald's native protocol (structured fields), on its socket.
+    Journald,
+    /// One JSON object per line on stderr.
+    StderrJson,
+    /// Human-readable lines on stderr.
+    StderrText,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
-    /// "text" or "json", to stderr.
-    pub format: LogFormat,
+    /// "journald", "stderr-json" or "stderr-text".
+    pub target: LogTarget,
     /// A tracing filter directive, e.g. "info" or "info,llama_cpp=debug".
     pub level: String,
+    /// Log each request's prompt. Off by default: prompts are the users' data.
+    pub log_prompts: bool,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
-            format: LogFormat::Text,
+            target: LogTarget::StderrText,
             level: "info,llama-cpp-2=warn".into(),
+            log_prompts: false,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve Prometheus text at /metrics on the health port (never on the API port).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -798,6 +863,17 @@ impl Config {
             );
         }
 
+        if self.model.flash_attention == FlashAttention::Off
+            && matches!(
+                self.model.kv_cache_type,
+                KvCacheType::Q8_0 | KvCacheType::Q4_0
+            )
+        {
+            bad(
+                "model.kv_cache_type",
+                "a quantized KV cache needs flash attention: set model.flash_attention = \"auto\" or \"on\", or kv_cache_type = \"f16\"".into(),
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             bad(
                 "logging.level",

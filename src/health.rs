@@ -1,5 +1,6 @@
 //! The plain-HTTP health listener on its own port: `/health` (alive), `/ready` (model
-//! loaded) and `/metrics` (Prometheus text).
+//! loaded) and `/metrics` (Prometheus text; `[metrics] enabled = false` turns it into a
+//! 404). The API port never serves metrics: they name key ids and traffic levels.
 //!
 //! SECURITY / robustness: it reads atomics only and never waits on the engine or takes a
 //! lock the engine holds, so it answers in milliseconds while generation saturates the
@@ -7,6 +8,7 @@
 //! connection cap and header timeout, and answers any other path with 404.
 
 use crate::engine::EngineStats;
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -26,9 +28,16 @@ const MAX_HEALTH_CONNECTIONS: usize = 64;
 /// A probe that cannot send its request line in this time is dropped.
 const HEALTH_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the health port reads: the engine's counters and, when enabled, the metrics.
+pub struct HealthState {
+    pub stats: Arc<EngineStats>,
+    /// None: `[metrics] enabled = false`.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
 pub async fn serve_health(
     listener: TcpListener,
-    stats: Arc<EngineStats>,
+    state: Arc<HealthState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HEALTH_CONNECTIONS));
@@ -48,12 +57,12 @@ pub async fn serve_health(
             },
             _ = shutdown.changed() => return,
         };
-        let stats = stats.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
-                let stats = stats.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &stats)) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &state)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -65,9 +74,15 @@ pub async fn serve_health(
     }
 }
 
-fn answer(req: &Request<Incoming>, stats: &EngineStats) -> Response<Full<Bytes>> {
+fn answer(req: &Request<Incoming>, state: &HealthState) -> Response<Full<Bytes>> {
+    let stats = &state.stats;
     let path = req.uri().path();
-    if !matches!(path, "/health" | "/ready" | "/metrics") {
+    let known = match path {
+        "/health" | "/ready" => true,
+        "/metrics" => state.metrics.is_some(),
+        _ => false,
+    };
+    if !known {
         return reply(
             StatusCode::NOT_FOUND,
             "application/json",
@@ -100,7 +115,13 @@ fn answer(req: &Request<Incoming>, stats: &EngineStats) -> Response<Full<Bytes>>
             "application/json",
             "{\"status\":\"loading\"}".into(),
         ),
-        _ => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(stats)),
+        _ => {
+            let mut text = metrics(stats);
+            if let Some(m) = &state.metrics {
+                m.export(&mut text);
+            }
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
     }
 }
 

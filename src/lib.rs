@@ -43,6 +43,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod tls;
@@ -312,12 +313,16 @@ async fn run(
     let health_listener =
         tokio::net::TcpListener::from_std(health_listener).map_err(|e| e.to_string())?;
     let stats = Arc::new(engine::EngineStats::default());
+    let metrics = Arc::new(metrics::Metrics::default());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
 
     // Health first: it must answer (503 on /ready) while the model loads.
     let health = tokio::spawn(health::serve_health(
         health_listener,
-        stats.clone(),
+        Arc::new(health::HealthState {
+            stats: stats.clone(),
+            metrics: p.cfg.metrics.enabled.then(|| metrics.clone()),
+        }),
         shutdown_rx.clone(),
     ));
 
@@ -325,6 +330,8 @@ async fn run(
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    let sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
 
     engine::llama::route_logs();
     let (engine, loaded) = engine::llama::spawn(&p.cfg, stats.clone())?;
@@ -347,7 +354,15 @@ async fn run(
         generations_per_key: p.cfg.auth.max_concurrent_generations_per_key as usize,
         system_fingerprint: system_fingerprint(&p.cfg.model.path, &p.gguf),
         embeddings: p.cfg.model.embeddings,
+        metrics: metrics.clone(),
+        log_prompts: p.cfg.logging.log_prompts,
     });
+    // Key rotation: SIGHUP re-reads the keys file for as long as the server runs.
+    let reloader = tokio::spawn(reload_keys_on_sighup(
+        sighup,
+        state.clone(),
+        p.cfg.auth.keys_file.clone(),
+    ));
     let limits = http::ConnLimits {
         max_connections: p.cfg.server.max_connections,
         max_connections_per_address: p.cfg.server.max_connections_per_address,
@@ -361,7 +376,7 @@ async fn run(
     let api = tokio::spawn(http::serve_api(
         api_listener,
         tokio_rustls::TlsAcceptor::from(p.tls_config.clone()),
-        state,
+        state.clone(),
         limits,
         shutdown_rx,
         SHUTDOWN_GRACE,
@@ -394,6 +409,12 @@ async fn run(
                 match sandbox::seccomp::apply(p.cfg.sandbox.seccomp) {
                     Ok(seccomp) => {
                         tracing::info!("{}", sandbox::status_line(&lock, &seccomp));
+                        metrics.set_sandbox(metrics::SandboxGauges {
+                            landlock_enforced: lock.landlock_full,
+                            seccomp_active: p.cfg.sandbox.seccomp != config::SeccompMode::Off,
+                            capabilities_cleared: lock.privileges.kept.is_empty(),
+                            running_as_root: lock.privileges.uid == 0,
+                        });
                         tracing::info!("ready");
                         let watch = tokio::spawn(log_seccomp_denials());
                         match self_test {
@@ -416,11 +437,59 @@ async fn run(
         _ = sigterm.recv() => tracing::info!("SIGTERM during model load: shutting down"),
         _ = sigint.recv() => tracing::info!("SIGINT during model load: shutting down"),
     }
+    reloader.abort();
     let _ = shutdown_tx.send(true);
     let _ = api.await;
     let _ = health.await;
     tracing::info!("stopped");
     result
+}
+
+/// SIGHUP: re-read and fully validate the keys file; apply it only if all of it is
+/// valid, otherwise keep serving the current keys and say why. Requests already
+/// authenticated are not affected either way.
+#[cfg(feature = "llama")]
+async fn reload_keys_on_sighup(
+    mut sighup: tokio::signal::unix::Signal,
+    state: std::sync::Arc<api::AppState>,
+    path: std::path::PathBuf,
+) {
+    while sighup.recv().await.is_some() {
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || keys::load_keys_file(&file)).await;
+        match loaded {
+            Ok(Ok(entries)) => match state.keys.reload(entries) {
+                Ok(s) => {
+                    state.metrics.key_reload(true);
+                    tracing::info!(
+                        keys = state.keys.len(),
+                        added = s.added,
+                        removed = s.removed,
+                        changed = s.changed,
+                        unchanged = s.unchanged,
+                        "SIGHUP: keys file reloaded"
+                    );
+                }
+                Err(e) => {
+                    state.metrics.key_reload(false);
+                    tracing::error!(error = %e, "SIGHUP: keys not reloaded; the previous keys stay in use");
+                }
+            },
+            Ok(Err(errors)) => {
+                state.metrics.key_reload(false);
+                let why: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                tracing::error!(
+                    file = %path.display(),
+                    problems = %why.join("; "),
+                    "SIGHUP: keys file refused, the previous keys stay in use (fix the file and send SIGHUP again)"
+                );
+            }
+            Err(e) => {
+                state.metrics.key_reload(false);
+                tracing::error!(error = %e, "SIGHUP: keys reload task failed; the previous keys stay in use");
+            }
+        }
+    }
 }
 
 /// How often new seccomp denials are logged.

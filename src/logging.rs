@@ -1,25 +1,60 @@
-//! Logging: `tracing` to stderr, as text or JSON lines (`[logging] format`).
+//! Logging: `tracing` to journald (native protocol), or to stderr as JSON or text lines
+//! (`[logging] target`).
 //!
-//! SECURITY: no code path logs a secret, a hash or a prompt; the request span carries the
-//! key id only. llama.cpp's own logs are routed into `tracing` (see `engine::llama`) and
-//! filtered like everything else, never written raw to stderr.
+//! SECURITY: no code path logs a secret, a hash or a prompt (prompts only with
+//! `logging.log_prompts = true`); the request span carries the key id only. llama.cpp's
+//! own logs are routed into `tracing` (see `engine::llama`) and filtered like everything
+//! else, never written raw to stderr.
+//!
+//! journald under the sandbox: the layer's datagram socket is made here, before
+//! lock-down; each event is one `sendto` to /run/systemd/journal/socket (a pathname
+//! AF_UNIX socket: Landlock up to ABI 7 does not restrict sending to one, and the seccomp
+//! deny list keeps AF_UNIX). Large events go through a sealed memfd, also allowed. When
+//! journald cannot be reached at start-up, logging falls back to stderr text and says so
+//! on the first line, rather than losing the log.
 
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::{LogTarget, LoggingConfig};
 use std::io::IsTerminal;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+/// The identifier journald files the events under (`journalctl -t`).
+const SYSLOG_IDENTIFIER: &str = "llama-gguf-inference";
 
 /// Install the global subscriber. Called once, before anything logs.
 pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
     let filter = EnvFilter::try_new(&cfg.level).map_err(|e| format!("logging.level: {e}"))?;
+    let mut fallback = None;
+    if cfg.target == LogTarget::Journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_syslog_identifier(SYSLOG_IDENTIFIER.into());
+                return tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .try_init()
+                    .map_err(|e| format!("cannot install the logger: {e}"));
+            }
+            Err(e) => fallback = Some(e),
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_target(false);
-    let result = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder
+    let result = match cfg.target {
+        LogTarget::StderrJson => builder.json().flatten_event(true).try_init(),
+        LogTarget::StderrText | LogTarget::Journald => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    result.map_err(|e| format!("cannot install the logger: {e}"))?;
+    if let Some(e) = fallback {
+        tracing::error!(
+            error = %e,
+            "logging.target = \"journald\" but /run/systemd/journal/socket cannot be reached; logging to stderr instead"
+        );
+    }
+    Ok(())
 }

@@ -81,6 +81,8 @@ fn world() -> &'static World {
             generations_per_key: 4,
             system_fingerprint: "fp_fuzz".into(),
             embeddings: true,
+            metrics: Arc::new(llama_gguf_inference::metrics::Metrics::default()),
+            log_prompts: false,
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

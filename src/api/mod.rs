@@ -39,6 +39,7 @@ pub mod tools;
 use crate::auth::{KeyStore, Principal};
 use crate::config::LimitsConfig;
 use crate::engine::{EngineHandle, Event, GenerateRequest, Usage};
+use crate::metrics::{Metrics, Trace};
 use bytes::Bytes;
 use choice::Kind;
 use error::ApiError;
@@ -77,6 +78,10 @@ pub struct AppState {
     pub system_fingerprint: String,
     /// POST /v1/embeddings is served (`model.embeddings`).
     pub embeddings: bool,
+    /// Request counts, latency histograms and the per-request log line.
+    pub metrics: Arc<Metrics>,
+    /// `logging.log_prompts`: log each request's prompt (off by default).
+    pub log_prompts: bool,
 }
 
 /// Which route a request addresses.
@@ -86,6 +91,19 @@ enum Route<'a> {
     Embeddings,
     Models,
     Model(&'a str),
+}
+
+impl Route<'_> {
+    /// The metrics label (a fixed set; see `metrics::ROUTES`).
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Chat => "chat_completions",
+            Route::Completions => "completions",
+            Route::Embeddings => "embeddings",
+            Route::Models => "models",
+            Route::Model(_) => "model",
+        }
+    }
 }
 
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
@@ -108,13 +126,15 @@ pub async fn handle(
     state: Arc<AppState>,
     peer: std::net::IpAddr,
 ) -> Result<Response<ApiBody>, Infallible> {
-    let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", %method, path = %truncate(&path, 64), key_id = tracing::field::Empty);
+    let label = route(&path).map_or("other", |(r, _)| r.label());
+    // Logged and counted when the last holder drops it (for a stream: when it ends).
+    let trace = Trace::new(state.metrics.clone(), label, span.clone());
     let origin = cors::allowed_origin(req.headers(), &state.cors_allowed_origins).cloned();
     let response = async {
-        let result = dispatch(req, &state, peer).await;
+        let result = dispatch(req, &state, peer, &trace).await;
         let mut response = match result {
             Ok(r) => r,
             Err(e) => error_response(&e),
@@ -127,11 +147,7 @@ pub async fn handle(
                 cors::add_response_headers(response.headers_mut(), o);
             }
         }
-        tracing::info!(
-            status = response.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            "request done"
-        );
+        trace.set_status(response.status().as_u16());
         response
     }
     .instrument(span)
@@ -150,6 +166,7 @@ async fn dispatch(
     req: Request<Incoming>,
     state: &AppState,
     peer: std::net::IpAddr,
+    trace: &Arc<Trace>,
 ) -> Result<Response<ApiBody>, ApiError> {
     // SECURITY: request bodies must declare their length. Transfer-Encoding is where
     // request smuggling lives (hyper quietly drops a Content-Length sent alongside it, as
@@ -176,6 +193,7 @@ async fn dispatch(
     }
     let principal = authenticate(&req, state, peer).await?;
     tracing::Span::current().record("key_id", tracing::field::display(&principal.key_id));
+    trace.set_key(principal.key_id.clone());
     let mut response = match route {
         Route::Models => Ok(json_response(StatusCode::OK, &models_list(state))),
         Route::Model(id) => {
@@ -185,9 +203,9 @@ async fn dispatch(
                 Err(ApiError::model_not_found(id))
             }
         }
-        Route::Chat => generate(req, state, Kind::Chat, &principal).await,
-        Route::Completions => generate(req, state, Kind::Completion, &principal).await,
-        Route::Embeddings => embeddings(req, state, &principal).await,
+        Route::Chat => generate(req, state, Kind::Chat, &principal, trace).await,
+        Route::Completions => generate(req, state, Kind::Completion, &principal, trace).await,
+        Route::Embeddings => embeddings(req, state, &principal, trace).await,
     }?;
     if let Some((limit, remaining)) = principal.rate {
         let h = response.headers_mut();
@@ -211,6 +229,16 @@ async fn authenticate(
         .map(|v| v.as_bytes());
     state.keys.authenticate(header, peer).await.map_err(|e| {
         tracing::info!(reason = ?AuthReason(&e), "authentication refused");
+        use crate::auth::AuthError::*;
+        match e {
+            Missing => state.metrics.auth_failure("missing"),
+            Malformed => state.metrics.auth_failure("malformed"),
+            Invalid => state.metrics.auth_failure("invalid"),
+            Expired => state.metrics.auth_failure("expired"),
+            RateLimited { .. } => state.metrics.rate_limited("requests"),
+            TooManyFailures { .. } => state.metrics.rate_limited("address"),
+            Internal => {}
+        }
         ApiError::from_auth(&e)
     })
 }
@@ -289,12 +317,17 @@ async fn generate(
     state: &AppState,
     kind: Kind,
     principal: &Principal,
+    trace: &Arc<Trace>,
 ) -> Result<Response<ApiBody>, ApiError> {
     if !state.engine.stats.is_ready() {
         return Err(ApiError::not_ready());
     }
     // Tokens-per-minute: a key still in debt from earlier requests waits.
-    check_token_budget(principal)?;
+    check_token_budget(principal).inspect_err(|e| {
+        if e.status == StatusCode::TOO_MANY_REQUESTS {
+            state.metrics.rate_limited("tokens");
+        }
+    })?;
     let body = read_body(req, state).await?;
     let generation: Generation = match kind {
         Kind::Chat => {
@@ -312,6 +345,10 @@ async fn generate(
         // SECURITY: the end-user id is the client's data; only a short hash is logged.
         tracing::info!(user_tag = %user_tag(user), "end-user tag");
     }
+    if state.log_prompts {
+        // SECURITY: only with `logging.log_prompts = true`, which the operator chose.
+        tracing::info!(prompt = ?generation.prompt, "prompt (logging.log_prompts)");
+    }
     // SECURITY: a key's generations in progress are capped (each choice of `n` is one),
     // so one key within its rate limits cannot fill the shared engine queue. The slots
     // live as long as the request (for a stream: until its body is dropped).
@@ -319,7 +356,10 @@ async fn generate(
         .generations
         .clone()
         .try_acquire_many_owned(generation.n)
-        .map_err(|_| ApiError::too_many_generations(state.generations_per_key))?;
+        .map_err(|_| {
+            state.metrics.rate_limited("generations");
+            ApiError::too_many_generations(state.generations_per_key)
+        })?;
     let mut receivers = Vec::with_capacity(generation.n as usize);
     for choice in 0..generation.n {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -376,13 +416,14 @@ async fn generate(
         tools: generation.tools.is_some(),
     };
     let mut response = if generation.stream {
-        let mut response = Response::new(SseBody::new(meta, shape, receivers, slots).boxed());
+        let mut response =
+            Response::new(SseBody::new(meta, shape, receivers, slots, trace.clone()).boxed());
         let h = response.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         secure_headers(h);
         response
     } else {
-        let r = collect_completion(meta, shape, receivers).await?;
+        let r = collect_completion(meta, shape, receivers, trace).await?;
         drop(slots);
         r
     };
@@ -419,6 +460,7 @@ async fn collect_completion(
     meta: ChunkMeta,
     shape: StreamShape,
     receivers: Vec<UnboundedReceiver<Event>>,
+    trace: &Trace,
 ) -> Result<Response<ApiBody>, ApiError> {
     let mut choices = Vec::with_capacity(receivers.len());
     let mut total = Usage::default();
@@ -427,8 +469,14 @@ async fn collect_completion(
         let mut lps = Vec::new();
         let (reason, usage) = loop {
             match rx.recv().await {
-                Some(Event::Text(t)) => text.push_str(&t),
-                Some(Event::Token(t)) => lps.push(t),
+                Some(Event::Text(t)) => {
+                    trace.first_token();
+                    text.push_str(&t)
+                }
+                Some(Event::Token(t)) => {
+                    trace.first_token();
+                    lps.push(t)
+                }
                 Some(Event::Finished { reason, usage }) => break (reason, usage),
                 Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
                 Some(Event::Started { .. }) => {}
@@ -436,6 +484,10 @@ async fn collect_completion(
             }
         };
         stream::add_usage(&mut total, &usage, i == 0);
+        trace.add_tokens(
+            if i == 0 { usage.prompt_tokens } else { 0 },
+            usage.completion_tokens,
+        );
         let logprobs = if shape.logprobs {
             choice::logprobs_json(meta.kind, &lps, &mut 0)
         } else {
@@ -484,6 +536,7 @@ async fn embeddings(
     req: Request<Incoming>,
     state: &AppState,
     principal: &Principal,
+    trace: &Trace,
 ) -> Result<Response<ApiBody>, ApiError> {
     if !state.embeddings {
         return Err(ApiError::unknown_url("POST", "/v1/embeddings"));
@@ -491,12 +544,19 @@ async fn embeddings(
     if !state.engine.stats.is_ready() {
         return Err(ApiError::not_ready());
     }
-    check_token_budget(principal)?;
+    check_token_budget(principal).inspect_err(|e| {
+        if e.status == StatusCode::TOO_MANY_REQUESTS {
+            state.metrics.rate_limited("tokens");
+        }
+    })?;
     let slot = principal
         .generations
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::too_many_generations(state.generations_per_key))?;
+        .map_err(|_| {
+            state.metrics.rate_limited("generations");
+            ApiError::too_many_generations(state.generations_per_key)
+        })?;
     let body = read_body(req, state).await?;
     let e = request::parse_json::<embeddings::EmbeddingsRequest>(&body)?.validate(&state.limits)?;
     drop(body);
@@ -523,6 +583,7 @@ async fn embeddings(
             other => ApiError::from_engine(&other),
         })?;
     drop(slot);
+    trace.add_tokens(result.prompt_tokens, 0);
     if let Some(bucket) = &principal.tokens {
         if let Ok(mut b) = bucket.lock() {
             b.charge(result.prompt_tokens, Instant::now());

@@ -8,11 +8,13 @@
 use super::choice::{self, Kind};
 use super::error::ApiError;
 use crate::engine::{Event, TokenLogprob, Usage};
+use crate::metrics::Trace;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -144,6 +146,8 @@ pub struct SseBody {
     done: bool,
     /// The key's generation slots, held until the stream is dropped.
     _slots: tokio::sync::OwnedSemaphorePermit,
+    /// The request's record: logged and counted when the stream is dropped.
+    trace: Arc<Trace>,
 }
 
 impl SseBody {
@@ -152,6 +156,7 @@ impl SseBody {
         shape: StreamShape,
         receivers: Vec<UnboundedReceiver<Event>>,
         slots: tokio::sync::OwnedSemaphorePermit,
+        trace: Arc<Trace>,
     ) -> Self {
         let mut out = String::new();
         if meta.kind == Kind::Chat {
@@ -181,6 +186,7 @@ impl SseBody {
             finished: 0,
             done: false,
             _slots: slots,
+            trace,
         }
     }
 
@@ -193,9 +199,16 @@ impl SseBody {
         let (meta, logprobs, out) = (&self.meta, self.shape.logprobs, &mut self.out);
         match event {
             Some(Event::Started { .. }) => {}
-            Some(Event::Token(t)) => c.pending.push(t),
-            Some(Event::Text(t)) if self.shape.tools => c.buffered.push_str(&t),
+            Some(Event::Token(t)) => {
+                self.trace.first_token();
+                c.pending.push(t)
+            }
+            Some(Event::Text(t)) if self.shape.tools => {
+                self.trace.first_token();
+                c.buffered.push_str(&t)
+            }
             Some(Event::Text(t)) => {
+                self.trace.first_token();
                 let lp = c.take_logprobs(logprobs, meta.kind);
                 out.push_str(&sse_string(&meta.chunk(index, meta.text_body(t), lp, None)));
             }
@@ -226,6 +239,14 @@ impl SseBody {
                 out.push_str(&sse_string(&meta.chunk(index, empty, lp, Some(finish))));
                 c.done = true;
                 add_usage(&mut self.usage, &u, self.finished == 0);
+                self.trace.add_tokens(
+                    if self.finished == 0 {
+                        u.prompt_tokens
+                    } else {
+                        0
+                    },
+                    u.completion_tokens,
+                );
                 self.finished += 1;
                 if self.finished == self.choices.len() {
                     if meta.include_usage {

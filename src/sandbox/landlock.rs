@@ -91,6 +91,7 @@ pub fn plan(cfg: &Config, api_port: u16, health_port: u16, cuda: bool) -> Landlo
             required: true,
         });
     }
+    fs.push(keys_rule(&cfg.auth.keys_file));
     for p in &cfg.sandbox.extra_read_paths {
         fs.push(FsRule {
             path: p.clone(),
@@ -115,6 +116,37 @@ pub fn plan(cfg: &Config, api_port: u16, health_port: u16, cuda: bool) -> Landlo
                 key: "server.health_listen",
             },
         ],
+    }
+}
+
+/// Directories too broad to open for reading files below them.
+const SHARED_DIRS: [&str; 9] = [
+    "/", "/etc", "/usr", "/var", "/home", "/root", "/tmp", "/run", "/opt",
+];
+
+/// The keys file is re-read on SIGHUP (key rotation). SECURITY / operability: rotation
+/// usually replaces the file (editors and `mv` write a new inode; Kubernetes swaps a
+/// Secret's folder behind a symlink), and a Landlock rule on the old inode would refuse
+/// the new one. So the rule covers reading files in the keys file's own folder (not
+/// listing it), unless that folder is a shared system one, where it covers the file
+/// only and rotation must rewrite the file in place.
+fn keys_rule(keys_file: &Path) -> FsRule {
+    let folder = keys_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !SHARED_DIRS.iter().any(|s| Path::new(s) == *d));
+    match folder {
+        Some(dir) => FsRule {
+            path: dir.to_path_buf(),
+            access: read_file(),
+            why: "auth.keys_file's folder: the keys file is re-read on SIGHUP, also after it was replaced (read files, not list)".into(),
+            required: true,
+        },
+        None => FsRule {
+            path: keys_file.to_path_buf(),
+            access: read_file(),
+            why: "auth.keys_file: re-read on SIGHUP (its folder is shared, so only this inode: rotate by rewriting it in place)".into(),
+            required: true,
+        },
     }
 }
 
@@ -390,6 +422,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_keys_rule_covers_its_own_folder_but_never_a_shared_one() {
+        let r = keys_rule(Path::new("/etc/llama-gguf-inference/keys"));
+        assert_eq!(r.path, Path::new("/etc/llama-gguf-inference"));
+        assert_eq!(access_names(r.access), "read_file");
+        for shared in ["/etc/keys", "/keys", "/tmp/keys"] {
+            let r = keys_rule(Path::new(shared));
+            assert_eq!(r.path, Path::new(shared), "{shared}");
+            assert_eq!(access_names(r.access), "read_file");
+        }
+    }
+
+    #[test]
     fn no_rule_grants_write_create_or_execute_outside_cuda_devices_and_libraries() {
         let cfg = crate::config::Config::parse(
             "[auth]\nkeys_file = \"k\"\n[tls]\nself_signed_dir = \"tls\"\n[model]\npath = \"m.gguf\"\n[sandbox]\nextra_read_paths = [\"x\"]\n",
@@ -407,7 +451,12 @@ mod tests {
             assert!(!r.access.intersects(forbidden), "{r:?}");
         }
         assert_eq!(p.fs[0].path, Path::new("/srv/m.gguf"));
-        assert_eq!(p.fs.len(), 4, "model, cert, key, extra: {:?}", p.fs);
+        assert_eq!(
+            p.fs.len(),
+            5,
+            "model, cert, key, keys folder, extra: {:?}",
+            p.fs
+        );
         assert_eq!(
             p.bind.iter().map(|b| b.port).collect::<Vec<_>>(),
             vec![8443, 8081]

@@ -89,7 +89,7 @@ pub fn default_sandbox_section() -> String {
     }
 }
 
-fn cheap_hash(secret: &str) -> String {
+pub fn cheap_hash(secret: &str) -> String {
     // The floor the keys file accepts; keeps test start-up fast.
     keys::hash_secret(
         secret.as_bytes(),
@@ -98,7 +98,7 @@ fn cheap_hash(secret: &str) -> String {
     .unwrap()
 }
 
-fn secret(cred: &str) -> &str {
+pub fn secret(cred: &str) -> &str {
     cred.split_once(':').unwrap().1
 }
 
@@ -113,6 +113,11 @@ pub struct Options {
     pub model_section: String,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
+    /// A program (and its arguments) that runs the binary: `wrapper... BIN serve ...`.
+    pub wrapper: Vec<String>,
+    /// Where the "listening api=… health=…" line comes from when the log does not go to
+    /// stderr (the journald test); None: stderr.
+    pub listening: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Default for Options {
@@ -125,6 +130,8 @@ impl Default for Options {
             model_section: "context = 1024\nthreads = 2\nembeddings = true\n".into(),
             env: vec![],
             wait_ready: true,
+            wrapper: vec![],
+            listening: None,
         }
     }
 }
@@ -179,7 +186,14 @@ impl Server {
     pub fn start_with(opts: Options) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), &opts);
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["serve", "--config"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -202,6 +216,7 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
+        let rx = opts.listening.unwrap_or(rx);
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(l) => l,
             Err(_) => panic!(

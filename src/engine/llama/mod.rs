@@ -21,7 +21,7 @@ mod batcher;
 
 use super::prefix::PrefixCache;
 use super::{EngineHandle, EngineStats, Intake};
-use crate::config::{Config, GpuLayers};
+use crate::config::{Config, FlashAttention, GpuLayers, KvCacheType};
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -57,6 +57,9 @@ struct EngineSettings {
     threads: i32,
     threads_batch: i32,
     gpu_layers: u32,
+    main_gpu: u32,
+    flash_attention: FlashAttention,
+    kv_cache_type: KvCacheType,
     /// Sequences decoded together (llama.cpp's n_seq_max).
     parallel: u32,
     prefix_cache: PrefixCache,
@@ -92,6 +95,9 @@ pub fn spawn(
             GpuLayers::All => u32::MAX,
             GpuLayers::Count(n) => n,
         },
+        main_gpu: cfg.model.main_gpu,
+        flash_attention: cfg.model.flash_attention,
+        kv_cache_type: cfg.model.kv_cache_type,
         parallel: cfg.model.parallel,
         prefix_cache: cfg.model.prefix_cache,
         embeddings: cfg.model.embeddings,
@@ -129,11 +135,14 @@ fn engine_thread(
             return;
         }
     };
+    log_devices(&s);
     let mut last_logged = -1i32;
     let model_params = LlamaModelParams::default()
         .with_n_gpu_layers(s.gpu_layers)
+        .with_main_gpu(s.main_gpu as i32)
         .with_progress_callback(move |p| {
-            let step = (p * 4.0) as i32;
+            // At least every 10%, so a slow load of a big model is visibly alive.
+            let step = (p * 10.0) as i32;
             if step > last_logged {
                 last_logged = step;
                 tracing::info!(progress = format!("{:.0}%", p * 100.0), "loading model");
@@ -157,7 +166,11 @@ fn engine_thread(
         .with_n_ubatch(s.batch)
         .with_n_seq_max(s.parallel)
         .with_n_threads(s.threads)
-        .with_n_threads_batch(s.threads_batch);
+        .with_n_threads_batch(s.threads_batch)
+        .with_flash_attention_policy(flash_attention_policy(s.flash_attention))
+        .with_type_k(kv_type(s.kv_cache_type))
+        .with_type_v(kv_type(s.kv_cache_type));
+    log_offload(&model, &s);
     let ctx = match model.new_context(&backend, ctx_params) {
         Ok(c) => c,
         Err(e) => {
@@ -192,7 +205,9 @@ fn engine_thread(
             batcher::Renderer::None => "none",
         },
         parallel: s.parallel,
-        kv_bytes_per_slot: kv_bytes_per_token(&model).saturating_mul(s.context as u64),
+        kv_bytes_per_slot: (kv_bytes_per_token(&model) as f64 / 2.0
+            * s.kv_cache_type.bytes_per_value()
+            * f64::from(s.context)) as u64,
         threads: s.threads,
         threads_batch: s.threads_batch,
     };
@@ -288,6 +303,69 @@ fn lower_priority() {
 /// K and V bytes one token takes in the cache at llama.cpp's default f16 cells:
 /// 2 (K and V) × layers × KV heads × head size × 2 bytes. An estimate for the start-up
 /// report (models with unusual head sizes differ a little); llama.cpp logs its own figure.
+/// llama.cpp's flash-attention policy values (enum llama_flash_attn_type).
+fn flash_attention_policy(f: FlashAttention) -> i32 {
+    match f {
+        FlashAttention::Auto => -1,
+        FlashAttention::Off => 0,
+        FlashAttention::On => 1,
+    }
+}
+
+fn kv_type(t: KvCacheType) -> llama_cpp_2::context::params::KvCacheType {
+    use llama_cpp_2::context::params::KvCacheType as L;
+    match t {
+        KvCacheType::F16 => L::F16,
+        KvCacheType::Bf16 => L::BF16,
+        KvCacheType::Q8_0 => L::Q8_0,
+        KvCacheType::Q4_0 => L::Q4_0,
+    }
+}
+
+/// Log every compute device llama.cpp sees (name, memory), so an operator can tell at a
+/// glance whether the GPU was found and how much VRAM is free before the load.
+fn log_devices(s: &EngineSettings) {
+    let devices = llama_cpp_2::list_llama_ggml_backend_devices();
+    for d in &devices {
+        tracing::info!(
+            index = d.index,
+            backend = %d.backend,
+            name = %d.name,
+            description = %d.description,
+            memory_total_mib = d.memory_total / (1024 * 1024),
+            memory_free_mib = d.memory_free / (1024 * 1024),
+            "compute device"
+        );
+    }
+    let gpus = devices
+        .iter()
+        .filter(|d| d.backend.eq_ignore_ascii_case("cuda"))
+        .count();
+    if cfg!(feature = "cuda") && gpus == 0 {
+        tracing::warn!("CUDA build but no CUDA device is visible: the model runs on the CPU (check the driver, /dev/nvidia*, and --gpus all)");
+    } else if !cfg!(feature = "cuda") && s.gpu_layers > 0 {
+        tracing::info!("CPU build: model.gpu_layers is ignored");
+    }
+}
+
+/// Log how many layers go to the GPU (llama.cpp offloads the output layer as one more).
+fn log_offload(model: &LlamaModel, s: &EngineSettings) {
+    let layers = model.n_layer();
+    let offloaded = if cfg!(feature = "cuda") {
+        s.gpu_layers.min(layers + 1)
+    } else {
+        0
+    };
+    tracing::info!(
+        offloaded_layers = offloaded,
+        total_layers = layers + 1,
+        main_gpu = s.main_gpu,
+        flash_attention = ?s.flash_attention,
+        kv_cache_type = ?s.kv_cache_type,
+        "model layers on the GPU"
+    );
+}
+
 fn kv_bytes_per_token(model: &LlamaModel) -> u64 {
     let head_dim = model.n_embd().max(0) as u64 / u64::from(model.n_head().max(1));
     2 * u64::from(model.n_layer()) * u64::from(model.n_head_kv()) * head_dim * 2
