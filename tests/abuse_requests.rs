@@ -164,8 +164,10 @@ async fn a_generation_stops_at_its_deadline_and_the_engine_moves_on() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
     assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    // How many tokens fit in the second depends on the machine's load (the other tests of
+    // this file run their own servers on the same cores): at least one, far from 3000.
     let tokens = v["usage"]["completion_tokens"].as_u64().unwrap();
-    assert!(tokens > 10 && tokens < 3000, "{tokens} tokens: {v}");
+    assert!((1..3000).contains(&tokens), "{tokens} tokens: {v}");
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     // The engine logs why it stopped (read from its stderr by another thread).
     server.wait_for(
