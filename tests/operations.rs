@@ -19,6 +19,29 @@ fn long_chat(max_tokens: u32) -> Value {
         "messages": [{"role": "user", "content": "Count from one to one hundred."}]})
 }
 
+/// Start a `long_chat` stream with alice's key and wait until the engine is generating it.
+async fn stream_in_flight(
+    server: &Server,
+    client: &mut Client,
+    max_tokens: u32,
+) -> hyper::Response<hyper::body::Incoming> {
+    let resp = client
+        .send_raw(request(
+            "POST",
+            "/v1/chat/completions",
+            Some(ALICE),
+            Some(long_chat(max_tokens).to_string()),
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    server.wait_for(
+        "the stream to be generating",
+        Duration::from_secs(30),
+        || server.metric("lgi_active_requests") == 1,
+    );
+    resp
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
@@ -56,20 +79,7 @@ async fn sighup_rotates_keys_without_touching_requests_in_flight() {
 
     // A stream in flight with alice's current key.
     let mut streamer = server.client().await;
-    let resp = streamer
-        .send_raw(request(
-            "POST",
-            "/v1/chat/completions",
-            Some(ALICE),
-            Some(long_chat(120).to_string()),
-        ))
-        .await;
-    assert_eq!(resp.status(), 200);
-    server.wait_for(
-        "the stream to be generating",
-        Duration::from_secs(30),
-        || server.metric("lgi_active_requests") == 1,
-    );
+    let resp = stream_in_flight(&server, &mut streamer, 120).await;
 
     // Rotate: alice gets a new secret, bob is added, limited and expired are removed.
     let alice_new = "alice:alice-rotated-9876543210";
@@ -283,20 +293,7 @@ async fn metrics_can_be_switched_off_and_prompts_logged_on_request() {
 async fn sigterm_drains_a_stream_in_flight_then_exits_zero() {
     let mut server = Server::start();
     let mut c = server.client().await;
-    let resp = c
-        .send_raw(request(
-            "POST",
-            "/v1/chat/completions",
-            Some(ALICE),
-            Some(long_chat(60).to_string()),
-        ))
-        .await;
-    assert_eq!(resp.status(), 200);
-    server.wait_for(
-        "the stream to be generating",
-        Duration::from_secs(30),
-        || server.metric("lgi_active_requests") == 1,
-    );
+    let resp = stream_in_flight(&server, &mut c, 60).await;
     signal(server.pid(), "TERM");
     // The stream still ends properly, with all its tokens.
     let body = match resp.into_body().collect().await {
