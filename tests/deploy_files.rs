@@ -120,6 +120,16 @@ fn the_cuda_dockerfile_matches_the_cpu_one_except_base_and_features() {
     }
 }
 
+/// Run tests/k8s_manifests.py on a folder of manifests.
+fn check_manifests(python: &Path, folder: &Path) -> std::process::Output {
+    Command::new(python)
+        .arg(repo().join("tests/k8s_manifests.py"))
+        .arg(folder)
+        .arg("65532")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_kubernetes_manifests_validate_and_keep_the_security_settings() {
     let python = repo().join(".venv/bin/python");
@@ -128,12 +138,7 @@ fn the_kubernetes_manifests_validate_and_keep_the_security_settings() {
         "{} missing: run `.ci/setup --sdk` (make test does)",
         python.display()
     );
-    let out = Command::new(&python)
-        .arg(repo().join("tests/k8s_manifests.py"))
-        .arg(repo().join("image/k8s"))
-        .arg("65532")
-        .output()
-        .unwrap();
+    let out = check_manifests(&python, &repo().join("image/k8s"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -155,12 +160,7 @@ fn the_kubernetes_manifests_validate_and_keep_the_security_settings() {
         }
         std::fs::write(dir.path().join(p.file_name().unwrap()), text).unwrap();
     }
-    let out = Command::new(&python)
-        .arg(repo().join("tests/k8s_manifests.py"))
-        .arg(dir.path())
-        .arg("65532")
-        .output()
-        .unwrap();
+    let out = check_manifests(&python, dir.path());
     assert!(
         !out.status.success(),
         "a writable root filesystem was accepted"
@@ -172,12 +172,7 @@ fn the_kubernetes_manifests_validate_and_keep_the_security_settings() {
         deployment.replace("readinessProbe:", "readinesProbe:"),
     )
     .unwrap();
-    let out = Command::new(&python)
-        .arg(repo().join("tests/k8s_manifests.py"))
-        .arg(dir.path())
-        .arg("65532")
-        .output()
-        .unwrap();
+    let out = check_manifests(&python, dir.path());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && text.contains("does not validate"),
