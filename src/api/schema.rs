@@ -1,11 +1,22 @@
-//! JSON Schema for structured output and tool parameters: checked against the subset
-//! llama.cpp's converter (`json_schema_to_grammar`) enforces, before any engine work.
+//! JSON Schema for structured output and tool parameters: checked in Rust, before it is
+//! compiled (`engine::constraint`, llguidance), against the subset this server enforces
+//! and for consistency.
 //!
-//! SECURITY / correctness: a keyword the converter would silently ignore means output that
-//! does not validate against the caller's schema, so every keyword outside the supported
-//! set is a 400 naming it (and its path). Sizes that turn into grammar rules (repetition
-//! bounds, pattern length, property counts, nesting) are capped, so a small schema cannot
-//! expand into a huge grammar on the engine thread.
+//! SECURITY / correctness:
+//! - A keyword the constraint would not enforce means output that does not validate
+//!   against the caller's schema, so every keyword outside the supported set is a 400
+//!   naming it (and its path).
+//! - Sizes that turn into grammar (repetition bounds, pattern length and quantifiers,
+//!   sub-schema count, nesting) are capped, so a small schema cannot expand into a huge
+//!   grammar.
+//! - Consistency: every empty or contradictory range is a 400 naming its path — min above
+//!   max (numbers with exclusive bounds too, integer ranges holding no integer, lengths,
+//!   item and property counts), pattern quantifiers `{m,n}` with m > n, `type` lists that
+//!   repeat a type, `const`/`enum` values outside `type`, `required` properties that
+//!   `additionalProperties: false` forbids, and `allOf` branches whose types cannot meet.
+//!   What this walk cannot see, llguidance's compiler checks again, and a compiled
+//!   constraint must still allow a first token; so any schema either becomes a
+//!   constraint that accepts some output, or is refused.
 
 use super::error::ApiError;
 use serde_json::Value;
@@ -20,6 +31,8 @@ const ENFORCED: &[&str] = &[
     "prefixItems",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "enum",
     "const",
     "anyOf",
@@ -55,8 +68,8 @@ const ANNOTATIONS: &[&str] = &[
 /// `format` values the converter turns into grammar rules.
 const FORMATS: &[&str] = &["date", "time", "date-time", "uuid"];
 
-/// Largest repetition bound (minItems/maxItems/minLength/maxLength): each unit becomes a
-/// grammar rule.
+/// Largest repetition bound (minItems/maxItems/minLength/maxLength/min-maxProperties and
+/// pattern quantifiers): each unit becomes grammar.
 pub const MAX_REPEAT: u64 = 1024;
 /// Longest `pattern`; the converter compiles it into grammar rules.
 pub const MAX_PATTERN: usize = 256;
@@ -146,7 +159,8 @@ fn walk(v: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<(), Ap
                     return Err(fail("`required` must be an array of strings".into(), &here));
                 }
             }
-            "minItems" | "maxItems" | "minLength" | "maxLength" => match value.as_u64() {
+            "minItems" | "maxItems" | "minLength" | "maxLength" | "minProperties"
+            | "maxProperties" => match value.as_u64() {
                 Some(n) if n <= MAX_REPEAT => {}
                 _ => {
                     return Err(fail(
@@ -155,13 +169,11 @@ fn walk(v: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<(), Ap
                     ))
                 }
             },
-            // The converter bounds integers only; a bound on a `number` would be ignored.
             "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum"
-                if obj.get("type").and_then(Value::as_str) != Some("integer")
-                    || !value.is_i64() =>
+                if !numeric_type(obj) || !value.is_number() =>
             {
                 return Err(fail(
-                    format!("`{key}` is supported on `\"type\": \"integer\"` with an integer bound only"),
+                    format!("`{key}` is supported on `\"type\": \"integer\"` or `\"number\"` with a numeric bound only"),
                     &here,
                 ));
             }
@@ -169,7 +181,9 @@ fn walk(v: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<(), Ap
                 return Err(fail("`enum` must be a non-empty array".into(), &here));
             }
             "pattern" => match value.as_str() {
-                Some(p) if p.len() <= MAX_PATTERN => {}
+                Some(p) if p.len() <= MAX_PATTERN => {
+                    check_quantifiers(p).map_err(|m| fail(m, &here))?
+                }
                 _ => {
                     return Err(fail(
                         format!("`pattern` must be a string of at most {MAX_PATTERN} bytes"),
@@ -197,13 +211,237 @@ fn walk(v: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<(), Ap
             _ => {} // const, and the checked cases above that passed
         }
     }
+    consistent(obj, path)
+}
+
+/// Does the node declare only numeric types (where numeric bounds mean something)?
+fn numeric_type(obj: &serde_json::Map<String, Value>) -> bool {
+    let numeric = |t: &Value| matches!(t.as_str(), Some("integer" | "number"));
+    match obj.get("type") {
+        Some(Value::Array(list)) => !list.is_empty() && list.iter().all(numeric),
+        Some(t) => numeric(t),
+        None => false,
+    }
+}
+
+/// The node's keywords, taken together, must leave some value valid.
+fn consistent(obj: &serde_json::Map<String, Value>, path: &str) -> Result<(), ApiError> {
+    let here = |k: &str| format!("{path}.{k}");
+    for (lo, hi) in [
+        ("minLength", "maxLength"),
+        ("minItems", "maxItems"),
+        ("minProperties", "maxProperties"),
+    ] {
+        if let (Some(a), Some(b)) = (
+            obj.get(lo).and_then(Value::as_u64),
+            obj.get(hi).and_then(Value::as_u64),
+        ) {
+            if a > b {
+                return Err(fail(
+                    format!("`{lo}` ({a}) is greater than `{hi}` ({b}): no value fits"),
+                    &here(lo),
+                ));
+            }
+        }
+    }
+    check_numeric_range(obj).map_err(|(k, m)| fail(m, &here(k)))?;
+    let types = declared_types(obj);
+    if let Some(types) = &types {
+        if let Some(c) = obj.get("const") {
+            if !types.iter().any(|t| has_type(c, t)) {
+                return Err(fail(
+                    "`const` is not of the declared `type`".into(),
+                    &here("const"),
+                ));
+            }
+        }
+        if let Some(Value::Array(values)) = obj.get("enum") {
+            if !values.iter().any(|v| types.iter().any(|t| has_type(v, t))) {
+                return Err(fail(
+                    "No `enum` value is of the declared `type`".into(),
+                    &here("enum"),
+                ));
+            }
+        }
+    }
+    if obj.get("additionalProperties") == Some(&Value::Bool(false)) {
+        let declared = obj.get("properties").and_then(Value::as_object);
+        if let Some(Value::Array(required)) = obj.get("required") {
+            for (i, name) in required.iter().enumerate() {
+                let name = name.as_str().unwrap_or_default();
+                if !declared.is_some_and(|p| p.contains_key(name)) {
+                    return Err(fail(
+                        "A `required` property is not in `properties` and `additionalProperties` is false: no object fits".into(),
+                        &format!("{path}.required[{i}]"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(Value::Array(branches)) = obj.get("allOf") {
+        // The types every branch (and the node itself) allows must share one.
+        let mut common: Option<Vec<&str>> = types.clone();
+        for b in branches {
+            let Some(t) = b.as_object().and_then(declared_types) else {
+                continue;
+            };
+            common = Some(match common {
+                None => t,
+                Some(c) => c
+                    .into_iter()
+                    .filter(|x| t.iter().any(|y| meets(x, y)))
+                    .collect(),
+            });
+        }
+        if common.is_some_and(|c| c.is_empty()) {
+            return Err(fail(
+                "The `allOf` branches allow no common `type`: no value fits".into(),
+                &here("allOf"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The node's `type` as a list (None when absent). Duplicates were refused already.
+fn declared_types(obj: &serde_json::Map<String, Value>) -> Option<Vec<&str>> {
+    match obj.get("type")? {
+        Value::String(t) => Some(vec![t.as_str()]),
+        Value::Array(list) => Some(list.iter().filter_map(Value::as_str).collect()),
+        _ => None,
+    }
+}
+
+/// Can a value be of both JSON Schema types (integer is a kind of number)?
+fn meets(a: &str, b: &str) -> bool {
+    a == b || matches!((a, b), ("integer", "number") | ("number", "integer"))
+}
+
+/// Is `v` of JSON Schema type `t`?
+fn has_type(v: &Value, t: &str) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "string" => v.is_string(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        "number" => v.is_number(),
+        "integer" => v.as_f64().is_some_and(|f| f.fract() == 0.0),
+        _ => false,
+    }
+}
+
+/// Numeric bounds (inclusive and exclusive) must leave a number — for `integer`, an
+/// integer — between them. Returns the keyword to name and why.
+fn check_numeric_range(obj: &serde_json::Map<String, Value>) -> Result<(), (&'static str, String)> {
+    let get = |k: &str| obj.get(k).and_then(Value::as_f64);
+    // (bound, exclusive, keyword) for each side, the tighter one where both are given.
+    let lower = [("minimum", false), ("exclusiveMinimum", true)]
+        .into_iter()
+        .filter_map(|(k, ex)| get(k).map(|v| (v, ex, k)))
+        .fold(None, |best: Option<(f64, bool, &str)>, b| match best {
+            Some(a) if a.0 > b.0 || (a.0 == b.0 && a.1) => Some(a),
+            _ => Some(b),
+        });
+    let upper = [("maximum", false), ("exclusiveMaximum", true)]
+        .into_iter()
+        .filter_map(|(k, ex)| get(k).map(|v| (v, ex, k)))
+        .fold(None, |best: Option<(f64, bool, &str)>, b| match best {
+            Some(a) if a.0 < b.0 || (a.0 == b.0 && a.1) => Some(a),
+            _ => Some(b),
+        });
+    let (Some((lo, lo_ex, lo_key)), Some((hi, hi_ex, _))) = (lower, upper) else {
+        return Ok(());
+    };
+    let integer_only = declared_types(obj).is_some_and(|t| t == ["integer"]);
+    let empty = if integer_only {
+        let first = if lo_ex { lo.floor() + 1.0 } else { lo.ceil() };
+        let last = if hi_ex { hi.ceil() - 1.0 } else { hi.floor() };
+        first > last
+    } else {
+        lo > hi || (lo == hi && (lo_ex || hi_ex))
+    };
+    if empty {
+        let what = if integer_only { "integer" } else { "number" };
+        return Err((
+            lo_key,
+            format!("The bounds leave no {what} between them: no value fits"),
+        ));
+    }
+    Ok(())
+}
+
+/// Regex quantifiers `{m}`, `{m,}`, `{m,n}` in a pattern: each bound at most MAX_REPEAT
+/// and never m > n. Escaped braces and braces inside character classes are literal.
+fn check_quantifiers(pattern: &str) -> Result<(), String> {
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    let mut in_class = false;
+    while let Some(&c) = bytes.get(i) {
+        match c {
+            b'\\' => i += 1,
+            b'[' => in_class = true,
+            b']' => in_class = false,
+            b'{' if !in_class => {
+                let rest = bytes.get(i + 1..).unwrap_or_default();
+                let len = rest.iter().position(|&b| b == b'}').unwrap_or(rest.len());
+                let body = std::str::from_utf8(rest.get(..len).unwrap_or_default()).unwrap_or("");
+                let (m, n) = match body.split_once(',') {
+                    Some((m, n)) => (m, Some(n)),
+                    None => (body, None),
+                };
+                let num = |t: &str| -> Option<u64> {
+                    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                        None
+                    } else {
+                        Some(t.parse().unwrap_or(u64::MAX))
+                    }
+                };
+                // Not a quantifier (`{` as a literal, `{,n}`): leave it to the regex parser.
+                if let Some(m) = num(m) {
+                    let n = match n {
+                        None => Some(m),
+                        Some("") => None,
+                        Some(t) => match num(t) {
+                            Some(v) => Some(v),
+                            None => {
+                                i += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    if m > MAX_REPEAT || n.is_some_and(|n| n > MAX_REPEAT) {
+                        return Err(format!(
+                            "`pattern` repeats more than {MAX_REPEAT} times in one quantifier"
+                        ));
+                    }
+                    if n.is_some_and(|n| m > n) {
+                        return Err(format!(
+                            "`pattern` has a quantifier {{{m},{}}} whose minimum is above its maximum",
+                            n.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
     Ok(())
 }
 
 fn check_type(v: &Value, path: &str) -> Result<(), ApiError> {
     let ok = |t: &Value| t.as_str().is_some_and(|s| TYPES.contains(&s));
     let valid = match v {
-        Value::Array(list) => !list.is_empty() && list.iter().all(ok),
+        Value::Array(list) => {
+            // SECURITY: a repeated entry makes some converters rebuild the subtree once
+            // per entry (exponential in nesting); a list names each type once.
+            let distinct = list
+                .iter()
+                .enumerate()
+                .all(|(i, t)| !list.iter().take(i).any(|u| u == t));
+            !list.is_empty() && list.iter().all(ok) && distinct
+        }
         t => ok(t),
     };
     if valid {
@@ -211,7 +449,7 @@ fn check_type(v: &Value, path: &str) -> Result<(), ApiError> {
     } else {
         Err(fail(
             format!(
-                "`type` must be one of {} (or a list of them)",
+                "`type` must be one of {} (or a list naming each at most once)",
                 TYPES.join(", ")
             ),
             path,
@@ -275,7 +513,7 @@ mod tests {
                 json!({"properties": {"a": {"not": {}}}}),
                 "s.properties.a.not",
             ),
-            (json!({"type": "number", "minimum": 1}), "s.minimum"),
+            (json!({"type": "string", "minimum": 1}), "s.minimum"),
             (json!({"type": "string", "format": "email"}), "s.format"),
             (json!({"type": "array", "maxItems": 100000}), "s.maxItems"),
             (json!({"type": "strnig"}), "s.type"),
@@ -286,6 +524,93 @@ mod tests {
             let e = check(&schema, "s").unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{schema}: {}", e.message);
             assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn contradictions_are_named_before_anything_compiles() {
+        for (schema, param) in [
+            // The cases of issue 15 (each aborted or froze llama.cpp's GBNF path).
+            (
+                json!({"type": "integer", "minimum": 5, "maximum": 3}),
+                "s.minimum",
+            ),
+            (
+                json!({"type": "string", "minLength": 5, "maxLength": 2}),
+                "s.minLength",
+            ),
+            (
+                json!({"type": "array", "minItems": 5, "maxItems": 2}),
+                "s.minItems",
+            ),
+            (
+                json!({"type": "string", "pattern": "^a{5,2}$"}),
+                "s.pattern",
+            ),
+            // Variants: exclusive bounds, ranges without an integer, property counts.
+            (
+                json!({"type": "number", "exclusiveMinimum": 3, "maximum": 3}),
+                "s.exclusiveMinimum",
+            ),
+            (
+                json!({"type": "number", "minimum": 3, "exclusiveMaximum": 3}),
+                "s.minimum",
+            ),
+            (
+                json!({"type": "integer", "minimum": 2.1, "maximum": 2.9}),
+                "s.minimum",
+            ),
+            (
+                json!({"type": "integer", "exclusiveMinimum": 2, "exclusiveMaximum": 3}),
+                "s.exclusiveMinimum",
+            ),
+            (
+                json!({"type": "object", "minProperties": 3, "maxProperties": 1}),
+                "s.minProperties",
+            ),
+            (json!({"type": "string", "pattern": "x{2000}"}), "s.pattern"),
+            (
+                json!({"type": "string", "pattern": "(ab){3,1}c"}),
+                "s.pattern",
+            ),
+            // Values outside the type, impossible objects, types that cannot meet.
+            (json!({"type": "string", "const": 3}), "s.const"),
+            (json!({"type": "integer", "enum": ["a", 1.5]}), "s.enum"),
+            (
+                json!({"type": "object", "properties": {"a": {}}, "required": ["a", "b"], "additionalProperties": false}),
+                "s.required[1]",
+            ),
+            (
+                json!({"allOf": [{"type": "string"}, {"type": "integer"}]}),
+                "s.allOf",
+            ),
+            (
+                json!({"type": "object", "allOf": [{"type": ["string", "null"]}]}),
+                "s.allOf",
+            ),
+            // A type list with a repeated entry (exponential in some converters).
+            (json!({"type": ["string", "string"]}), "s.type"),
+            (
+                json!({"properties": {"a": {"type": "integer", "maximum": 1, "minimum": 2}}}),
+                "s.properties.a.minimum",
+            ),
+        ] {
+            let e = check(&schema, "s").unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{schema}: {}", e.message);
+            assert_eq!(e.code, Some("invalid_json_schema"));
+        }
+        // What is consistent stays accepted.
+        for ok in [
+            json!({"type": "integer", "minimum": 3, "maximum": 3}),
+            json!({"type": "integer", "minimum": 2.5, "maximum": 3}),
+            json!({"type": "number", "exclusiveMinimum": 0, "maximum": 0.5}),
+            json!({"type": "string", "pattern": "^[a-z]{2,5}\\{x\\}[{]$"}),
+            json!({"type": ["integer", "null"], "enum": [1, null]}),
+            json!({"type": "number", "const": 2}),
+            json!({"allOf": [{"type": "number"}, {"type": "integer"}]}),
+            json!({"type": "object", "properties": {"a": {}}, "required": ["a"], "additionalProperties": false}),
+        ] {
+            check(&ok, "s").unwrap_or_else(|e| panic!("{ok}: {}", e.message));
         }
     }
 
