@@ -25,6 +25,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
+    pub constraints: ConstraintsConfig,
+    #[serde(default)]
     pub logging: LoggingConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -305,6 +307,70 @@ impl Default for LimitsConfig {
             max_generation_secs: 300,
             max_n: 4,
             max_embedding_inputs: 32,
+        }
+    }
+}
+
+/// Constrained decoding (response_format json_schema/json_object, tool calls) on
+/// llguidance: how much one schema may cost to compile and each token mask to compute.
+/// Every limit bounds what one client can make the shared engine do (issue 15).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConstraintsConfig {
+    /// Longest one schema may take to compile (400 beyond).
+    pub compile_timeout_ms: u64,
+    /// Schemas compiling at the same time, server-wide (each uses one blocking thread).
+    pub max_concurrent_compiles: u32,
+    /// Longest one token mask may take; the request ends beyond it (the others go on).
+    pub mask_budget_ms: u64,
+    /// Earley items in one row: the grammar's branching at one point of the output.
+    pub max_items_in_row: u32,
+    /// Lexer work allowed while compiling (about 50 000 per ms).
+    pub initial_lexer_fuel: u64,
+    /// Lexer work allowed for one token mask (about 14 000 per ms).
+    pub step_lexer_fuel: u64,
+    /// Earley items created for one token mask (about 20 000 per ms).
+    pub step_max_items: u32,
+    /// Lexer states one constraint may build (1-2 kB of memory each).
+    pub max_lexer_states: u32,
+    /// Grammar symbols one schema may expand into.
+    pub max_grammar_size: u32,
+}
+
+impl Default for ConstraintsConfig {
+    fn default() -> Self {
+        // llguidance's own defaults for the parser limits (tuned on real-world schemas
+        // such as FHIR's), except the grammar size, which is lower: a request's schema
+        // is capped at 32 KiB of JSON, far below what needs 500 000 symbols.
+        Self {
+            compile_timeout_ms: 2_000,
+            max_concurrent_compiles: 2,
+            mask_budget_ms: 200,
+            max_items_in_row: 2_000,
+            initial_lexer_fuel: 1_000_000,
+            step_lexer_fuel: 200_000,
+            step_max_items: 50_000,
+            max_lexer_states: 250_000,
+            max_grammar_size: 200_000,
+        }
+    }
+}
+
+impl ConstraintsConfig {
+    /// The runtime settings (one place turns these keys into them).
+    pub fn settings(&self) -> crate::engine::constraint::ConstraintSettings {
+        crate::engine::constraint::ConstraintSettings {
+            compile_timeout: std::time::Duration::from_millis(self.compile_timeout_ms),
+            max_concurrent_compiles: self.max_concurrent_compiles as usize,
+            mask_budget: std::time::Duration::from_millis(self.mask_budget_ms),
+            parser: crate::engine::constraint::parser_limits(
+                self.max_items_in_row as usize,
+                self.initial_lexer_fuel,
+                self.step_lexer_fuel,
+                self.step_max_items as usize,
+                self.max_lexer_states as usize,
+                self.max_grammar_size as usize,
+            ),
         }
     }
 }
@@ -835,6 +901,61 @@ impl Config {
             1,
             2048,
         );
+
+        let c = &self.constraints;
+        for (key, value, min, max) in [
+            (
+                "constraints.compile_timeout_ms",
+                c.compile_timeout_ms,
+                10,
+                60_000,
+            ),
+            (
+                "constraints.max_concurrent_compiles",
+                c.max_concurrent_compiles as u64,
+                1,
+                64,
+            ),
+            ("constraints.mask_budget_ms", c.mask_budget_ms, 1, 10_000),
+            (
+                "constraints.max_items_in_row",
+                c.max_items_in_row as u64,
+                10,
+                100_000,
+            ),
+            (
+                "constraints.initial_lexer_fuel",
+                c.initial_lexer_fuel,
+                1_000,
+                100_000_000,
+            ),
+            (
+                "constraints.step_lexer_fuel",
+                c.step_lexer_fuel,
+                1_000,
+                10_000_000,
+            ),
+            (
+                "constraints.step_max_items",
+                c.step_max_items as u64,
+                100,
+                1_000_000,
+            ),
+            (
+                "constraints.max_lexer_states",
+                c.max_lexer_states as u64,
+                100,
+                10_000_000,
+            ),
+            (
+                "constraints.max_grammar_size",
+                c.max_grammar_size as u64,
+                100,
+                10_000_000,
+            ),
+        ] {
+            range(&mut bad, key, value, min, max);
+        }
 
         let sb = &self.sandbox;
         for (key, value) in [("sandbox.user", &sb.user), ("sandbox.group", &sb.group)] {

@@ -5,6 +5,7 @@
 //! here echoes a credential, a prompt or a request body.
 
 use crate::auth::AuthError;
+use crate::engine::constraint::{CompileError, ConstraintError};
 use crate::engine::EngineError;
 use hyper::StatusCode;
 
@@ -252,11 +253,18 @@ impl ApiError {
                 "The model's chat template cannot render these messages",
                 "messages",
             ),
-            EngineError::Schema => Self::invalid(
-                "The JSON schema could not be turned into a grammar",
-                "response_format",
+            EngineError::Constraint(ConstraintError::TooExpensive) => Self::bad_request(
+                "The output constraint (JSON schema or tools) was too expensive to enforce at \
+                 one step (constraints.mask_budget_ms or its fuel limits); simplify the schema",
             )
-            .with_code("invalid_json_schema"),
+            .with_code("constraint_too_expensive"),
+            EngineError::Constraint(ConstraintError::Dead) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "The output constraint (JSON schema or tools) reached a state no token can \
+                 continue; the request was ended",
+            )
+            .with_code("constraint_dead_end"),
             EngineError::UnknownToken(id) => Self::invalid(
                 format!("Token id {id} is not in the model's vocabulary"),
                 "logit_bias",
@@ -271,7 +279,38 @@ impl ApiError {
             EngineError::EmbeddingsDisabled => {
                 Self::bad_request("Embeddings are not enabled on this server")
             }
+            EngineError::DeadlineExceeded => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "The request took longer than the server allows (limits.max_generation_secs)",
+            )
+            .with_code("timeout"),
             EngineError::Internal => Self::internal(),
+        }
+    }
+
+    /// A constraint (JSON schema at `param`) that was not compiled.
+    /// SECURITY: llguidance's message may quote the client's own schema back to it; it
+    /// is cut to a printable line (`constraint::client_message`) and never logged.
+    pub fn from_compile(e: &CompileError, param: &str, timeout_ms: u128) -> Self {
+        match e {
+            CompileError::Refused(why) => {
+                Self::invalid(format!("The JSON schema cannot be enforced: {why}"), param)
+                    .with_code("invalid_json_schema")
+            }
+            CompileError::AcceptsNothing => {
+                Self::invalid("No output can satisfy this JSON schema", param)
+                    .with_code("invalid_json_schema")
+            }
+            CompileError::Timeout => Self::invalid(
+                format!(
+                    "The JSON schema took longer than {timeout_ms} ms to compile \
+                     (constraints.compile_timeout_ms); simplify it"
+                ),
+                param,
+            )
+            .with_code("invalid_json_schema"),
+            CompileError::Busy => Self::overloaded(1),
         }
     }
 

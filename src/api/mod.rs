@@ -38,6 +38,7 @@ pub mod tools;
 
 use crate::auth::{KeyStore, Principal};
 use crate::config::LimitsConfig;
+use crate::engine::constraint::Constraint;
 use crate::engine::{EngineHandle, Event, GenerateRequest, Usage};
 use crate::metrics::{Metrics, Trace};
 use bytes::Bytes;
@@ -50,7 +51,7 @@ use hyper::header::{
     RETRY_AFTER, TRANSFER_ENCODING,
 };
 use hyper::{Request, Response, StatusCode};
-use request::{ChatCompletionRequest, CompletionRequest, Generation};
+use request::{ChatCompletionRequest, CompletionRequest, Generation, OutputSchema};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -360,6 +361,7 @@ async fn generate(
             state.metrics.rate_limited("generations");
             ApiError::too_many_generations(state.generations_per_key)
         })?;
+    let constraint = compile_constraint(state, generation.json_schema.as_ref()).await?;
     let mut receivers = Vec::with_capacity(generation.n as usize);
     for choice in 0..generation.n {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -375,7 +377,7 @@ async fn generate(
                 default_max_tokens: state.limits.max_tokens,
                 stop: generation.stop.clone(),
                 sampling,
-                json_schema: generation.json_schema.clone(),
+                constraint: constraint.as_ref().map(Constraint::fork),
                 logit_bias: generation.logit_bias.clone(),
                 logprobs: generation.logprobs,
                 events: tx,
@@ -433,6 +435,26 @@ async fn generate(
         h.insert("x-ratelimit-remaining-tokens", HeaderValue::from(remaining));
     }
     Ok(response)
+}
+
+/// Compile the output constraint (JSON schema or tools) on the blocking pool, within
+/// `constraints.compile_timeout_ms`; a schema that does not compile is a 400 naming it.
+/// SECURITY: after the key's generation slots are taken, so a key at its cap cannot make
+/// the server compile; never on the engine thread.
+async fn compile_constraint(
+    state: &AppState,
+    schema: Option<&OutputSchema>,
+) -> Result<Option<Constraint>, ApiError> {
+    let Some(s) = schema else {
+        return Ok(None);
+    };
+    let compiler = state.engine.constraints().ok_or_else(ApiError::not_ready)?;
+    let timeout_ms = compiler.settings().compile_timeout.as_millis();
+    compiler
+        .compile(s.schema.clone())
+        .await
+        .map(Some)
+        .map_err(|e| ApiError::from_compile(&e, s.param, timeout_ms))
 }
 
 fn check_token_budget(principal: &Principal) -> Result<(), ApiError> {
@@ -570,6 +592,7 @@ async fn embeddings(
             key_id: principal.key_id.clone(),
             inputs: e.inputs,
             reply: tx,
+            deadline: Duration::from_secs(state.limits.max_generation_secs),
         })
         .map_err(|_| ApiError::overloaded(1))?;
     let result = rx

@@ -211,8 +211,9 @@ pub struct Generation {
     pub include_usage: bool,
     /// Choices to generate (`n`), each its own sequence.
     pub n: u32,
-    /// JSON Schema the output is constrained to (response_format or tools).
-    pub json_schema: Option<String>,
+    /// JSON Schema the output is constrained to (response_format or tools); compiled by
+    /// `engine::constraint` before the request is queued.
+    pub json_schema: Option<OutputSchema>,
     pub logit_bias: Vec<(i32, f32)>,
     /// Alternatives per token when log-probabilities were asked for.
     pub logprobs: Option<u32>,
@@ -220,6 +221,14 @@ pub struct Generation {
     pub tools: Option<ToolSet>,
     /// `user` / `safety_identifier`, for the log as a hashed tag only.
     pub user: Option<String>,
+}
+
+/// A JSON Schema to constrain the output to, and the request field it came from (named
+/// in the 400 when it does not compile).
+#[derive(Debug, Clone)]
+pub struct OutputSchema {
+    pub schema: Value,
+    pub param: &'static str,
 }
 
 /// Most `logit_bias` entries (OpenAI documents a map; each entry is one sampler bias).
@@ -489,18 +498,22 @@ fn check_response_format(format: Option<ResponseFormat>) -> Result<Option<Value>
     }
 }
 
-fn schema_text(schema: Option<Value>) -> Result<Option<String>, ApiError> {
-    let Some(s) = schema else {
+/// The schema the output is constrained to, size-checked.
+fn output_schema(
+    schema: Option<Value>,
+    param: &'static str,
+) -> Result<Option<OutputSchema>, ApiError> {
+    let Some(schema) = schema else {
         return Ok(None);
     };
-    let text = s.to_string();
-    if text.len() > MAX_SCHEMA_BYTES {
+    if schema.to_string().len() > MAX_SCHEMA_BYTES {
         return Err(ApiError::invalid(
             format!("The JSON schema is larger than {MAX_SCHEMA_BYTES} bytes"),
-            "response_format",
-        ));
+            param,
+        )
+        .with_code("invalid_json_schema"));
     }
-    Ok(Some(text))
+    Ok(Some(OutputSchema { schema, param }))
 }
 
 fn check_stream(
@@ -652,34 +665,36 @@ impl ChatCompletionRequest {
             // its own; templates that render tools also get the tool objects.
             messages.insert(0, ChatMessage::text("system", t.instructions()));
         }
-        let total: usize = messages
-            .iter()
-            .map(|m| {
-                m.content.len()
-                    + m.tool_calls
-                        .iter()
-                        .map(|c| c.arguments.len() + c.name.len() + c.id.len())
-                        .sum::<usize>()
-            })
-            .sum();
+        let tool_objects = tools
+            .as_ref()
+            .map(ToolSet::openai_objects)
+            .unwrap_or_default();
+        // SECURITY: everything rendered into the prompt counts against max_prompt_bytes:
+        // message text, names, tool-call ids and arguments, and the tool definitions
+        // (the instructions message above, and the tool objects templates render).
+        let total: usize = messages.iter().map(rendered_bytes).sum::<usize>()
+            + tool_objects
+                .iter()
+                .map(|t| t.to_string().len())
+                .sum::<usize>();
         if total > limits.max_prompt_bytes as usize {
             return Err(ApiError::invalid(
                 format!(
-                    "The messages are longer than {} bytes in total",
+                    "The messages and tools are longer than {} bytes in total",
                     limits.max_prompt_bytes
                 ),
-                "messages",
+                if tools.is_some() { "tools" } else { "messages" },
             ));
         }
-        let schema = tools.as_ref().map(ToolSet::answer_schema).or(format_schema);
+        let json_schema = match &tools {
+            Some(t) => output_schema(Some(t.answer_schema()), "tools")?,
+            None => output_schema(format_schema, "response_format.json_schema.schema")?,
+        };
         Ok(Generation {
             model: self.model,
             prompt: Prompt::Chat {
                 messages,
-                tools: tools
-                    .as_ref()
-                    .map(ToolSet::openai_objects)
-                    .unwrap_or_default(),
+                tools: tool_objects,
             },
             max_tokens,
             stop: check_stop(self.stop, limits)?,
@@ -696,13 +711,24 @@ impl ChatCompletionRequest {
             stream,
             include_usage,
             n,
-            json_schema: schema_text(schema)?,
+            json_schema,
             logit_bias: check_logit_bias(self.logit_bias)?,
             logprobs,
             tools,
             user: self.user.or(self.safety_identifier),
         })
     }
+}
+
+/// Bytes of client text one message puts into the rendered prompt.
+fn rendered_bytes(m: &ChatMessage) -> usize {
+    m.content.len()
+        + m.name.as_ref().map_or(0, String::len)
+        + m.tool_call_id.as_ref().map_or(0, String::len)
+        + m.tool_calls
+            .iter()
+            .map(|c| c.arguments.len() + c.name.len() + c.id.len())
+            .sum::<usize>()
 }
 
 /// Validate the history and turn it into plain role/text messages for the template.
@@ -903,6 +929,42 @@ mod tests {
 
     fn chat(body: &str) -> Result<Generation, ApiError> {
         parse_json::<ChatCompletionRequest>(body.as_bytes())?.validate(&LimitsConfig::default())
+    }
+
+    #[test]
+    fn max_prompt_bytes_counts_tools_names_and_ids_not_only_contents() {
+        let limits = LimitsConfig {
+            max_prompt_bytes: 2000,
+            ..LimitsConfig::default()
+        };
+        let validate = |body: &str| {
+            parse_json::<ChatCompletionRequest>(body.as_bytes())
+                .and_then(|r| r.validate(&limits))
+        };
+        // Short messages, but 1 200 bytes of tool description (rendered twice: in the
+        // instructions and in the tool objects a template renders).
+        let described = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],
+              "tools":[{{"type":"function","function":{{"name":"f","description":"{}"}}}}]}}"#,
+            "d".repeat(1200)
+        );
+        let e = validate(&described).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools"), "{}", e.message);
+        assert!(e.message.contains("longer than 2000 bytes"), "{}", e.message);
+        // Tool-call ids and arguments in the history count too.
+        let history = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}},
+              {{"role":"assistant","tool_calls":[{{"id":"{}","type":"function",
+                "function":{{"name":"f","arguments":"{{}}"}}}}]}},
+              {{"role":"tool","tool_call_id":"x","content":"ok"}}]}}"#,
+            "i".repeat(2100)
+        );
+        let e = validate(&history).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"), "{}", e.message);
+        assert!(e.message.contains("longer than 2000 bytes"), "{}", e.message);
+        // The same request with a short description fits.
+        let short = described.replace(&"d".repeat(1200), "weather");
+        assert!(validate(&short).is_ok());
     }
 
     #[test]
@@ -1138,7 +1200,9 @@ mod tests {
         assert_eq!(m[3].role, "tool");
         assert_eq!(m[3].name.as_deref(), Some("get_weather"));
         assert_eq!(tools[0]["function"]["name"], "get_weather");
-        assert!(g.json_schema.as_deref().unwrap().contains("tool_calls"));
+        let s = g.json_schema.as_ref().unwrap();
+        assert!(s.schema.to_string().contains("tool_calls"));
+        assert_eq!(s.param, "tools");
         assert_eq!((g.n, g.logprobs), (2, Some(3)));
         assert_eq!(g.logit_bias, vec![(7, -100.0)]);
     }
@@ -1146,7 +1210,9 @@ mod tests {
     #[test]
     fn response_formats_become_schemas() {
         let g = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#).unwrap();
-        assert_eq!(g.json_schema.as_deref(), Some(r#"{"type":"object"}"#));
+        let s = g.json_schema.as_ref().unwrap();
+        assert_eq!(s.schema, serde_json::json!({"type": "object"}));
+        assert_eq!(s.param, "response_format.json_schema.schema");
         let g = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"text"}}"#).unwrap();
         assert!(g.json_schema.is_none());
     }

@@ -22,6 +22,7 @@
     clippy::unimplemented
 )]
 
+pub mod constraint;
 pub mod prefix;
 pub mod queue;
 pub mod template;
@@ -30,9 +31,10 @@ pub mod text;
 #[cfg(feature = "llama")]
 pub mod llama;
 
+use constraint::{Constraint, ConstraintCompiler, ConstraintError};
 use queue::FairQueue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// One chat message after API validation: a role the template knows, plain text, and
@@ -122,9 +124,9 @@ pub struct GenerateRequest {
     pub default_max_tokens: u32,
     pub stop: Vec<String>,
     pub sampling: Sampling,
-    /// Constrain the output to this JSON Schema (already checked against the supported
-    /// keyword set by the API layer; llama.cpp's own converter turns it into a grammar).
-    pub json_schema: Option<String>,
+    /// Constrain the output (a JSON Schema compiled by `constraint`, off this thread, by
+    /// the API layer; the engine only asks it for token masks).
+    pub constraint: Option<Constraint>,
     /// Token id → bias added to its logit (-100 bans, +100 forces), validated count.
     pub logit_bias: Vec<(i32, f32)>,
     /// Report each token's log-probability and this many alternatives (None: off).
@@ -140,6 +142,8 @@ pub struct EmbedRequest {
     pub key_id: Arc<str>,
     pub inputs: Vec<EmbedInput>,
     pub reply: tokio::sync::oneshot::Sender<Result<Embeddings, EngineError>>,
+    /// Longest the engine spends on the whole job (limits.max_generation_secs).
+    pub deadline: std::time::Duration,
 }
 
 /// An input as text (tokenized without special tokens) or as token ids.
@@ -244,8 +248,9 @@ pub enum EngineError {
     EmptyPrompt,
     /// The model's chat template could not render these messages.
     Template,
-    /// The JSON Schema could not be turned into a grammar (llama.cpp's converter refused).
-    Schema,
+    /// The output constraint ended the request mid-generation (no token could continue
+    /// it, or one mask was over its budget).
+    Constraint(ConstraintError),
     /// A `logit_bias` token id is not in the model's vocabulary.
     UnknownToken(i32),
     /// An embeddings input is longer than the context (index, tokens).
@@ -256,6 +261,9 @@ pub enum EngineError {
     },
     /// Embeddings are not enabled on this server (`model.embeddings`).
     EmbeddingsDisabled,
+    /// The job ran past limits.max_generation_secs (embeddings; a completion ends with
+    /// finish_reason "length" instead).
+    DeadlineExceeded,
     /// Something inside llama.cpp failed; details are in the server log only.
     Internal,
 }
@@ -355,6 +363,9 @@ pub struct EngineHandle {
     pub stats: Arc<EngineStats>,
     /// Context window per sequence, for request validation and /v1/models.
     pub context: u32,
+    /// The constraint compiler for the model's vocabulary, set by the engine once the
+    /// model is loaded (before it reports ready).
+    constraints: Arc<OnceLock<Arc<ConstraintCompiler>>>,
 }
 
 impl EngineHandle {
@@ -363,7 +374,18 @@ impl EngineHandle {
             stats: intake.stats.clone(),
             intake,
             context,
+            constraints: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The constraint compiler (None until the model is loaded).
+    pub fn constraints(&self) -> Option<&Arc<ConstraintCompiler>> {
+        self.constraints.get()
+    }
+
+    /// Install the constraint compiler (the engine, once, after loading the vocabulary).
+    pub fn set_constraints(&self, compiler: ConstraintCompiler) {
+        let _ = self.constraints.set(Arc::new(compiler));
     }
 
     /// Enqueue without waiting.
@@ -429,7 +451,7 @@ mod tests {
                 default_max_tokens: 1,
                 stop: vec![],
                 sampling: Sampling::default(),
-                json_schema: None,
+                constraint: None,
                 logit_bias: vec![],
                 logprobs: None,
                 events,

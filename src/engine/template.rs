@@ -258,14 +258,14 @@ mod tests {
         assert!(
             out.contains(
                 r#"<|im_start|>assistant
-{"tool_calls":[{"arguments":{"city":"Paris"},"name":"get_weather"}]}"#
+{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}}]}"#
             ),
             "{out}"
         );
         assert!(
             out.contains(
                 r#"<|im_start|>tool
-{"tool_response":{"content":"22 C","name":"get_weather"}}"#
+{"tool_response":{"name":"get_weather","content":"22 C"}}"#
             ),
             "{out}"
         );

@@ -10,17 +10,23 @@
 //!    prefilling sequences (round-robin, up to the batch size) — so a long prompt delays
 //!    the others by at most one chunk;
 //! 4. one `decode`, then each sequence with fresh logits samples with its own sampler
-//!    chain (temperature, top_p, seed, penalties) and streams its piece.
+//!    chain (temperature, top_p, seed, penalties) and streams its piece. A sequence with
+//!    an output constraint first asks it (Rust, `engine::constraint`) which tokens may
+//!    come next; only those reach the sampler chain.
 //!
 //! SECURITY / robustness:
 //! - A panic inside a step (llama-cpp-2 has `expect`s) is caught: every request in
 //!   flight is answered with an internal error, the KV cache is cleared, and the engine
 //!   keeps serving.
+//! - No client-shaped grammar reaches llama.cpp: constraints are llguidance matchers,
+//!   and one that dies (no allowed token, a refused token, a mask over its budget) ends
+//!   its own request with an error while the others go on.
 //! - Raw completion prompts are tokenized with `parse_special = false`, so client text
 //!   cannot forge control tokens. Chat prompts are rendered by the model's template,
 //!   whose own markers must be parsed as special tokens (see SECURITY.md).
 //! - Nothing here logs prompt or completion text; the per-request line carries counts.
 
+use super::super::constraint::{Constraint, ConstraintError};
 use super::super::prefix::{self, PrefixCache, SlotView};
 use super::super::template::{self, ChatTemplate};
 use super::super::text::{StopMatcher, Utf8Assembler};
@@ -32,6 +38,8 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use std::panic::AssertUnwindSafe;
@@ -39,6 +47,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// Embeddings jobs taken from the intake while another is computed. Beyond this the
+/// engine takes no new job until one finishes, so embeddings cannot drain the bounded
+/// intake into an unbounded list here.
+const MAX_WAITING_EMBEDDINGS: usize = 4;
 
 /// Tokens the repetition penalties look back over (llama.cpp's default).
 const PENALTY_LAST_N: i32 = 64;
@@ -48,6 +61,8 @@ struct Active {
     key_id: Arc<str>,
     events: UnboundedSender<Event>,
     sampler: LlamaSampler,
+    /// The output constraint (JSON schema, tools), if any.
+    constraint: Option<Constraint>,
     utf8: Utf8Assembler,
     stops: StopMatcher,
     prompt: Vec<LlamaToken>,
@@ -76,11 +91,42 @@ struct Slot {
     active: Option<Box<Active>>,
 }
 
+/// How the embeddings context computes an input (see `embedding_params` in `mod.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedMode {
+    /// The model's declared pooling, the whole input in one batch.
+    Whole,
+    /// Mean of per-token embeddings, this many tokens per engine step.
+    MeanChunked(usize),
+}
+
+/// An embeddings job in progress: a chunk of one input per engine step, between the
+/// generating sequences' steps.
+struct EmbedJob {
+    job: EmbedRequest,
+    next: usize,
+    /// The input being computed in chunks (MeanChunked).
+    current: Option<ChunkedInput>,
+    vectors: Vec<Vec<f32>>,
+    prompt_tokens: u32,
+    admitted: Instant,
+}
+
+struct ChunkedInput {
+    tokens: Vec<LlamaToken>,
+    done: usize,
+    sum: Vec<f64>,
+}
+
 pub struct Batcher<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
-    /// A second, small context computing pooled embeddings (`model.embeddings`).
-    embed_ctx: Option<LlamaContext<'m>>,
+    /// A second, small context computing embeddings (`model.embeddings`).
+    embed_ctx: Option<(LlamaContext<'m>, EmbedMode)>,
+    /// The embeddings job being computed, if any (one at a time), and those taken from
+    /// the intake behind it (at most MAX_WAITING_EMBEDDINGS).
+    embedding: Option<EmbedJob>,
+    waiting_embeddings: std::collections::VecDeque<EmbedRequest>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
     renderer: Renderer,
@@ -100,7 +146,7 @@ impl<'m> Batcher<'m> {
     pub fn new(
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
-        embed_ctx: Option<LlamaContext<'m>>,
+        embed_ctx: Option<(LlamaContext<'m>, EmbedMode)>,
         renderer: Renderer,
         parallel: u32,
         context: u32,
@@ -122,6 +168,8 @@ impl<'m> Batcher<'m> {
             model,
             ctx,
             embed_ctx,
+            embedding: None,
+            waiting_embeddings: std::collections::VecDeque::new(),
             batch: LlamaBatch::new(batch_size, 1),
             batch_size,
             renderer,
@@ -161,6 +209,7 @@ impl<'m> Batcher<'m> {
         }
         self.admit();
         self.retire_abandoned();
+        self.embed_step();
         if self.fill_batch() == 0 {
             return;
         }
@@ -173,9 +222,14 @@ impl<'m> Batcher<'m> {
     }
 
     /// Move waiting requests into idle slots. Sleeps on the intake when nothing runs.
+    /// Embeddings jobs run one at a time, one input per step, while the generating
+    /// sequences keep stepping; those that arrive meanwhile wait here in order (a few at
+    /// most: beyond that nothing more is taken until one finishes).
     fn admit(&mut self) {
-        while self.slots.iter().any(|s| s.active.is_none()) {
-            let wait = self.active_count() == 0;
+        while self.waiting_embeddings.len() < MAX_WAITING_EMBEDDINGS
+            && self.slots.iter().any(|s| s.active.is_none())
+        {
+            let wait = self.active_count() == 0 && self.embedding.is_none();
             let Some(job) = self.intake.next(wait) else {
                 return;
             };
@@ -187,7 +241,7 @@ impl<'m> Batcher<'m> {
             let job = match job {
                 Job::Generate(g) => g,
                 Job::Embed(e) => {
-                    self.embed(e);
+                    self.start_embedding(e);
                     continue;
                 }
             };
@@ -252,6 +306,7 @@ impl<'m> Batcher<'m> {
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         slot.active = Some(Box::new(Active {
             sampler,
+            constraint: job.constraint,
             logprobs: job.logprobs,
             key_id: job.key_id,
             events: job.events,
@@ -384,7 +439,18 @@ impl<'m> Batcher<'m> {
             let Some(idx) = a.logits_at else {
                 continue;
             };
-            let token = a.sampler.sample(&self.ctx, idx);
+            let token = match a.constraint.as_mut() {
+                None => a.sampler.sample(&self.ctx, idx),
+                Some(c) => {
+                    match constrained_sample(c, &mut a.sampler, self.ctx.get_logits_ith(idx)) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            self.fail(i, e);
+                            continue;
+                        }
+                    }
+                }
+            };
             if let Some(top) = a.logprobs {
                 let report = token_logprob(self.model, self.ctx.get_logits_ith(idx), token, top);
                 // A closed channel is noticed by the next step.
@@ -407,6 +473,13 @@ impl<'m> Batcher<'m> {
         if vocab.is_eog(token) {
             return Some(FinishReason::Stop);
         }
+        if let Some(c) = a.constraint.as_mut() {
+            if let Err(e) = c.consume(token.0 as u32) {
+                self.fail(i, e);
+                return None;
+            }
+        }
+        let a = self.slots[i].active.as_deref_mut()?;
         a.usage.completion_tokens += 1;
         let piece = a.utf8.push(&vocab.token_to_piece(token, false, None));
         let step = a.stops.push(&piece);
@@ -447,6 +520,18 @@ impl<'m> Batcher<'m> {
             total_ms = elapsed.as_millis() as u64,
             "generation finished"
         );
+        if let Some(r) = a.constraint.as_ref().map(Constraint::report) {
+            // Counts and times only; the schema itself is never logged.
+            tracing::info!(
+                key_id = %a.key_id,
+                compile_us = r.compile_us,
+                masks = r.masks,
+                mask_p50_us = r.mask_p50_us,
+                mask_p99_us = r.mask_p99_us,
+                mask_max_us = r.mask_max_us,
+                "constraint timings"
+            );
+        }
         let s = &self.stats;
         s.active.fetch_sub(1, Ordering::Relaxed);
         s.completed.fetch_add(1, Ordering::Relaxed);
@@ -475,6 +560,23 @@ impl<'m> Batcher<'m> {
         }
     }
 
+    /// End one request whose constraint died: it gets an error, its KV cells are freed,
+    /// every other sequence goes on.
+    fn fail(&mut self, i: usize, e: ConstraintError) {
+        if let Some(a) = self.slots[i].active.take() {
+            tracing::info!(
+                key_id = %a.key_id,
+                completion_tokens = a.usage.completion_tokens,
+                reason = ?e,
+                "generation ended by its output constraint"
+            );
+            self.stats.active.fetch_sub(1, Ordering::Relaxed);
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = a.events.send(Event::Failed(EngineError::Constraint(e)));
+        }
+        self.clear_slot(i);
+    }
+
     /// End a sequence without an answer (client gone): its KV cells are freed now.
     fn free(&mut self, i: usize) {
         if self.slots[i].active.take().is_some() {
@@ -492,31 +594,97 @@ impl<'m> Batcher<'m> {
         slot.owner = None;
     }
 
-    /// Answer an embeddings job at once on the embeddings context (the generating
-    /// sequences wait one job; inputs are bounded by `limits.max_embedding_inputs` and
-    /// the context size).
-    fn embed(&mut self, job: EmbedRequest) {
-        let result = match self.embed_ctx.as_mut() {
-            None => Err(EngineError::EmbeddingsDisabled),
-            Some(ctx) => embed_all(self.model, ctx, &job.inputs, self.context),
-        };
-        match &result {
-            Ok(e) => tracing::info!(
-                key_id = %job.key_id,
-                inputs = e.vectors.len(),
-                prompt_tokens = e.prompt_tokens,
-                "embeddings finished"
-            ),
-            Err(_) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+    fn start_embedding(&mut self, job: EmbedRequest) {
+        if self.embedding.is_some() {
+            self.waiting_embeddings.push_back(job);
+            return;
+        }
+        if self.embed_ctx.is_none() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = job.reply.send(Err(EngineError::EmbeddingsDisabled));
+            return;
+        }
+        let n = job.inputs.len();
+        tracing::info!(key_id = %job.key_id, inputs = n, "embeddings started");
+        self.embedding = Some(EmbedJob {
+            job,
+            next: 0,
+            current: None,
+            vectors: Vec::with_capacity(n),
+            prompt_tokens: 0,
+            admitted: Instant::now(),
+        });
+    }
+
+    /// Embed the next input of the job in progress (one `decode` on the embeddings
+    /// context, at most `context` tokens), then give the step back to generation.
+    /// SECURITY: a large job cannot stall the other sequences for more than one input at
+    /// a time; it stops when its client leaves and obeys limits.max_generation_secs.
+    fn embed_step(&mut self) {
+        if self.embedding.is_none() {
+            if let Some(next) = self.waiting_embeddings.pop_front() {
+                self.start_embedding(next);
             }
         }
-        if let Ok(e) = &result {
-            self.stats
-                .prompt_tokens
-                .fetch_add(e.prompt_tokens as u64, Ordering::Relaxed);
+        let Some(mut e) = self.embedding.take() else {
+            return;
+        };
+        if e.job.reply.is_closed() {
+            tracing::info!(key_id = %e.job.key_id, done = e.next, "embeddings cancelled: client went away");
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        let _ = job.reply.send(result);
+        if e.admitted.elapsed() >= e.job.deadline {
+            tracing::info!(key_id = %e.job.key_id, done = e.next, "embeddings deadline reached (limits.max_generation_secs)");
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = e.job.reply.send(Err(EngineError::DeadlineExceeded));
+            return;
+        }
+        let (Some((ctx, mode)), Some(input)) = (self.embed_ctx.as_mut(), e.job.inputs.get(e.next))
+        else {
+            self.finish_embedding(e);
+            return;
+        };
+        let outcome = match *mode {
+            EmbedMode::Whole => embed_one(self.model, ctx, input, e.next, self.context).map(Some),
+            EmbedMode::MeanChunked(chunk) => {
+                embed_chunk(self.model, ctx, &mut e, chunk, self.context)
+            }
+        };
+        match outcome {
+            Ok(None) => self.embedding = Some(e),
+            Ok(Some((v, n))) => {
+                e.vectors.push(v);
+                e.prompt_tokens = e.prompt_tokens.saturating_add(n);
+                e.next += 1;
+                if e.next == e.job.inputs.len() {
+                    self.finish_embedding(e);
+                } else {
+                    self.embedding = Some(e);
+                }
+            }
+            Err(err) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = e.job.reply.send(Err(err));
+            }
+        }
+    }
+
+    fn finish_embedding(&mut self, e: EmbedJob) {
+        tracing::info!(
+            key_id = %e.job.key_id,
+            inputs = e.vectors.len(),
+            prompt_tokens = e.prompt_tokens,
+            total_ms = e.admitted.elapsed().as_millis() as u64,
+            "embeddings finished"
+        );
+        self.stats
+            .prompt_tokens
+            .fetch_add(e.prompt_tokens as u64, Ordering::Relaxed);
+        let _ = e.job.reply.send(Ok(Embeddings {
+            vectors: e.vectors,
+            prompt_tokens: e.prompt_tokens,
+        }));
     }
 
     /// After a failed decode or a panic: answer everyone in flight, start clean.
@@ -585,7 +753,8 @@ fn render_prompt(
 }
 
 /// The request's own sampler chain; sequences never share sampler state. Order as in
-/// llama.cpp's common sampler: bias, grammar, penalties, truncation, temperature, draw.
+/// llama.cpp's common sampler: bias, penalties, truncation, temperature, draw (the output
+/// constraint, when there is one, is applied before the chain: `constrained_sample`).
 fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> Result<LlamaSampler, EngineError> {
     let s = req.sampling;
     let n_vocab = model.n_vocab();
@@ -596,17 +765,6 @@ fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> Result<LlamaSampl
             biases.push(LlamaLogitBias::new(vocab_token(id, n_vocab)?, bias));
         }
         chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
-    }
-    if let Some(schema) = &req.json_schema {
-        let grammar = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
-            tracing::info!(error = %e, "JSON schema refused by llama.cpp's converter");
-            EngineError::Schema
-        })?;
-        let sampler = LlamaSampler::grammar(model, &grammar, "root").map_err(|e| {
-            tracing::info!(error = %e, "grammar from the JSON schema did not parse");
-            EngineError::Schema
-        })?;
-        chain.push(sampler);
     }
     if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 || s.repeat_penalty != 1.0 {
         chain.push(LlamaSampler::penalties(
@@ -633,6 +791,37 @@ fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> Result<LlamaSampl
         chain.push(LlamaSampler::dist(s.seed));
     }
     Ok(LlamaSampler::chain_simple(chain))
+}
+
+/// Sample under a constraint: only the tokens its mask allows enter the sampler chain,
+/// and the token drawn must be one of them.
+/// SECURITY: the mask is computed in Rust with fuel limits and a time budget
+/// (`Constraint::mask`); nothing about it reaches llama.cpp except the candidate list,
+/// which holds valid vocabulary ids only.
+fn constrained_sample(
+    c: &mut Constraint,
+    sampler: &mut LlamaSampler,
+    logits: &[f32],
+) -> Result<LlamaToken, ConstraintError> {
+    let mask = c.mask()?;
+    let allowed = logits
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| mask.is_allowed(*id as u32))
+        .map(|(id, &logit)| LlamaTokenData::new(LlamaToken(id as i32), logit, 0.0));
+    let mut candidates = LlamaTokenDataArray::from_iter(allowed, false);
+    if candidates.data.is_empty() {
+        // The mask allows only ids beyond the model's logits (cannot happen with the
+        // model's own vocabulary): nothing can be sampled.
+        return Err(ConstraintError::Dead);
+    }
+    sampler.apply(&mut candidates);
+    let token = candidates.selected_token().ok_or(ConstraintError::Dead)?;
+    if !mask.is_allowed(token.0 as u32) {
+        return Err(ConstraintError::Dead);
+    }
+    sampler.accept(token);
+    Ok(token)
 }
 
 /// A client-supplied token id, checked against the vocabulary.
@@ -675,59 +864,127 @@ fn token_logprob(model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u32
     }
 }
 
-/// Embed every input on `ctx` (one sequence at a time, cache cleared in between).
-fn embed_all(
+/// An input's tokens, checked: not empty, within the context.
+fn embed_tokens(
+    model: &LlamaModel,
+    input: &EmbedInput,
+    index: usize,
+    context: u32,
+) -> Result<Vec<LlamaToken>, EngineError> {
+    let n_vocab = model.n_vocab();
+    let tokens: Vec<LlamaToken> = match input {
+        // SECURITY: client text never becomes control tokens.
+        EmbedInput::Text(t) => model.vocab().tokenize(t.as_bytes(), true, false),
+        EmbedInput::Tokens(ids) => ids
+            .iter()
+            .map(|&id| vocab_token(id, n_vocab))
+            .collect::<Result<_, _>>()?,
+    };
+    let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+    if n == 0 {
+        return Err(EngineError::EmptyPrompt);
+    }
+    if n > context {
+        return Err(EngineError::InputTooLong {
+            index,
+            tokens: n,
+            context,
+        });
+    }
+    Ok(tokens)
+}
+
+/// One chunk of the job's current input (MeanChunked): its tokens at their positions in
+/// the sequence, one embedding per token summed up. Returns the input's L2-normalised
+/// mean and token count once its last chunk is done, None before.
+fn embed_chunk(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'_>,
-    inputs: &[EmbedInput],
+    e: &mut EmbedJob,
+    chunk: usize,
     context: u32,
-) -> Result<Embeddings, EngineError> {
-    let n_vocab = model.n_vocab();
-    let mut vectors = Vec::with_capacity(inputs.len());
-    let mut prompt_tokens = 0u32;
-    for (index, input) in inputs.iter().enumerate() {
-        let tokens: Vec<LlamaToken> = match input {
-            // SECURITY: client text never becomes control tokens.
-            EmbedInput::Text(t) => model.vocab().tokenize(t.as_bytes(), true, false),
-            EmbedInput::Tokens(ids) => ids
-                .iter()
-                .map(|&id| vocab_token(id, n_vocab))
-                .collect::<Result<_, _>>()?,
-        };
-        let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        if n == 0 {
-            return Err(EngineError::EmptyPrompt);
+) -> Result<Option<(Vec<f32>, u32)>, EngineError> {
+    let mut input = match e.current.take() {
+        Some(i) => i,
+        None => {
+            let input = e.job.inputs.get(e.next).ok_or(EngineError::Internal)?;
+            ctx.clear_kv_cache();
+            ChunkedInput {
+                tokens: embed_tokens(model, input, e.next, context)?,
+                done: 0,
+                sum: Vec::new(),
+            }
         }
-        if n > context {
-            return Err(EngineError::InputTooLong {
-                index,
-                tokens: n,
-                context,
-            });
-        }
-        ctx.clear_kv_cache();
-        let mut batch = LlamaBatch::new(tokens.len(), 1);
-        for (pos, &t) in tokens.iter().enumerate() {
-            batch
-                .add(t, pos as i32, &[0], true)
-                .map_err(|_| EngineError::Internal)?;
-        }
-        ctx.decode(&mut batch).map_err(|e| {
-            tracing::error!(error = %e, "embeddings decode failed");
+    };
+    let take = (input.tokens.len() - input.done).min(chunk.max(1));
+    let mut batch = LlamaBatch::new(take, 1);
+    for (j, &t) in input.tokens[input.done..input.done + take]
+        .iter()
+        .enumerate()
+    {
+        batch
+            .add(t, (input.done + j) as i32, &[0], true)
+            .map_err(|_| EngineError::Internal)?;
+    }
+    ctx.decode(&mut batch).map_err(|err| {
+        tracing::error!(error = %err, "embeddings decode failed");
+        EngineError::Internal
+    })?;
+    for j in 0..take {
+        let v = ctx.embeddings_ith(j as i32).map_err(|err| {
+            tracing::error!(error = %err, "no token embedding");
             EngineError::Internal
         })?;
-        let v = ctx.embeddings_seq_ith(0).map_err(|e| {
-            tracing::error!(error = %e, "no pooled embedding");
-            EngineError::Internal
-        })?;
-        let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-        let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 0.0 };
-        vectors.push(v.iter().map(|x| x * scale).collect());
-        prompt_tokens = prompt_tokens.saturating_add(n);
+        if input.sum.is_empty() {
+            input.sum = vec![0.0; v.len()];
+        }
+        for (s, x) in input.sum.iter_mut().zip(v) {
+            *s += f64::from(*x);
+        }
+    }
+    input.done += take;
+    if input.done < input.tokens.len() {
+        e.current = Some(input);
+        return Ok(None);
     }
     ctx.clear_kv_cache();
-    Ok(Embeddings {
-        vectors,
-        prompt_tokens,
-    })
+    let n = input.tokens.len();
+    let norm = input.sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+    // The mean's direction is the sum's: normalising the sum gives the same vector.
+    let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    let vector = input.sum.iter().map(|x| (x * scale) as f32).collect();
+    Ok(Some((vector, n as u32)))
+}
+
+/// Embed one input on `ctx` in one batch with the model's pooling (its cache cleared
+/// before and after); the L2-normalised vector and the input's token count.
+fn embed_one(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    input: &EmbedInput,
+    index: usize,
+    context: u32,
+) -> Result<(Vec<f32>, u32), EngineError> {
+    let tokens = embed_tokens(model, input, index, context)?;
+    let n = tokens.len() as u32;
+    ctx.clear_kv_cache();
+    let mut batch = LlamaBatch::new(tokens.len(), 1);
+    for (pos, &t) in tokens.iter().enumerate() {
+        batch
+            .add(t, pos as i32, &[0], true)
+            .map_err(|_| EngineError::Internal)?;
+    }
+    ctx.decode(&mut batch).map_err(|e| {
+        tracing::error!(error = %e, "embeddings decode failed");
+        EngineError::Internal
+    })?;
+    let v = ctx.embeddings_seq_ith(0).map_err(|e| {
+        tracing::error!(error = %e, "no pooled embedding");
+        EngineError::Internal
+    })?;
+    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 0.0 };
+    let vector = v.iter().map(|x| x * scale).collect();
+    ctx.clear_kv_cache();
+    Ok((vector, n))
 }

@@ -19,6 +19,7 @@
 
 mod batcher;
 
+use super::constraint::{ConstraintCompiler, ConstraintSettings};
 use super::prefix::PrefixCache;
 use super::{EngineHandle, EngineStats, Intake};
 use crate::config::{Config, FlashAttention, GpuLayers, KvCacheType};
@@ -65,6 +66,7 @@ struct EngineSettings {
     prefix_cache: PrefixCache,
     /// Create the embeddings context (`model.embeddings`).
     embeddings: bool,
+    constraints: ConstraintSettings,
     #[cfg(feature = "test-hooks")]
     load_delay: Duration,
 }
@@ -101,6 +103,7 @@ pub fn spawn(
         parallel: cfg.model.parallel,
         prefix_cache: cfg.model.prefix_cache,
         embeddings: cfg.model.embeddings,
+        constraints: cfg.constraints.settings(),
         #[cfg(feature = "test-hooks")]
         load_delay: std::env::var("LGI_TEST_LOAD_DELAY_MS")
             .ok()
@@ -110,17 +113,19 @@ pub fn spawn(
     };
     let intake = Intake::new(cfg.limits.queue_depth as usize, stats.clone());
     let (loaded_tx, loaded_rx) = oneshot::channel();
-    let engine_intake = intake.clone();
+    let handle = EngineHandle::new(intake.clone(), cfg.model.context);
+    let engine_handle = handle.clone();
     std::thread::Builder::new()
         .name("engine".into())
-        .spawn(move || engine_thread(settings, engine_intake, stats, loaded_tx))
+        .spawn(move || engine_thread(settings, intake, engine_handle, stats, loaded_tx))
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    Ok((EngineHandle::new(intake, cfg.model.context), loaded_rx))
+    Ok((handle, loaded_rx))
 }
 
 fn engine_thread(
     s: EngineSettings,
     intake: Arc<Intake>,
+    handle: EngineHandle,
     stats: Arc<EngineStats>,
     loaded: oneshot::Sender<Result<LoadedModel, String>>,
 ) {
@@ -178,9 +183,10 @@ fn engine_thread(
             return;
         }
     };
+    let (embed_params, embed_mode) = embedding_params(&model, s.context, s.batch, s.threads);
     let embed_ctx = if s.embeddings {
-        match model.new_context(&backend, embedding_params(&model, s.context, s.threads)) {
-            Ok(c) => Some(c),
+        match model.new_context(&backend, embed_params) {
+            Ok(c) => Some((c, embed_mode)),
             Err(e) => {
                 let _ = loaded.send(Err(format!(
                     "llama.cpp could not create the embeddings context (model.embeddings): {e}"
@@ -191,6 +197,21 @@ fn engine_thread(
     } else {
         None
     };
+    // The token trie for constrained decoding, once per model; requests compile their
+    // schemas against it on the blocking pool.
+    let trie_started = Instant::now();
+    match ConstraintCompiler::new(&token_env(&model), s.constraints.clone()) {
+        Ok(c) => handle.set_constraints(c),
+        Err(e) => {
+            let _ = loaded.send(Err(e));
+            return;
+        }
+    }
+    tracing::info!(
+        vocabulary = model.n_vocab(),
+        build_ms = trie_started.elapsed().as_millis() as u64,
+        "constrained decoding ready (llguidance token trie)"
+    );
     let renderer = chat_renderer(&model);
     let info = LoadedModel {
         context: s.context,
@@ -229,6 +250,41 @@ fn engine_thread(
     .run();
 }
 
+/// llguidance's view of the vocabulary: each token's bytes; a token with no text of its
+/// own (a control token) is its special-token form behind toktrie's 0xFF marker, so no
+/// JSON output can ever contain it. Every end-of-generation token counts as EOS.
+fn token_env(model: &LlamaModel) -> toktrie::TokEnv {
+    let vocab = model.vocab();
+    let n_vocab = model.n_vocab().max(0) as u32;
+    let eot = vocab.eot().0;
+    let eos = if eot >= 0 { eot } else { vocab.eos().0 }.max(0) as u32;
+    let mut ends = vec![eos];
+    let mut words = Vec::with_capacity(n_vocab as usize);
+    for id in 0..n_vocab as i32 {
+        let token = llama_cpp_2::token::LlamaToken(id);
+        if vocab.is_eog(token) && id as u32 != eos {
+            ends.push(id as u32);
+        }
+        let text = vocab.token_to_piece(token, false, None);
+        if text.is_empty() {
+            let special = vocab.token_to_piece(token, true, None);
+            if special.is_empty() {
+                words.push(Vec::new());
+            } else {
+                let mut marked = Vec::with_capacity(special.len() + 1);
+                marked.push(toktrie::TokTrie::SPECIAL_TOKEN_MARKER);
+                marked.extend(special);
+                words.push(marked);
+            }
+        } else {
+            words.push(text);
+        }
+    }
+    let info = toktrie::TokRxInfo::new(n_vocab, eos);
+    let trie = toktrie::TokTrie::from(&info, &words).with_eos_tokens(&ends);
+    Arc::new(super::constraint::ApproximateTokEnv::new(trie))
+}
+
 /// The model's chat template, compiled with minijinja and tried on a probe conversation;
 /// llama.cpp's built-in renderer if that fails (logged), none without a template.
 fn chat_renderer(model: &LlamaModel) -> batcher::Renderer {
@@ -258,28 +314,44 @@ fn chat_renderer(model: &LlamaModel) -> batcher::Renderer {
     }
 }
 
-/// The embeddings context: one sequence of `context` tokens, computed in one batch, with
-/// the model's own pooling, or mean pooling for a generative model that declares none
-/// (what llama.cpp's server does with `--pooling mean`).
-fn embedding_params(model: &LlamaModel, context: u32, threads: i32) -> LlamaContextParams {
+/// The embeddings context: one sequence of up to `context` tokens.
+/// - A model that declares its pooling (an embedding model, often with bidirectional
+///   attention) computes each input in one batch with that pooling.
+/// - A generative model (causal attention, no pooling declared) gets mean pooling, as
+///   llama.cpp's server does with `--pooling mean` — but computed here from per-token
+///   embeddings, `batch` tokens per engine step. SECURITY: a long input then delays
+///   the generating sequences by at most one such chunk per step (issue 15), and
+///   causal attention makes the chunked result the same as a single batch's.
+fn embedding_params(
+    model: &LlamaModel,
+    context: u32,
+    batch: u32,
+    threads: i32,
+) -> (LlamaContextParams, batcher::EmbedMode) {
     let declared = model
         .meta_val_str("general.architecture")
         .ok()
         .and_then(|arch| model.meta_val_str(&format!("{arch}.pooling_type")).ok());
-    let pooling = match declared.as_deref() {
-        Some("2") => LlamaPoolingType::Cls,
-        Some("3") => LlamaPoolingType::Last,
-        _ => LlamaPoolingType::Mean,
+    let (pooling, mode, step) = match declared.as_deref() {
+        Some("1") => (LlamaPoolingType::Mean, batcher::EmbedMode::Whole, context),
+        Some("2") => (LlamaPoolingType::Cls, batcher::EmbedMode::Whole, context),
+        Some("3") => (LlamaPoolingType::Last, batcher::EmbedMode::Whole, context),
+        _ => (
+            LlamaPoolingType::None,
+            batcher::EmbedMode::MeanChunked(batch.min(context) as usize),
+            batch.min(context),
+        ),
     };
-    LlamaContextParams::default()
+    let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(context))
-        .with_n_batch(context)
-        .with_n_ubatch(context)
+        .with_n_batch(step)
+        .with_n_ubatch(step)
         .with_n_seq_max(1)
         .with_embeddings(true)
         .with_pooling_type(pooling)
         .with_n_threads(threads)
-        .with_n_threads_batch(threads)
+        .with_n_threads_batch(threads);
+    (params, mode)
 }
 
 /// Nice value of the engine thread and of the llama.cpp/OpenMP workers it starts (they

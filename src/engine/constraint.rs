@@ -1,0 +1,463 @@
+//! Constrained decoding in Rust: a JSON Schema (structured output, tool calls) becomes an
+//! llguidance matcher that says, before every sampled token, which tokens may come next.
+//!
+//! SECURITY / robustness — what this module defends (issue 15):
+//! - No client-shaped grammar reaches C or C++ code. llama.cpp's GBNF path
+//!   (`json_schema_to_grammar`, the grammar parser and sampler) could abort the process
+//!   (`GGML_ABORT`, an uncaught C++ exception) or loop on a hostile schema; llguidance is
+//!   safe Rust, catches its own panics, and reports every failure as an error value.
+//! - Compilation is bounded three ways: `[constraints]` fuel and size limits inside
+//!   llguidance (deterministic), a deadline on the wall clock, and a semaphore on how many
+//!   compile at once. It runs on tokio's blocking pool, never on the engine thread.
+//! - A schema that compiles must accept some output: the first token mask is computed
+//!   at compile time and must allow at least one token, or the request is refused.
+//! - Every mask in generation has lexer fuel and Earley-item limits; its wall time is
+//!   measured, and a mask over `constraints.mask_budget_ms` ends that request (only that
+//!   one) with a clean error. A mask that allows nothing, a token the matcher refuses, or
+//!   any llguidance error ends that request the same way; the engine goes on.
+//! - Errors never carry the schema's text to the log: llguidance's verbose errors (which
+//!   include the grammar and the tokens so far) are off and its own logging is silenced.
+
+// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+use llguidance::api::{ParserLimits, TopLevelGrammar};
+use llguidance::{Matcher, ParserFactory};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use toktrie::{SimpleVob, TokEnv};
+
+pub use toktrie::{ApproximateTokEnv, TokenizerEnv};
+
+/// The operator's constraint limits (`[constraints]`), resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct ConstraintSettings {
+    /// Longest one schema may take to compile (wall clock, on the blocking pool).
+    pub compile_timeout: Duration,
+    /// Schemas compiling at the same time, server-wide.
+    pub max_concurrent_compiles: usize,
+    /// Longest one token mask may take; beyond it the request ends.
+    pub mask_budget: Duration,
+    /// llguidance's own limits (fuel, items, lexer states, grammar size).
+    pub parser: ParserLimits,
+}
+
+/// Why a schema was refused before generation. Messages are for the client who sent the
+/// schema; they are never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileError {
+    /// llguidance refused the schema (unsupported, inconsistent, or over a limit).
+    Refused(String),
+    /// The schema compiled but no output can satisfy it.
+    AcceptsNothing,
+    /// Compilation took longer than `constraints.compile_timeout_ms`.
+    Timeout,
+    /// Every compile slot stayed busy for the whole deadline (server overload, not the
+    /// client's fault: 503).
+    Busy,
+}
+
+/// Why a constraint ended its request during generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstraintError {
+    /// No token can continue the output, or the matcher refused the sampled token.
+    Dead,
+    /// One mask took longer than `constraints.mask_budget_ms`, or ran out of fuel.
+    TooExpensive,
+}
+
+/// Shared by every request: the token trie of the model's vocabulary (built once at
+/// load) and the limits. Cheap to share behind an `Arc`.
+pub struct ConstraintCompiler {
+    factory: ParserFactory,
+    settings: ConstraintSettings,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl ConstraintCompiler {
+    /// A compiler for the vocabulary in `tok_env` (see `engine::llama` for the model's;
+    /// tests and fuzzing use an approximate byte-level one).
+    pub fn new(tok_env: &TokEnv, settings: ConstraintSettings) -> Result<Self, String> {
+        let mut factory = ParserFactory::new_simple(tok_env)
+            .map_err(|e| format!("cannot prepare constrained decoding: {e}"))?;
+        // SECURITY: nothing from llguidance on stderr (it would bypass tracing and could
+        // print client text), and errors without the grammar or the tokens so far.
+        factory.quiet();
+        let mut limits = settings.parser.clone();
+        limits.verbose_errors = false;
+        *factory.limits_mut() = limits;
+        Ok(Self {
+            factory,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_compiles.max(1),
+            )),
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &ConstraintSettings {
+        &self.settings
+    }
+
+    /// Compile on the calling thread (the blocking pool, a test, or the fuzzer).
+    pub fn compile_blocking(&self, schema: &Value) -> Result<Constraint, CompileError> {
+        let started = Instant::now();
+        let grammar = TopLevelGrammar::from_json_schema(schema.clone());
+        let parser = self
+            .factory
+            .create_parser(grammar)
+            .map_err(|e| CompileError::Refused(client_message(&e.to_string())))?;
+        let mut matcher = Matcher::new(Ok(parser));
+        // SECURITY: the constraint must accept some output. A live first mask means some
+        // token starts a string the grammar can still complete (llguidance's lexer and
+        // parser only allow viable prefixes).
+        let first = matcher
+            .compute_mask()
+            .map_err(|e| CompileError::Refused(client_message(&e.to_string())))?;
+        if first.is_zero() {
+            return Err(CompileError::AcceptsNothing);
+        }
+        Ok(Constraint {
+            matcher: Box::new(matcher),
+            mask_budget: self.settings.mask_budget,
+            compile_time: started.elapsed(),
+            mask_micros: Vec::new(),
+        })
+    }
+
+    /// Compile off the async threads: wait for a slot, then compile on the blocking pool,
+    /// both within `compile_timeout`. A compile that overruns keeps its slot until it
+    /// finishes (llguidance's fuel bounds that), so overruns cannot pile up.
+    pub async fn compile(self: &Arc<Self>, schema: Value) -> Result<Constraint, CompileError> {
+        let deadline = self.settings.compile_timeout;
+        let permit = match tokio::time::timeout(deadline, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(p)) => p,
+            _ => return Err(CompileError::Busy),
+        };
+        let this = self.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let out = this.compile_blocking(&schema);
+            drop(permit);
+            out
+        });
+        match tokio::time::timeout(deadline, job).await {
+            Ok(Ok(result)) => result,
+            // The compile panicked (llguidance catches its own; this is belt and braces).
+            Ok(Err(_)) => Err(CompileError::Refused(
+                "The schema could not be compiled".into(),
+            )),
+            Err(_) => Err(CompileError::Timeout),
+        }
+    }
+}
+
+/// One request's constraint: the matcher and its measurements.
+pub struct Constraint {
+    /// Boxed: a matcher is large, and requests move through queues by value.
+    matcher: Box<Matcher>,
+    mask_budget: Duration,
+    compile_time: Duration,
+    /// Wall time of every mask computed in generation, in microseconds (bounded by the
+    /// request's completion budget).
+    mask_micros: Vec<u32>,
+}
+
+impl Constraint {
+    /// An independent copy for another choice of the same request (`n` > 1).
+    pub fn fork(&self) -> Self {
+        Self {
+            matcher: Box::new(self.matcher.deep_clone()),
+            mask_budget: self.mask_budget,
+            compile_time: self.compile_time,
+            mask_micros: Vec::new(),
+        }
+    }
+
+    /// Which tokens may come next (the EOS tokens once the output is complete). Never an
+    /// empty mask: that is `Dead`.
+    pub fn mask(&mut self) -> Result<SimpleVob, ConstraintError> {
+        #[cfg(feature = "test-hooks")]
+        if test_dead_after().is_some_and(|n| self.mask_micros.len() >= n) {
+            return Err(ConstraintError::Dead);
+        }
+        let started = Instant::now();
+        let mask = self.matcher.compute_mask_or_eos();
+        let took = started.elapsed();
+        self.mask_micros
+            .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+        let mask = mask.map_err(|e| classify(&e.to_string()))?;
+        if took > self.mask_budget {
+            return Err(ConstraintError::TooExpensive);
+        }
+        if mask.is_zero() {
+            return Err(ConstraintError::Dead);
+        }
+        Ok(mask)
+    }
+
+    /// Advance past a sampled token; an error means the matcher refused it.
+    pub fn consume(&mut self, token: u32) -> Result<(), ConstraintError> {
+        if self.matcher.is_stopped() {
+            // Complete: only EOS was allowed, and EOS ends the request before this.
+            return Err(ConstraintError::Dead);
+        }
+        self.matcher
+            .consume_token(token)
+            .map_err(|e| classify(&e.to_string()))
+    }
+
+    /// Compile time and mask-time percentiles, for the request's log line.
+    pub fn report(&self) -> ConstraintReport {
+        let mut sorted = self.mask_micros.clone();
+        sorted.sort_unstable();
+        let at = |q: f64| -> u32 {
+            if sorted.is_empty() {
+                return 0;
+            }
+            let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+            sorted.get(i).copied().unwrap_or(0)
+        };
+        ConstraintReport {
+            compile_us: u64::try_from(self.compile_time.as_micros()).unwrap_or(u64::MAX),
+            masks: sorted.len(),
+            mask_p50_us: at(0.5),
+            mask_p99_us: at(0.99),
+            mask_max_us: sorted.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// An llguidance failure: its lexer and parser limits (fuel, items) report themselves as
+/// "lexer error" / "parser error"; anything else means no token can continue.
+fn classify(m: &str) -> ConstraintError {
+    if m.contains("lexer error") || m.contains("parser error") || m.contains("fuel") {
+        ConstraintError::TooExpensive
+    } else {
+        ConstraintError::Dead
+    }
+}
+
+/// Test hook (never in a release): `LGI_TEST_CONSTRAINT_DEAD_AFTER=N` makes every
+/// constraint report a dead end after N masks, so the integration tests can watch one
+/// request end mid-generation while the others go on.
+#[cfg(feature = "test-hooks")]
+fn test_dead_after() -> Option<usize> {
+    static AFTER: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *AFTER.get_or_init(|| {
+        std::env::var("LGI_TEST_CONSTRAINT_DEAD_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// What a finished request's log line says about its constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConstraintReport {
+    pub compile_us: u64,
+    pub masks: usize,
+    pub mask_p50_us: u32,
+    pub mask_p99_us: u32,
+    pub mask_max_us: u32,
+}
+
+/// Longest compile message passed back to the client.
+const MAX_MESSAGE: usize = 300;
+
+/// llguidance's message, cut to a printable single line for the 400 it becomes.
+/// SECURITY: it may quote the client's own schema (property names, patterns) back to the
+/// client; it is never logged.
+fn client_message(raw: &str) -> String {
+    let mut out = String::with_capacity(MAX_MESSAGE);
+    for c in raw.chars().take(MAX_MESSAGE) {
+        out.push(if c.is_control() || is_format_char(c) {
+            ' '
+        } else {
+            c
+        });
+    }
+    out
+}
+
+/// Unicode format characters (bidi overrides, zero-width joiners, …) that could make an
+/// error message display differently from what it says.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// The limits llguidance uses by default, with the reasons the operator reads in
+/// config/reference.toml; `config` maps `[constraints]` onto them.
+pub fn parser_limits(
+    max_items_in_row: usize,
+    initial_lexer_fuel: u64,
+    step_lexer_fuel: u64,
+    step_max_items: usize,
+    max_lexer_states: usize,
+    max_grammar_size: usize,
+) -> ParserLimits {
+    ParserLimits {
+        max_items_in_row,
+        initial_lexer_fuel,
+        step_lexer_fuel,
+        step_max_items,
+        max_lexer_states,
+        max_grammar_size,
+        precompute_large_lexemes: true,
+        verbose_errors: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compiler() -> Arc<ConstraintCompiler> {
+        let env = ApproximateTokEnv::single_byte_env();
+        let settings = ConstraintSettings {
+            compile_timeout: Duration::from_secs(5),
+            max_concurrent_compiles: 2,
+            mask_budget: Duration::from_secs(5),
+            parser: ParserLimits::default(),
+        };
+        Arc::new(ConstraintCompiler::new(&env, settings).unwrap())
+    }
+
+    /// Drive `text` byte by byte (the approximate vocabulary is single bytes) through the
+    /// constraint: every byte must be allowed by the mask in front of it.
+    fn accepts(c: &mut Constraint, text: &str) -> bool {
+        for b in text.bytes() {
+            match c.mask() {
+                Ok(m) if m.is_allowed(u32::from(b)) => {}
+                _ => return false,
+            }
+            if c.consume(u32::from(b)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn a_schema_compiles_and_only_valid_output_passes() {
+        let c = compiler();
+        let schema = json!({"type": "object", "properties": {"age": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["age"], "additionalProperties": false});
+        let mut ok = c.compile_blocking(&schema).unwrap();
+        assert!(accepts(&mut ok, r#"{"age": 7}"#));
+        // Complete: only EOS (the last token of the approximate vocabulary) is allowed.
+        let end = ok.mask().unwrap();
+        assert_eq!(end.num_set(), 1);
+        let mut bad = c.compile_blocking(&schema).unwrap();
+        assert!(!accepts(&mut bad, r#"{"age": 12}"#));
+        let mut other = c.compile_blocking(&schema).unwrap();
+        assert!(!accepts(&mut other, r#"{"name": "x"}"#));
+        let r = ok.report();
+        assert_eq!(r.masks, r#"{"age": 7}"#.len() + 1);
+        assert!(r.mask_p50_us <= r.mask_p99_us && r.mask_p99_us <= r.mask_max_us);
+    }
+
+    #[test]
+    fn contradictions_llguidance_sees_are_refused_not_run() {
+        let c = compiler();
+        for schema in [
+            json!({"type": "integer", "minimum": 5, "maximum": 3}),
+            json!({"type": "string", "minLength": 5, "maxLength": 2}),
+            json!({"type": "array", "minItems": 5, "maxItems": 2}),
+            json!({"allOf": [{"type": "string"}, {"type": "integer"}]}),
+        ] {
+            let e = c.compile_blocking(&schema).err();
+            assert!(
+                matches!(
+                    e,
+                    Some(CompileError::Refused(_) | CompileError::AcceptsNothing)
+                ),
+                "{schema}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fork_is_independent() {
+        let c = compiler();
+        let mut a = c.compile_blocking(&json!({"enum": ["yes", "no"]})).unwrap();
+        let mut b = a.fork();
+        assert!(accepts(&mut a, r#""yes""#));
+        assert!(accepts(&mut b, r#""no""#));
+    }
+
+    #[test]
+    fn an_overrun_mask_budget_ends_the_request() {
+        let env = ApproximateTokEnv::single_byte_env();
+        let settings = ConstraintSettings {
+            compile_timeout: Duration::from_secs(5),
+            max_concurrent_compiles: 1,
+            mask_budget: Duration::ZERO,
+            parser: ParserLimits::default(),
+        };
+        let c = ConstraintCompiler::new(&env, settings).unwrap();
+        let mut k = c.compile_blocking(&json!({"type": "string"})).unwrap();
+        assert_eq!(k.mask().err(), Some(ConstraintError::TooExpensive));
+    }
+
+    #[test]
+    fn step_fuel_exhaustion_is_an_error_not_a_stall() {
+        let env = ApproximateTokEnv::single_byte_env();
+        let settings = ConstraintSettings {
+            compile_timeout: Duration::from_secs(5),
+            max_concurrent_compiles: 1,
+            mask_budget: Duration::from_secs(5),
+            parser: parser_limits(2000, 1_000_000, 1, 1, 250_000, 500_000),
+        };
+        let c = ConstraintCompiler::new(&env, settings).unwrap();
+        // With one unit of fuel even the first mask cannot be computed: refused up front.
+        // The first step (`{`, forced) is cheap; the next one runs out of fuel: an error
+        // for this request, at once, not a long computation.
+        let mut k = c.compile_blocking(&json!({"type": "object"})).unwrap();
+        assert!(k.mask().unwrap().is_allowed(u32::from(b'{')));
+        let step = k
+            .consume(u32::from(b'{'))
+            .and_then(|()| k.mask().map(|_| ()));
+        assert_eq!(step.err(), Some(ConstraintError::TooExpensive));
+        assert!(k.mask().is_err(), "a dead constraint stays dead");
+    }
+
+    #[tokio::test]
+    async fn async_compile_uses_the_blocking_pool_and_waits_for_a_slot_within_the_deadline() {
+        let env = ApproximateTokEnv::single_byte_env();
+        let c = Arc::new(
+            ConstraintCompiler::new(
+                &env,
+                ConstraintSettings {
+                    compile_timeout: Duration::from_millis(100),
+                    max_concurrent_compiles: 1,
+                    mask_budget: Duration::from_secs(1),
+                    parser: ParserLimits::default(),
+                },
+            )
+            .unwrap(),
+        );
+        assert!(c.compile(json!({"type": "boolean"})).await.is_ok());
+        // Every slot busy for the whole deadline: Busy (a 503), not an unbounded wait.
+        let held = c.slots.clone().acquire_owned().await.unwrap();
+        let e = c.compile(json!({"type": "boolean"})).await.err();
+        assert_eq!(e, Some(CompileError::Busy));
+        drop(held);
+        assert!(c.compile(json!({"type": "boolean"})).await.is_ok());
+    }
+
+    #[test]
+    fn client_messages_are_one_printable_line() {
+        let m = client_message("a\nb\u{202E}c\u{0007}");
+        assert_eq!(m, "a b c ");
+        assert_eq!(client_message(&"x".repeat(1000)).len(), MAX_MESSAGE);
+    }
+}
