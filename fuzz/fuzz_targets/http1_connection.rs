@@ -70,9 +70,20 @@ fn world() -> &'static World {
             max_prompt_bytes: 8 * 1024,
             ..LimitsConfig::default()
         };
+        // Constrained decoding compiles for real, against an approximate byte-level
+        // vocabulary (no model here).
+        let engine = EngineHandle::new(intake, 2048);
+        let env = llama_gguf_inference::engine::constraint::ApproximateTokEnv::single_byte_env();
+        engine.set_constraints(
+            llama_gguf_inference::engine::constraint::ConstraintCompiler::new(
+                &env,
+                llama_gguf_inference::config::ConstraintsConfig::default().settings(),
+            )
+            .unwrap(),
+        );
         let state = Arc::new(AppState {
             keys,
-            engine: EngineHandle::new(intake, 2048),
+            engine,
             limits,
             model_id: "m".into(),
             created: 0,
