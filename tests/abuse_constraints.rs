@@ -241,9 +241,9 @@ fn hostile_cases() -> Vec<(&'static str, Value, Expect)> {
 async fn hostile_schemas_and_embeddings_never_stop_another_keys_stream() {
     let _serial = ONE_AT_A_TIME.lock().await;
     // model.batch bounds what one engine step costs the other streams: the 64-tool
-    // prompt (~2 000 tokens) and the long embeddings inputs go in 64-token chunks.
+    // prompt (~2 000 tokens) and the long embeddings inputs go in 32-token chunks.
     let server = Server::start_with(Options {
-        model_section: "context = 4096\nthreads = 2\nparallel = 2\nbatch = 64\nembeddings = true\n"
+        model_section: "context = 4096\nthreads = 2\nparallel = 2\nbatch = 32\nembeddings = true\n"
             .into(),
         ..Options::default()
     });

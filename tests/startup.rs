@@ -93,7 +93,7 @@ fn check_config_accepts_good_and_names_bad_keys() {
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("config OK")
-            && out.contains("3 key(s)")
+            && out.contains("4 key(s)")
             && out.contains("chat template present"),
         "{out}"
     );

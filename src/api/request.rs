@@ -938,8 +938,7 @@ mod tests {
             ..LimitsConfig::default()
         };
         let validate = |body: &str| {
-            parse_json::<ChatCompletionRequest>(body.as_bytes())
-                .and_then(|r| r.validate(&limits))
+            parse_json::<ChatCompletionRequest>(body.as_bytes()).and_then(|r| r.validate(&limits))
         };
         // Short messages, but 1 200 bytes of tool description (rendered twice: in the
         // instructions and in the tool objects a template renders).
@@ -950,7 +949,11 @@ mod tests {
         );
         let e = validate(&described).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools"), "{}", e.message);
-        assert!(e.message.contains("longer than 2000 bytes"), "{}", e.message);
+        assert!(
+            e.message.contains("longer than 2000 bytes"),
+            "{}",
+            e.message
+        );
         // Tool-call ids and arguments in the history count too.
         let history = format!(
             r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}},
@@ -961,7 +964,11 @@ mod tests {
         );
         let e = validate(&history).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages"), "{}", e.message);
-        assert!(e.message.contains("longer than 2000 bytes"), "{}", e.message);
+        assert!(
+            e.message.contains("longer than 2000 bytes"),
+            "{}",
+            e.message
+        );
         // The same request with a short description fits.
         let short = described.replace(&"d".repeat(1200), "weather");
         assert!(validate(&short).is_ok());

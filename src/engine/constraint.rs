@@ -111,7 +111,7 @@ impl ConstraintCompiler {
     /// Compile on the calling thread (the blocking pool, a test, or the fuzzer).
     pub fn compile_blocking(&self, schema: &Value) -> Result<Constraint, CompileError> {
         let started = Instant::now();
-        let grammar = TopLevelGrammar::from_json_schema(schema.clone());
+        let grammar = TopLevelGrammar::from_json_schema(as_enforced(schema));
         let parser = self
             .factory
             .create_parser(grammar)
@@ -270,6 +270,52 @@ pub struct ConstraintReport {
     pub mask_max_us: u32,
 }
 
+/// The schema as this server enforces it (the behaviour the API documented under
+/// llama.cpp's converter, kept):
+/// - compact JSON (no free whitespace between tokens): a model cannot spend its budget
+///   on indentation, and the output is what OpenAI's strict mode returns;
+/// - an object schema that lists `properties` and says nothing of
+///   `additionalProperties` allows no other keys (llama.cpp's converter and OpenAI's
+///   strict mode both read it so); schemas directly under `allOf` are left open, since
+///   closing each branch would forbid the others' properties.
+fn as_enforced(schema: &Value) -> Value {
+    let mut s = schema.clone();
+    close_objects(&mut s, false);
+    if let Value::Object(root) = &mut s {
+        root.insert(
+            "x-guidance".into(),
+            serde_json::json!({"whitespace_flexible": false}),
+        );
+    }
+    s
+}
+
+fn close_objects(v: &mut Value, under_all_of: bool) {
+    let Value::Object(o) = v else {
+        return;
+    };
+    if !under_all_of && o.contains_key("properties") && !o.contains_key("additionalProperties") {
+        o.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (key, sub) in o.iter_mut() {
+        match key.as_str() {
+            "properties" | "$defs" | "definitions" => {
+                if let Value::Object(m) = sub {
+                    m.values_mut().for_each(|x| close_objects(x, false));
+                }
+            }
+            "items" | "additionalProperties" => close_objects(sub, false),
+            "prefixItems" | "anyOf" | "oneOf" | "allOf" => {
+                if let Value::Array(l) = sub {
+                    let all_of = key == "allOf";
+                    l.iter_mut().for_each(|x| close_objects(x, all_of));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Longest compile message passed back to the client.
 const MAX_MESSAGE: usize = 300;
 
@@ -352,16 +398,16 @@ mod tests {
         let c = compiler();
         let schema = json!({"type": "object", "properties": {"age": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["age"], "additionalProperties": false});
         let mut ok = c.compile_blocking(&schema).unwrap();
-        assert!(accepts(&mut ok, r#"{"age": 7}"#));
+        assert!(accepts(&mut ok, r#"{"age":7}"#));
         // Complete: only EOS (the last token of the approximate vocabulary) is allowed.
         let end = ok.mask().unwrap();
         assert_eq!(end.num_set(), 1);
         let mut bad = c.compile_blocking(&schema).unwrap();
-        assert!(!accepts(&mut bad, r#"{"age": 12}"#));
+        assert!(!accepts(&mut bad, r#"{"age":12}"#));
         let mut other = c.compile_blocking(&schema).unwrap();
         assert!(!accepts(&mut other, r#"{"name": "x"}"#));
         let r = ok.report();
-        assert_eq!(r.masks, r#"{"age": 7}"#.len() + 1);
+        assert_eq!(r.masks, r#"{"age":7}"#.len() + 1);
         assert!(r.mask_p50_us <= r.mask_p99_us && r.mask_p99_us <= r.mask_max_us);
     }
 
@@ -383,6 +429,29 @@ mod tests {
                 "{schema}: {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn listed_properties_close_the_object_and_json_is_compact() {
+        let c = compiler();
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let mut k = c.compile_blocking(&schema).unwrap();
+        assert!(accepts(&mut k, r#"{"a":1}"#));
+        let mut extra = c.compile_blocking(&schema).unwrap();
+        assert!(!accepts(&mut extra, r#"{"a":1,"b""#));
+        let mut spaced = c.compile_blocking(&schema).unwrap();
+        assert!(!accepts(&mut spaced, r#"{ "#));
+        // Said explicitly, extra keys stay allowed; a bare object stays open.
+        let open = json!({"type": "object", "properties": {"a": {}}, "additionalProperties": true});
+        assert!(accepts(
+            &mut c.compile_blocking(&open).unwrap(),
+            r#"{"b":1"#
+        ));
+        let bare = json!({"type": "object"});
+        assert!(accepts(
+            &mut c.compile_blocking(&bare).unwrap(),
+            r#"{"b":1"#
+        ));
     }
 
     #[test]

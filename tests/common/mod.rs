@@ -23,8 +23,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_llama-gguf-inference");
 
 /// Credentials written into every test server's keys file.
 pub const ALICE: &str = "alice:alice-secret-0123456789";
-/// A second unlimited key: the other tenant whose service must not suffer.
-pub const BOB: &str = "bob:bob-secret-0123456789";
+/// A second unlimited key (carol): the other tenant whose service must not suffer.
+pub const BOB: &str = "carol:carol-secret-0123456789";
 pub const LIMITED: &str = "limited:limited-secret-0123456789";
 pub const EXPIRED: &str = "expired:expired-secret-0123456789";
 
@@ -156,7 +156,7 @@ impl Drop for Server {
 /// Write the test keys file and a config; return the config path.
 pub fn write_config(dir: &Path, opts: &Options) -> PathBuf {
     let keys = format!(
-        "# test keys\nalice:{}\nbob:{}\nlimited:{}:3\nexpired:{}::2001-01-01T00:00:00Z\n",
+        "# test keys\nalice:{}\ncarol:{}\nlimited:{}:3\nexpired:{}::2001-01-01T00:00:00Z\n",
         cheap_hash(secret(ALICE)),
         cheap_hash(secret(BOB)),
         cheap_hash(secret(LIMITED)),
