@@ -98,6 +98,19 @@ impl Watch {
     }
 }
 
+/// The process is alive and answers an ordinary chat request.
+async fn assert_serves_a_normal_request(c: &mut Client) {
+    let ok = c
+        .post(
+            "/v1/chat/completions",
+            Some(ALICE),
+            &json!({"model": MODEL_ID, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+}
+
 fn chat_with_schema(schema: Value) -> Value {
     json!({"model": MODEL_ID, "max_tokens": 24, "temperature": 0,
         "messages": [{"role": "user", "content": "Answer in JSON."}],
@@ -332,15 +345,7 @@ async fn hostile_schemas_and_embeddings_never_stop_another_keys_stream() {
         watch.chunks.lock().unwrap().iter().any(|&t| t > last)
     });
     let streams = watch.finish().await;
-    let ok = a
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &json!({"model": MODEL_ID, "max_tokens": 4,
-                "messages": [{"role": "user", "content": "Hi"}]}),
-        )
-        .await;
-    assert_eq!(ok.status, 200);
+    assert_serves_a_normal_request(&mut a).await;
     // Nothing from llama.cpp or llguidance went raw to stderr: every line is a tracing
     // line, and no schema text (a property name the hostile requests used) was logged.
     let log = server.log_text();
@@ -422,15 +427,7 @@ async fn a_constraint_that_dies_mid_generation_ends_only_its_request() {
     assert_eq!(health_get(server.health, "/health").0, 200);
     watch.finish().await;
     // The engine serves the next request normally.
-    let ok = a
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &json!({"model": MODEL_ID, "max_tokens": 4,
-                "messages": [{"role": "user", "content": "Hi"}]}),
-        )
-        .await;
-    assert_eq!(ok.status, 200);
+    assert_serves_a_normal_request(&mut a).await;
     assert!(server
         .log_text()
         .contains("generation ended by its output constraint"));
