@@ -16,6 +16,10 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this was loaded from (None when parsed from text); the sandbox counts it
+    /// among the appliance's own files.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
@@ -45,6 +49,15 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// Cap on open API connections from one client address (IPv6: one /64).
     pub max_connections_per_address: u32,
+    /// Cap on open API connections from one IPv6 /48 (a site's usual allocation), so a
+    /// network owning many /64s cannot take the whole `max_connections`.
+    pub max_connections_per_ipv6_48: u32,
+    /// Seconds a connection may sit with no request in progress (HTTP/1 between
+    /// requests, HTTP/2 with no open stream, PINGs or not) before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a connection may stay open at all; then it is closed gracefully (HTTP/2
+    /// GOAWAY, HTTP/1 after the current response), requests in flight finish.
+    pub max_connection_lifetime_secs: u64,
     /// Requests served on one connection before it is closed (HTTP/1: `Connection:
     /// close` on the last response; HTTP/2: GOAWAY).
     pub max_requests_per_connection: u32,
@@ -73,6 +86,9 @@ impl Default for ServerConfig {
             health_listen: "127.0.0.1:8081".into(),
             max_connections: 1024,
             max_connections_per_address: 32,
+            max_connections_per_ipv6_48: 128,
+            idle_timeout_secs: 60,
+            max_connection_lifetime_secs: 3600,
             max_requests_per_connection: 1000,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
@@ -132,6 +148,23 @@ pub struct AuthConfig {
     /// its unverified attempts get 429 without any hashing.
     #[serde(default = "default_failed_auth")]
     pub failed_auth_per_minute_per_address: u32,
+    /// Verifications that may wait for a free argon2 thread; beyond it a request that
+    /// needs one gets 429 at once, with no work done.
+    #[serde(default = "default_queued_verifications")]
+    pub max_queued_verifications: u32,
+    /// Client addresses whose failed-authentication budget is tracked at once. When full,
+    /// refilled entries and then the one closest to full make room: an address that never
+    /// failed is never refused for lack of room.
+    #[serde(default = "default_tracked_addresses")]
+    pub failed_auth_tracked_addresses: u32,
+}
+
+fn default_queued_verifications() -> u32 {
+    16
+}
+
+fn default_tracked_addresses() -> u32 {
+    65_536
 }
 
 fn default_generations_per_key() -> u32 {
@@ -396,6 +429,9 @@ pub struct LoggingConfig {
     pub level: String,
     /// Log each request's prompt. Off by default: prompts are the users' data.
     pub log_prompts: bool,
+    /// A file of at least 32 random bytes keying the `user_tag` HMAC, so tags stay the
+    /// same across restarts. None: a random key per process.
+    pub user_tag_key_file: Option<PathBuf>,
 }
 
 impl Default for LoggingConfig {
@@ -404,6 +440,7 @@ impl Default for LoggingConfig {
             target: LogTarget::StderrText,
             level: "info,llama-cpp-2=warn".into(),
             log_prompts: false,
+            user_tag_key_file: None,
         }
     }
 }
@@ -536,10 +573,12 @@ impl Config {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|issues| ConfigError {
+        let mut cfg = Config::parse(&text, base).map_err(|issues| ConfigError {
             file: path.to_path_buf(),
             issues,
-        })
+        })?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parse and validate TOML text; relative paths are resolved against `base`.
@@ -572,6 +611,9 @@ impl Config {
             fix(p);
         }
         for p in self.sandbox.extra_read_paths.iter_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.logging.user_tag_key_file.as_mut() {
             fix(p);
         }
     }
@@ -658,6 +700,27 @@ impl Config {
             s.max_connections_per_address as u64,
             1,
             s.max_connections.max(1) as u64,
+        );
+        range(
+            &mut bad,
+            "server.max_connections_per_ipv6_48",
+            s.max_connections_per_ipv6_48 as u64,
+            1,
+            1_000_000,
+        );
+        range(
+            &mut bad,
+            "server.idle_timeout_secs",
+            s.idle_timeout_secs,
+            1,
+            3600,
+        );
+        range(
+            &mut bad,
+            "server.max_connection_lifetime_secs",
+            s.max_connection_lifetime_secs,
+            s.idle_timeout_secs,
+            7 * 24 * 3600,
         );
         range(
             &mut bad,
@@ -772,6 +835,20 @@ impl Config {
             a.max_concurrent_verifications as u64,
             1,
             64,
+        );
+        range(
+            &mut bad,
+            "auth.max_queued_verifications",
+            a.max_queued_verifications as u64,
+            0,
+            1024,
+        );
+        range(
+            &mut bad,
+            "auth.failed_auth_tracked_addresses",
+            a.failed_auth_tracked_addresses as u64,
+            1,
+            10_000_000,
         );
 
         let m = &self.model;
@@ -1197,6 +1274,23 @@ mod tests {
         assert_eq!(c.server.max_header_bytes, s.max_header_bytes);
         assert_eq!(c.server.max_headers, s.max_headers);
         assert_eq!(c.server.http2, s.http2);
+        assert_eq!(
+            c.server.max_connections_per_ipv6_48,
+            s.max_connections_per_ipv6_48
+        );
+        assert_eq!(c.server.idle_timeout_secs, s.idle_timeout_secs);
+        assert_eq!(
+            c.server.max_connection_lifetime_secs,
+            s.max_connection_lifetime_secs
+        );
+        assert_eq!(
+            c.auth.max_queued_verifications,
+            default_queued_verifications()
+        );
+        assert_eq!(
+            c.auth.failed_auth_tracked_addresses,
+            default_tracked_addresses()
+        );
         assert_eq!(
             c.server.header_read_timeout_secs,
             s.header_read_timeout_secs

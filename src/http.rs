@@ -4,12 +4,21 @@
 //! SECURITY:
 //! - A semaphore permit is taken *before* `accept`, so at the cap the server stops
 //!   accepting (the kernel backlog absorbs the burst) instead of accepting and dropping.
-//!   A per-address cap (`server.max_connections_per_address`) accepts and closes at once.
+//!   Per-address caps accept and close at once: `server.max_connections_per_address`
+//!   per IPv4 address or IPv6 /64, and `server.max_connections_per_ipv6_48` per IPv6 /48,
+//!   so a network that owns many /64s (one /48 holds 65 536) cannot take the global cap.
 //! - A connection serves at most `server.max_requests_per_connection` requests.
 //! - tokio-rustls has no handshake timeout of its own: the handshake runs inside the
 //!   spawned task under `tls_handshake_timeout_secs`, so a silent client holds one
 //!   permit for at most that long.
 //! - hyper's `header_read_timeout` only works with a timer installed; we install one.
+//! - One idle timeout for both protocols (`server.idle_timeout_secs`): a connection with
+//!   no request in progress for that long is closed gracefully — HTTP/1 between
+//!   requests, HTTP/2 with no open stream. hyper's HTTP/2 keep-alive only checks that the
+//!   peer answers PINGs, which every client library does by itself, so it cannot end an
+//!   idle connection; we count requests in flight (a request is in flight until its
+//!   response body is dropped) instead. `server.max_connection_lifetime_secs` closes any
+//!   connection gracefully after that long, however busy.
 //! - HTTP/2 is capped at `H2_MAX_STREAMS` concurrent streams and a small header list,
 //!   with hyper's reset-flood protections (pending/local-error reset limits) set.
 
@@ -31,11 +40,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 /// Concurrent HTTP/2 streams per connection (each may hold an engine request).
@@ -62,13 +72,17 @@ pub struct ConnLimits {
     pub http2: bool,
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub max_connections_per_ipv6_48: u32,
 }
 
-/// Open connections per client address. Entries exist only while a connection is open,
-/// so the table never holds more than `max_connections` entries.
+/// Open connections per client address and per IPv6 /48. Entries exist only while a
+/// connection is open, so the table never holds more than 2 × `max_connections` entries.
 struct PerAddress {
     open: Mutex<HashMap<IpAddr, u32>>,
     cap: u32,
+    cap_48: u32,
 }
 
 /// The address a per-address limit counts: IPv4 as is (also when IPv4-mapped), IPv6 by
@@ -86,35 +100,57 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The IPv6 /48 an address belongs to (None for IPv4 and IPv4-mapped addresses).
+fn ipv6_48(ip: IpAddr) -> Option<IpAddr> {
+    match address_key(ip) {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // The /48 key is stored in the same table as /64 keys; the last segment
+            // marks it (0xffff never ends a /64 key, whose last four segments are 0).
+            Some(IpAddr::V6(Ipv6Addr::new(
+                s[0], s[1], s[2], 0, 0, 0, 0, 0xffff,
+            )))
+        }
+    }
+}
+
 impl PerAddress {
     fn try_open(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         let key = address_key(ip);
+        let wide = ipv6_48(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(key).or_insert(0);
-        if *n >= self.cap {
+        let n = open.get(&key).copied().unwrap_or(0);
+        let n48 = wide.and_then(|w| open.get(&w).copied()).unwrap_or(0);
+        if n >= self.cap || n48 >= self.cap_48 {
             return None;
         }
-        *n += 1;
+        open.insert(key, n + 1);
+        if let Some(w) = wide {
+            open.insert(w, n48 + 1);
+        }
         Some(AddressSlot {
             table: self.clone(),
-            key,
+            keys: [Some(key), wide],
         })
     }
 }
 
-/// One open connection counted against its address; released on drop.
+/// One open connection counted against its address (and /48); released on drop.
 struct AddressSlot {
     table: Arc<PerAddress>,
-    key: IpAddr,
+    keys: [Option<IpAddr>; 2],
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
         let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.key);
+        for key in self.keys.iter().flatten() {
+            if let Some(n) = open.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(key);
+                }
             }
         }
     }
@@ -133,6 +169,7 @@ pub async fn serve_api(
     let per_address = Arc::new(PerAddress {
         open: Mutex::new(HashMap::new()),
         cap: limits.max_connections_per_address,
+        cap_48: limits.max_connections_per_ipv6_48,
     });
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
@@ -156,7 +193,7 @@ pub async fn serve_api(
         // (where we stop accepting), this needs the peer address, so the connection is
         // accepted and closed at once, before any TLS work.
         let Some(slot) = per_address.try_open(peer.ip()) else {
-            tracing::debug!(%peer, "per-address connection cap reached; closing");
+            tracing::debug!(%peer, "per-address (or per-/48) connection cap reached; closing");
             drop(tcp);
             continue;
         };
@@ -206,7 +243,8 @@ pub async fn serve_api(
 }
 
 /// One connection (after TLS): hyper with our limits, HTTP/2 if `h2` else HTTP/1.1;
-/// closes gracefully after `max_requests_per_connection` requests or at server shutdown.
+/// closes gracefully after `max_requests_per_connection` requests, after `idle_timeout`
+/// with no request in flight, after `max_lifetime`, or at server shutdown.
 /// Public so the fuzz target drives exactly this code over an in-memory stream.
 pub async fn serve_connection<I>(
     stream: I,
@@ -220,16 +258,24 @@ pub async fn serve_connection<I>(
 {
     let served = Arc::new(AtomicU32::new(0));
     let last_served = Arc::new(Notify::new());
+    let activity = Arc::new(Activity::new());
     let service = {
         let last_served = last_served.clone();
+        let activity = activity.clone();
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let n = served.fetch_add(1, Ordering::Relaxed) + 1;
             let last = n >= limits.max_requests_per_connection;
             let h2 = req.version() == hyper::Version::HTTP_2;
             let state = state.clone();
             let last_served = last_served.clone();
+            let in_flight = InFlight::start(activity.clone());
             async move {
-                let mut resp = api::handle(req, state, address_key(peer.ip())).await?;
+                let resp = api::handle(req, state, peer.ip()).await?;
+                // In flight until hyper drops the body (sent, or the stream was reset).
+                let mut resp = resp.map(|body| Tracked {
+                    inner: body,
+                    _in_flight: in_flight,
+                });
                 if last {
                     if h2 {
                         // GOAWAY: streams already open finish, new ones go elsewhere.
@@ -250,9 +296,24 @@ pub async fn serve_connection<I>(
     if closing {
         conn.as_mut().graceful_shutdown();
     }
+    let end_of_life = tokio::time::sleep(limits.max_lifetime);
+    tokio::pin!(end_of_life);
     let result = loop {
+        let idle_check = activity.idle_deadline(limits.idle_timeout);
         tokio::select! {
             r = conn.as_mut() => break r,
+            _ = tokio::time::sleep_until(idle_check), if !closing => {
+                if activity.idle_for(limits.idle_timeout) {
+                    tracing::debug!(%peer, "connection idle; closing");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = &mut end_of_life, if !closing => {
+                tracing::debug!(%peer, "connection lifetime reached; closing");
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
             _ = last_served.notified(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -265,6 +326,82 @@ pub async fn serve_connection<I>(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    last_end: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            last_end: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn last_end(&self) -> Instant {
+        *self.last_end.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the connection would have been idle for `timeout`, if nothing starts first.
+    fn idle_deadline(&self, timeout: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Busy: look again after a full timeout (the end of a request resets it).
+            Instant::now() + timeout
+        } else {
+            self.last_end() + timeout
+        }
+    }
+
+    fn idle_for(&self, timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.last_end().elapsed() >= timeout
+    }
+}
+
+/// One request in flight; ends (and restarts the idle clock) when dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper drops it.
+struct Tracked {
+    inner: api::ApiBody,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

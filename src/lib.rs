@@ -22,8 +22,8 @@
 //! | `sandbox`     | lock-down: identity, capabilities, no_new_privs, Landlock, seccomp  |
 //!
 //! Start-up order (`serve`): config → keys → TLS material → GGUF header → bind both
-//! listeners → lock down → tokio runtime → engine thread loads the model → seccomp →
-//! serve. `main` stays single-threaded until the lock-down is done (checked), so that
+//! listeners → lock down → tokio runtime → health port (503 while loading) → engine
+//! thread loads the model → seccomp → ready, and only then the API port accepts. `main` stays single-threaded until the lock-down is done (checked), so that
 //! every thread — tokio's, the engine's, llama.cpp's — inherits the sandbox.
 
 // SECURITY: unsafe code is confined to the sandbox (raw syscalls) and the llama.cpp
@@ -65,6 +65,9 @@ struct Prepared {
     #[cfg_attr(not(feature = "llama"), allow(dead_code))]
     tls_config: std::sync::Arc<rustls::ServerConfig>,
     gguf: gguf::GgufSummary,
+    /// Keys the `user_tag` HMAC in logs (`logging.user_tag_key_file`, or random).
+    #[cfg_attr(not(feature = "llama"), allow(dead_code))]
+    user_tag_key: ring::hmac::Key,
 }
 
 /// OpenAI's `system_fingerprint`: changes when the model file or the build changes.
@@ -96,14 +99,7 @@ fn system_fingerprint(model: &Path, g: &gguf::GgufSummary) -> String {
 fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
     let mut problems = Vec::new();
     let keys = match keys::load_keys_file(&cfg.auth.keys_file) {
-        Ok(entries) => match auth::KeyStore::new(
-            entries,
-            cfg.auth.default_requests_per_minute,
-            cfg.auth.default_tokens_per_minute,
-            cfg.auth.max_concurrent_generations_per_key,
-            cfg.auth.max_concurrent_verifications,
-            cfg.auth.failed_auth_per_minute_per_address,
-        ) {
+        Ok(entries) => match auth::KeyStore::new(entries, (&cfg.auth).into()) {
             Ok(k) => Some(k),
             Err(e) => {
                 problems.push(format!("auth.keys_file: {e}"));
@@ -136,14 +132,26 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
             None
         }
     };
-    match (keys, tls, gguf) {
-        (Some(keys), Some((tls, tls_config)), Some(gguf)) if problems.is_empty() => Ok(Prepared {
-            cfg,
-            keys,
-            tls,
-            tls_config,
-            gguf,
-        }),
+    let user_tag_key = match logging::user_tag_key(cfg.logging.user_tag_key_file.as_deref()) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
+    match (keys, tls, gguf, user_tag_key) {
+        (Some(keys), Some((tls, tls_config)), Some(gguf), Some(user_tag_key))
+            if problems.is_empty() =>
+        {
+            Ok(Prepared {
+                cfg,
+                keys,
+                tls,
+                tls_config,
+                gguf,
+                user_tag_key,
+            })
+        }
         _ => {
             let mut msg = format!("cannot start with {}:\n", config_path.display());
             for p in problems {
@@ -251,7 +259,9 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
     let workers = async_workers(p.cfg.server.async_workers, cores, p.cfg.model.threads);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
-        .max_blocking_threads(p.cfg.auth.max_concurrent_verifications as usize + 2)
+        // argon2 has its own threads (auth::argon2_pool); the blocking pool compiles
+        // constraints and re-reads the keys file.
+        .max_blocking_threads(p.cfg.constraints.max_concurrent_compiles as usize + 2)
         .thread_name("async")
         .enable_all()
         .build()
@@ -268,7 +278,7 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
 
 /// Async worker threads. SECURITY / performance: llama.cpp's threads must have the cores
 /// to themselves (oversubscribing them collapses generation speed), and the HTTP side
-/// needs little (TLS, JSON, SSE; argon2 runs on the blocking pool). Auto (0): the cores
+/// needs little (TLS, JSON, SSE; argon2 has its own threads). Auto (0): the cores
 /// the engine leaves free, at least 1 and at most `MAX_ASYNC_WORKERS`.
 fn async_workers(configured: u32, cores: usize, engine_threads: u32) -> usize {
     if configured > 0 {
@@ -356,6 +366,12 @@ async fn run(
         embeddings: p.cfg.model.embeddings,
         metrics: metrics.clone(),
         log_prompts: p.cfg.logging.log_prompts,
+        auth_audit: auth::audit::AuthAudit::new(),
+        user_tag_key: p.user_tag_key.clone(),
+    });
+    let audit_summary = tokio::spawn({
+        let state = state.clone();
+        async move { state.auth_audit.summary().await }
     });
     // Key rotation: SIGHUP re-reads the keys file for as long as the server runs.
     let reloader = tokio::spawn(reload_keys_on_sighup(
@@ -372,15 +388,11 @@ async fn run(
         http2: p.cfg.server.http2,
         tls_handshake_timeout: Duration::from_secs(p.cfg.server.tls_handshake_timeout_secs),
         header_read_timeout: Duration::from_secs(p.cfg.server.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(p.cfg.server.idle_timeout_secs),
+        max_lifetime: Duration::from_secs(p.cfg.server.max_connection_lifetime_secs),
+        max_connections_per_ipv6_48: p.cfg.server.max_connections_per_ipv6_48,
     };
-    let api = tokio::spawn(http::serve_api(
-        api_listener,
-        tokio_rustls::TlsAcceptor::from(p.tls_config.clone()),
-        state.clone(),
-        limits,
-        shutdown_rx,
-        SHUTDOWN_GRACE,
-    ));
+    let mut api = None;
 
     let mut result = Ok(());
     tokio::select! {
@@ -415,6 +427,18 @@ async fn run(
                             capabilities_cleared: lock.privileges.kept.is_empty(),
                             running_as_root: lock.privileges.uid == 0,
                         });
+                        // 9: ready. SECURITY: the API port accepts only now, with every
+                        // sandbox layer in force; until here connections wait in the
+                        // kernel's backlog and no TLS, HTTP or argon2 runs.
+                        stats.ready.store(true, std::sync::atomic::Ordering::Release);
+                        api = Some(tokio::spawn(http::serve_api(
+                            api_listener,
+                            tokio_rustls::TlsAcceptor::from(p.tls_config.clone()),
+                            state.clone(),
+                            limits,
+                            shutdown_rx.clone(),
+                            SHUTDOWN_GRACE,
+                        )));
                         tracing::info!("ready");
                         let watch = tokio::spawn(log_seccomp_denials());
                         match self_test {
@@ -438,8 +462,11 @@ async fn run(
         _ = sigint.recv() => tracing::info!("SIGINT during model load: shutting down"),
     }
     reloader.abort();
+    audit_summary.abort();
     let _ = shutdown_tx.send(true);
-    let _ = api.await;
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     let _ = health.await;
     tracing::info!("stopped");
     result

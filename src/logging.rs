@@ -58,3 +58,30 @@ pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Shortest `logging.user_tag_key_file` accepted: an HMAC-SHA256 key of full strength.
+const MIN_USER_TAG_KEY_BYTES: usize = 32;
+
+/// The key of the `user_tag` HMAC: the content of `logging.user_tag_key_file` (so tags
+/// stay the same across restarts), or random per process.
+/// SECURITY: a keyed tag, not a plain hash: without the key, a tag cannot be reversed by
+/// hashing guesses (short ids such as e-mail addresses are easy to guess).
+pub fn user_tag_key(file: Option<&std::path::Path>) -> Result<ring::hmac::Key, String> {
+    match file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("logging.user_tag_key_file ({}): {e}", path.display()))?;
+            if bytes.len() < MIN_USER_TAG_KEY_BYTES {
+                return Err(format!(
+                    "logging.user_tag_key_file ({}): needs at least {MIN_USER_TAG_KEY_BYTES} random bytes (e.g. `head -c 32 /dev/urandom > FILE`)",
+                    path.display()
+                ));
+            }
+            Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes))
+        }
+        None => {
+            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+                .map_err(|_| "the system random source failed".to_string())
+        }
+    }
+}

@@ -96,7 +96,7 @@ pub struct SandboxGauges {
 }
 
 /// Why a request got 429 (the `limit` label of lgi_rate_limited_total).
-pub const RATE_LIMITS: [&str; 4] = ["requests", "tokens", "generations", "address"];
+pub const RATE_LIMITS: [&str; 5] = ["requests", "tokens", "generations", "address", "verifier"];
 /// Why authentication failed (the `reason` label of lgi_auth_failures_total).
 pub const AUTH_FAILURES: [&str; 4] = ["missing", "malformed", "invalid", "expired"];
 

@@ -74,8 +74,14 @@ impl TokenBucket {
         self.tokens -= f64::from(n);
     }
 
+    /// Return one token taken by `try_take` (never above the capacity).
+    fn give_back(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
+
     /// Full again: carries no state worth keeping.
-    fn is_full(&self, now: Instant) -> bool {
+    pub fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens + elapsed * self.per_sec >= self.capacity
     }
@@ -90,68 +96,92 @@ impl TokenBucket {
     }
 }
 
-/// Addresses tracked at once by the failed-authentication limiter (~100 bytes each, so
-/// a few MiB at most). Beyond it, untracked addresses share one overflow bucket.
-pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
-
 /// Failed authentications allowed per client address per minute.
+///
+/// SECURITY:
+/// - A token is *reserved* before any argon2 work and refunded when the secret proves
+///   right, so concurrent requests from one address can never start more verifications
+///   than its budget (issue 16: 150 concurrent bad requests ran 41 argon2 checks against
+///   a budget of 10).
+/// - The table holds at most `capacity` addresses (`auth.failed_auth_tracked_addresses`).
+///   An address that is not in it has no failures on record and is never refused: when
+///   the table is full, entries that refilled are dropped, then the entry closest to full
+///   makes room. There is no shared overflow bucket, so filling the table from many
+///   addresses cannot lock out an address that never failed (or a shared NAT). What
+///   bounds the total argon2 work of an attacker with more addresses than the table is
+///   the verifier pool (`auth::argon2_pool`): fixed threads, bounded queue.
 pub struct FailedAuthLimiter {
     per_minute: u32,
+    capacity: usize,
     table: Mutex<HashMap<IpAddr, TokenBucket>>,
-    /// SECURITY: shared by addresses that find the table full, so spraying from many
-    /// addresses (e.g. a whole IPv6 range) cannot grow memory or escape the limit.
-    overflow: Mutex<TokenBucket>,
 }
 
 impl FailedAuthLimiter {
-    pub fn new(per_minute: u32) -> Self {
-        let now = Instant::now();
+    pub fn new(per_minute: u32, capacity: usize) -> Self {
         Self {
             per_minute,
+            capacity: capacity.max(1),
             table: Mutex::new(HashMap::new()),
-            overflow: Mutex::new(TokenBucket::per_minute(per_minute.saturating_mul(8), now)),
         }
     }
 
-    /// May `addr` try (another) credential that is not already verified?
-    pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Reserve one failure for `addr` before a verification: `Err(wait)` when its budget
+    /// is spent. Refund it with `refund` if the secret proves right.
+    pub fn reserve(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let full = table.len() >= MAX_TRACKED_ADDRESSES;
-        match table.get_mut(&addr) {
-            Some(b) => b.check(now),
-            None if full => self
-                .overflow
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .check(now),
-            None => Ok(()),
-        }
-    }
-
-    /// Charge one failed attempt to `addr`.
-    pub fn record_failure(&self, addr: IpAddr, now: Instant) {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if !table.contains_key(&addr) && table.len() >= MAX_TRACKED_ADDRESSES {
-            table.retain(|_, b| !b.is_full(now));
-        }
         if let Some(b) = table.get_mut(&addr) {
-            let _ = b.try_take(now);
-        } else if table.len() < MAX_TRACKED_ADDRESSES {
-            let mut b = TokenBucket::per_minute(self.per_minute, now);
-            let _ = b.try_take(now);
-            table.insert(addr, b);
-        } else {
-            let _ = self
-                .overflow
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .try_take(now);
+            return b.try_take(now);
+        }
+        if table.len() >= self.capacity {
+            make_room(&mut table, now);
+        }
+        let mut b = TokenBucket::per_minute(self.per_minute, now);
+        let taken = b.try_take(now);
+        table.insert(addr, b);
+        taken
+    }
+
+    /// Charge a failure that needed no verification (a malformed credential); an
+    /// address already out of budget stays so.
+    pub fn charge(&self, addr: IpAddr, now: Instant) {
+        let _ = self.reserve(addr, now);
+    }
+
+    /// Give back a reservation whose secret proved right.
+    pub fn refund(&self, addr: IpAddr, now: Instant) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = table.get_mut(&addr) {
+            b.give_back(now);
+            if b.is_full(now) {
+                table.remove(&addr);
+            }
         }
     }
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.table.lock().unwrap().len()
+    }
+}
+
+/// Free one place: drop every entry that refilled; if none did, the one closest to full
+/// (the address that failed least recently).
+fn make_room(table: &mut HashMap<IpAddr, TokenBucket>, now: Instant) {
+    let before = table.len();
+    table.retain(|_, b| !b.is_full(now));
+    if table.len() < before {
+        return;
+    }
+    let fullest = table
+        .iter_mut()
+        .map(|(addr, b)| {
+            b.refill(now);
+            (*addr, b.tokens)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(addr, _)| addr);
+    if let Some(addr) = fullest {
+        table.remove(&addr);
     }
 }
 
@@ -174,35 +204,72 @@ mod tests {
     }
 
     #[test]
-    fn failed_auth_budget_is_per_address_and_refills() {
+    fn failed_auth_budget_is_per_address_refunded_on_success_and_refills() {
         let t0 = Instant::now();
-        let l = FailedAuthLimiter::new(3);
+        let l = FailedAuthLimiter::new(3, 100);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
+        // Reserved up front: three concurrent attempts take the whole budget at once.
         for _ in 0..3 {
-            assert!(l.check(a, t0).is_ok());
-            l.record_failure(a, t0);
+            assert!(l.reserve(a, t0).is_ok());
         }
-        let wait = l.check(a, t0).unwrap_err();
+        let wait = l.reserve(a, t0).unwrap_err();
         assert!(wait <= Duration::from_secs(20), "{wait:?}");
-        assert!(l.check(b, t0).is_ok(), "another address is unaffected");
-        assert!(l.check(a, t0 + Duration::from_secs(21)).is_ok());
+        assert!(l.reserve(b, t0).is_ok(), "another address is unaffected");
+        // One of the three proved right: its token comes back.
+        l.refund(a, t0);
+        assert!(l.reserve(a, t0).is_ok());
+        assert!(l.reserve(a, t0).is_err());
+        assert!(l.reserve(a, t0 + Duration::from_secs(21)).is_ok());
     }
 
     #[test]
-    fn the_table_is_bounded_and_sheds_refilled_entries() {
+    fn a_refund_to_full_forgets_the_address() {
         let t0 = Instant::now();
-        let l = FailedAuthLimiter::new(10);
-        for i in 0..MAX_TRACKED_ADDRESSES as u32 {
-            l.record_failure(IpAddr::from(i.to_be_bytes()), t0);
+        let l = FailedAuthLimiter::new(3, 100);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        l.reserve(a, t0).unwrap();
+        assert_eq!(l.tracked(), 1);
+        l.refund(a, t0);
+        assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn a_full_table_never_refuses_an_address_that_never_failed() {
+        let t0 = Instant::now();
+        let l = FailedAuthLimiter::new(2, 4);
+        let addr = |i: u8| IpAddr::from([198, 51, 100, i]);
+        // Four addresses spend their whole budget: the table is full of spent entries.
+        for i in 0..4 {
+            l.charge(addr(i), t0);
+            l.charge(addr(i), t0);
+            assert!(l.reserve(addr(i), t0).is_err());
         }
-        assert_eq!(l.tracked(), MAX_TRACKED_ADDRESSES);
-        // Still within a minute: nothing is full again, so a new address goes to overflow.
-        l.record_failure("198.51.100.7".parse().unwrap(), t0);
-        assert_eq!(l.tracked(), MAX_TRACKED_ADDRESSES);
+        assert_eq!(l.tracked(), 4);
+        // A fifth address, and a sixth, are allowed; the table stays at its size.
+        assert!(l.reserve(addr(100), t0).is_ok());
+        assert!(l.reserve(addr(101), t0).is_ok());
+        assert_eq!(l.tracked(), 4);
+        // The address that made room for the newest is the one that failed least
+        // recently (closest to full): 100 (one token left) was evicted by 101.
+        assert!(l.reserve(addr(101), t0).is_ok());
+        assert!(
+            l.reserve(addr(101), t0).is_err(),
+            "101 is tracked and spent"
+        );
+    }
+
+    #[test]
+    fn refilled_entries_are_shed_first() {
+        let t0 = Instant::now();
+        let l = FailedAuthLimiter::new(10, 64);
+        for i in 0..64u32 {
+            l.charge(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert_eq!(l.tracked(), 64);
         // Later every old bucket has refilled and is dropped for the newcomer.
         let later = t0 + Duration::from_secs(120);
-        l.record_failure("198.51.100.8".parse().unwrap(), later);
+        l.charge("198.51.100.8".parse().unwrap(), later);
         assert_eq!(l.tracked(), 1);
     }
 

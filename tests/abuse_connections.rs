@@ -344,3 +344,168 @@ async fn a_body_that_never_finishes_gets_408() {
     );
     assert_normal_client_served(&server).await;
 }
+
+/// An HTTP/2 client over TLS whose connection task reports when the connection ends.
+/// The h2 crate answers the server's PINGs by itself, as every client library does.
+async fn h2_client(
+    server: &Server,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tls = tls_connect(server, &[b"h2"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    let ended = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (client, ended)
+}
+
+fn h2_get_models() -> hyper::Request<()> {
+    hyper::Request::builder()
+        .method("GET")
+        .uri("https://localhost/v1/models")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_even_when_they_answer_pings() {
+    let server = server_with("idle_timeout_secs = 2\n");
+    // One that sent a request and went quiet, and one that never opened a stream.
+    let (client, after_request) = h2_client(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(h2_get_models(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let (_silent, silent) = h2_client(&server).await;
+    let started = Instant::now();
+    for (what, ended) in [("after a request", after_request), ("never used", silent)] {
+        let r = tokio::time::timeout(Duration::from_secs(30), ended).await;
+        assert!(
+            r.is_ok(),
+            "idle HTTP/2 connection ({what}) still open after 30 s"
+        );
+    }
+    eprintln!(
+        "idle HTTP/2 connections closed after {:?}",
+        started.elapsed()
+    );
+    assert_normal_client_served(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_closed_gracefully_at_its_maximum_lifetime() {
+    let server = server_with("idle_timeout_secs = 1\nmax_connection_lifetime_secs = 3\n");
+    let (client, ended) = h2_client(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let started = Instant::now();
+    let mut served = 0;
+    // Never idle: a request every 200 ms, until the server says GOAWAY.
+    while started.elapsed() < Duration::from_secs(30) {
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+        let Ok((resp, _)) = client.send_request(h2_get_models(), true) else {
+            break;
+        };
+        match resp.await {
+            Ok(r) => {
+                assert_eq!(r.status(), 200, "a request in flight was not completed");
+                served += 1;
+            }
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lifetime = started.elapsed();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .is_ok(),
+        "the connection did not end"
+    );
+    assert!(lifetime < Duration::from_secs(30), "never closed");
+    assert!(served >= 3, "only {served} requests before the close");
+    eprintln!("busy connection closed after {lifetime:?} and {served} requests");
+}
+
+/// IPv6: one /48 (65 536 /64s) must not hold more than `max_connections_per_ipv6_48`.
+/// SECURITY of the test itself: the addresses (documentation prefix 2001:db8::/32) are
+/// added by the test inside a network namespace of its own, on its loopback device; no
+/// other address is ever a target.
+#[test]
+fn one_ipv6_48_cannot_hold_more_connections_than_its_cap() {
+    // SAFETY: unshare takes an integer flag; CLONE_NEWNET moves only this test's thread
+    // (and the processes it starts) into a new, empty network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET) needs root: {}",
+        std::io::Error::last_os_error()
+    );
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&["link", "set", "lo", "up"]);
+    let server_addr = "2001:db8:ffff::1";
+    let mut ours: Vec<String> = (1..=8).map(|i| format!("2001:db8:1:{i}::1")).collect();
+    ours.push("2001:db8:2::1".into());
+    for a in ours.iter().map(String::as_str).chain([server_addr]) {
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{a}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+    }
+    let server = Server::start_with(Options {
+        listen: format!("[{server_addr}]:0"),
+        server_extra: "max_connections = 64\nmax_connections_per_address = 2\n\
+                       max_connections_per_ipv6_48 = 6\n"
+            .into(),
+        ..Options::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut held = Vec::new();
+        let mut refused = 0;
+        // Two connections from each of eight /64s of 2001:db8:1::/48.
+        for a in &ours[..8] {
+            for _ in 0..2 {
+                let from: std::net::IpAddr = a.parse().unwrap();
+                match Client::connect_from(from, server.api, &server.ca_pem()).await {
+                    Ok(mut c) => {
+                        assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+                        held.push(c);
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        eprintln!(
+            "one /48 from 8 /64s: {} connections held, {refused} refused",
+            held.len()
+        );
+        assert_eq!(held.len(), 6, "the /48 held more than its cap");
+        // Another /48 is not affected.
+        let other: std::net::IpAddr = ours[8].parse().unwrap();
+        let mut c = Client::connect_from(other, server.api, &server.ca_pem())
+            .await
+            .unwrap();
+        assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+    });
+}

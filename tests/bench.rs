@@ -995,3 +995,233 @@ async fn bench_latency_with_500_idle_and_slow_connections() {
         p(&busy_fresh, 0.5).as_secs_f64() / p(&idle_fresh, 0.5).as_secs_f64()
     );
 }
+
+/// A loopback address per client (127.0.0.0/8 is all local): `block` picks the /24.
+fn client_addr(block: u8, n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, block, n])
+}
+
+/// Seconds since the Unix epoch of a text log line's leading RFC 3339 timestamp.
+fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let t =
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+/// `n` concurrent requests with bad credentials from one address, over HTTP/2 (30
+/// streams per connection): (status counts, argon2 runs they caused).
+async fn concurrent_bad(
+    server: &Server,
+    from: std::net::IpAddr,
+    n: usize,
+) -> (std::collections::BTreeMap<u16, usize>, u64) {
+    let before = server.metric("lgi_argon2_verifications_total");
+    let mut senders = Vec::new();
+    for _ in 0..n.div_ceil(30) {
+        let tls = tls_connect_from(from, server.api, &server.ca_pem(), &[b"h2"])
+            .await
+            .unwrap();
+        let (client, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        senders.push(client);
+    }
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let mut c = senders[i % senders.len()].clone().ready().await.unwrap();
+        let req = hyper::Request::builder()
+            .uri("https://localhost/v1/models")
+            .header("authorization", format!("Bearer mallory:guess-{i}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = c.send_request(req, true).unwrap();
+        pending.push(resp);
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for r in pending {
+        *statuses
+            .entry(r.await.map(|r| r.status().as_u16()).unwrap_or(0))
+            .or_insert(0) += 1;
+    }
+    (
+        statuses,
+        server.metric("lgi_argon2_verifications_total") - before,
+    )
+}
+
+/// The front door (issue 16): start-up order, failed-login floods, the limiter table,
+/// unknown-id timing and memory under failed logins. Keys use the default argon2
+/// parameters (m = 19 MiB, t = 2), as `gen-key` makes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_front_door() {
+    let keys: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("k{i}"), format!("secret-{i}-0123456789")))
+        .collect();
+    let keys_text: String = keys
+        .iter()
+        .map(|(id, s)| {
+            format!(
+                "{id}:{}\n",
+                llama_gguf_inference::keys::hash_secret(
+                    s.as_bytes(),
+                    llama_gguf_inference::keys::default_params()
+                )
+                .unwrap()
+            )
+        })
+        .collect();
+    let cred = |i: usize| format!("{}:{}", keys[i].0, keys[i].1);
+    let spawned = Instant::now();
+    let server = Server::start_with(Options {
+        server_extra: "max_connections = 2000\nmax_connections_per_address = 1000\n".into(),
+        auth_extra: "failed_auth_tracked_addresses = 64\n".into(),
+        keys_text: Some(keys_text),
+        wait_ready: false,
+        ..Options::default()
+    });
+    // 1. Process start to the first served API request, and to seccomp in force.
+    let mut first = None;
+    while spawned.elapsed() < Duration::from_secs(120) {
+        let attempt = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut c = Client::connect_from(client_addr(9, 1), server.api, &server.ca_pem())
+                .await
+                .ok()?;
+            (c.get("/v1/models", Some(&cred(0))).await.status == 200).then(Instant::now)
+        })
+        .await;
+        if let Ok(Some(t)) = attempt {
+            first = Some(t);
+            break;
+        }
+    }
+    let first = first.expect("never served");
+    let log = server.log_text();
+    let t0 = log.lines().find_map(log_time).unwrap();
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(log_time)
+            .unwrap()
+            - t0
+    };
+    let (seccomp_s, ready_s, request_s) = (
+        at("seccomp=enforced"),
+        at(" INFO ready"),
+        at("request done"),
+    );
+    println!(
+        "start-up (server clock, from its first log line): seccomp in force {seccomp_s:.3} s, ready {ready_s:.3} s, first API request served {request_s:.3} s; client: spawn to first 200 {:?}",
+        first - spawned
+    );
+
+    // 2. argon2 runs for 150 and 1,000 concurrent bad requests from one address
+    //    (budget: failed_auth_per_minute_per_address = 10).
+    for (block, n) in [(10, 150), (11, 1000)] {
+        let (statuses, runs) = concurrent_bad(&server, client_addr(block, 1), n).await;
+        println!("{n} concurrent bad requests from one address: {statuses:?}, argon2 runs {runs}");
+    }
+
+    // 3. A valid, uncached key from a fresh address while the limiter table (64) is full
+    //    and a flood from 200 addresses runs.
+    let flood = tokio::spawn({
+        let (api, ca) = (server.api, server.ca_pem());
+        async move {
+            let mut i = 0usize;
+            loop {
+                let from = client_addr(20, (i % 200) as u8 + 1);
+                if let Ok(mut c) = Client::connect_from(from, api, &ca).await {
+                    let _ = c.get("/v1/models", Some("mallory:flood")).await;
+                }
+                i += 1;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut waits = Vec::new();
+    for i in 1..8 {
+        let t = Instant::now();
+        let mut c = Client::connect_from(client_addr(30, i as u8), server.api, &server.ca_pem())
+            .await
+            .unwrap();
+        let r = c.get("/v1/models", Some(&cred(i))).await;
+        waits.push((r.status.as_u16(), t.elapsed()));
+    }
+    flood.abort();
+    println!("valid uncached keys from fresh addresses, table full, flood running: {waits:?}");
+
+    // 4. Unknown id vs wrong secret for a real id: medians over 100 each, interleaved,
+    //    from an address with budget (a new one per 10 attempts).
+    let mut unknown = Vec::new();
+    let mut wrong = Vec::new();
+    for i in 0..200usize {
+        let from = client_addr(40, (i / 10) as u8 + 1);
+        let mut c = Client::connect_from(from, server.api, &server.ca_pem())
+            .await
+            .unwrap();
+        let cred = if i % 2 == 0 {
+            format!("nobody{i}:x")
+        } else {
+            "k7:wrong".to_string()
+        };
+        let t = Instant::now();
+        let r = c.get("/v1/models", Some(&cred)).await;
+        let took = t.elapsed();
+        assert_eq!(r.status, 401);
+        if i % 2 == 0 {
+            unknown.push(took);
+        } else {
+            wrong.push(took);
+        }
+    }
+    unknown.sort();
+    wrong.sort();
+    let (u, w) = (percentile(&unknown, 0.5), percentile(&wrong, 0.5));
+    println!(
+        "401 latency medians: unknown id {u:?}, wrong secret {w:?}, difference {:.1}%",
+        (u.as_secs_f64() - w.as_secs_f64()).abs() / w.as_secs_f64() * 100.0
+    );
+
+    // 5. RSS before and after LGI_BENCH_SOAK_SECS (default 600) of wrong secrets at the
+    //    allowed rate (10 a minute) from 200 addresses: 2,000 a minute.
+    let soak = std::env::var("LGI_BENCH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600u64);
+    let before = rss_kib(server.pid());
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut next_report = Duration::from_secs(60);
+    while started.elapsed() < Duration::from_secs(soak) {
+        let from = client_addr(50, (sent % 200) as u8 + 1);
+        let mut c = Client::connect_from(from, server.api, &server.ca_pem())
+            .await
+            .unwrap();
+        let r = c.get("/v1/models", Some("k3:wrong-secret")).await;
+        *statuses.entry(r.status.as_u16()).or_insert(0u64) += 1;
+        sent += 1;
+        // 2,000 a minute: one every 30 ms.
+        let due = Duration::from_millis(30 * sent);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        if started.elapsed() >= next_report {
+            println!(
+                "  soak {:?}: RSS {} MiB",
+                next_report,
+                rss_kib(server.pid()) / 1024
+            );
+            next_report += Duration::from_secs(60);
+        }
+    }
+    let after = rss_kib(server.pid());
+    println!(
+        "RSS under failed logins: {} MiB before, {} MiB after {soak} s ({sent} requests, {statuses:?}, argon2 runs total {})",
+        before / 1024,
+        after / 1024,
+        server.metric("lgi_argon2_verifications_total")
+    );
+}

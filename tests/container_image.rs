@@ -356,11 +356,12 @@ async fn the_cpu_image_runs_as_the_readme_says_and_serves_over_tls() {
         assert!(metrics.contains(m), "{m} missing:\n{metrics}");
     }
 
-    // The runtime's filter and both of ours are stacked; no capability, no privilege gain.
+    // The runtime's filter and our three (clone3, deny list, x32) are stacked; no
+    // capability, no privilege gain.
     let (_, pid) = docker(&["inspect", "-f", "{{.State.Pid}}", &container.0]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
     assert_eq!(status_field(&status, "Seccomp"), "2");
-    assert_eq!(status_field(&status, "Seccomp_filters"), "3", "{status}");
+    assert_eq!(status_field(&status, "Seccomp_filters"), "4", "{status}");
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
     assert_eq!(status_field(&status, "CapEff"), "0000000000000000");
     assert!(

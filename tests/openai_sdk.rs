@@ -9,6 +9,9 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
+/// The `logging.user_tag_key_file` content the servers here use.
+const USER_TAG_KEY: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+
 /// Run one client script against a fresh server; returns its stdout and the server log.
 fn run_client(script: &str) -> (String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -18,7 +21,16 @@ fn run_client(script: &str) -> (String, String) {
         "{} missing: run `make test` (it runs .ci/setup --sdk)",
         python.display()
     );
-    let server = Server::start();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("user-tag.key");
+    std::fs::write(&key_file, USER_TAG_KEY).unwrap();
+    let server = Server::start_with(Options {
+        extra_toml: format!(
+            "[logging]\nuser_tag_key_file = \"{}\"\n",
+            key_file.display()
+        ),
+        ..Options::default()
+    });
     let out = Command::new(&python)
         .arg(root.join("tests").join(script))
         .arg(format!("https://localhost:{}/v1", server.api.port()))
@@ -54,8 +66,18 @@ fn official_python_sdk_works_unchanged() {
     );
     // Prompts are rendered by the GGUF's own Jinja template (not llama.cpp's fallback).
     assert!(log.contains("chat_template=\"jinja\""), "{log}");
-    // `user` is logged as a hash tag only: SHA-256("end-user-4711")[..8].
-    assert!(log.contains("user_tag=91016f0e735e3fa3"), "{log}");
+    // `user` is logged as a keyed tag only: HMAC-SHA256(key, "end-user-4711")[..8],
+    // never the unkeyed SHA-256 (91016f0e735e3fa3), which a guess could reverse.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, USER_TAG_KEY);
+    let tag: String = ring::hmac::sign(&key, b"end-user-4711").as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(log.contains(&format!("user_tag={tag}")), "{tag}: {log}");
+    assert!(
+        !log.contains("91016f0e735e3fa3"),
+        "an unkeyed tag in the log"
+    );
     assert!(!log.contains("end-user-4711"), "end-user id in the log");
 }
 

@@ -60,14 +60,21 @@ fn self_test_every_forbidden_action_fails_with_the_expected_errno() {
     assert_probe(&out, "new UDP socket", "EPERM");
     assert_probe(&out, "io_uring_setup", "EPERM");
     assert_probe(&out, "map memory W+X", "EACCES");
+    // The x32 ABI is denied whether or not this kernel has it; the line says which.
+    let x32 = if out.contains("self-test x32 getpid (kernel has x32) ") {
+        "x32 getpid (kernel has x32)"
+    } else {
+        "x32 getpid (kernel has no x32)"
+    };
+    assert_probe(&out, x32, "EPERM");
     assert!(
-        out.contains("self-test result: 14 of 14 probes as expected"),
+        out.contains("self-test result: 15 of 15 probes as expected"),
         "{out}"
     );
-    // ptrace, unshare, the UDP socket and io_uring trapped in this process (the exec was
-    // in a forked child): the SIGSYS handler counted each.
+    // ptrace, unshare, the UDP socket, io_uring and the x32 call trapped in this process
+    // (the exec was in a forked child): the SIGSYS handler counted each.
     assert!(
-        out.contains("self-test seccomp denials counted: 4"),
+        out.contains("self-test seccomp denials counted: 5"),
         "{out}"
     );
     // The start-up line reports every layer, and lock-down found main alone.
@@ -187,7 +194,7 @@ async fn every_thread_has_no_capabilities_no_new_privs_and_seccomp() {
         assert_eq!(status_field(&status, "Seccomp"), "2", "thread {name}");
         assert_eq!(
             status_field(&status, "Seccomp_filters"),
-            "2",
+            "3",
             "thread {name}"
         );
         if is_root() {
@@ -234,6 +241,7 @@ fn policy_prints_every_rule_the_server_applies() {
         "PR_SET_NO_NEW_PRIVS = 1".into(),
         "deny execve\n".into(),
         "deny socket  (when domain != AF_UNIX)".into(),
+        "deny every x32-ABI syscall".into(),
         "mode: required".into(),
     ] {
         assert!(out.contains(&expected), "{expected:?} missing from:\n{out}");
@@ -343,4 +351,30 @@ fn a_thread_started_before_lock_down_stops_start_up() {
         err.contains("lock-down must run while main is the only thread, but 2 exist"),
         "{err}"
     );
+}
+
+#[test]
+fn a_keys_file_in_a_folder_holding_other_files_is_refused_with_what_to_do() {
+    // keys_file = "/var/lib/keys" would have made all of /var/lib readable: Landlock's
+    // folder rule (needed for key rotation) covers the folder's whole subtree.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Options::default());
+    std::fs::write(dir.path().join("database.sqlite"), "someone else's data").unwrap();
+    for cmd in ["check-config", "serve"] {
+        let (code, _, err) = run_cli(&[cmd, "--config", config.to_str().unwrap()], None);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert!(
+            err.contains("auth.keys_file")
+                && err.contains("database.sqlite")
+                && err.contains("Move the keys file into a folder of its own"),
+            "{cmd}: {err}"
+        );
+    }
+    // The same folder with only the server's own files is accepted.
+    std::fs::remove_file(dir.path().join("database.sqlite")).unwrap();
+    let (code, out, err) = run_cli(
+        &["check-config", "--config", config.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -14,7 +14,7 @@ async fn not_ready_until_the_model_is_loaded() {
         wait_ready: false,
         ..Options::default()
     });
-    // The model is held back by the test hook: alive, not ready, API says loading.
+    // The model is held back by the test hook: alive, not ready.
     // The probe reads health_listen from a config; the test server's says port 0
     // (ephemeral), so the probe gets a copy naming the port it really has.
     let probe_dir = tempfile::tempdir().unwrap();
@@ -33,20 +33,41 @@ async fn not_ready_until_the_model_is_loaded() {
     assert_eq!(health_get(server.health, "/health").0, 200);
     let (status, body) = health_get(server.health, "/ready");
     assert_eq!((status, body.as_str()), (503, "{\"status\":\"loading\"}"));
-    let mut c = server.client().await;
-    let r = c
-        .post(
-            "/v1/chat/completions",
-            Some(ALICE),
-            &json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
-    assert_eq!(r.status, 503);
-    assert_eq!(r.json()["error"]["code"], "model_loading");
-    assert!(r.header("retry-after").is_some());
-    // Models are listed while loading (it needs no engine); readiness flips once loaded.
-    assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+    // The API port does not serve while the model loads: nothing accepts the connection
+    // (it waits in the kernel's backlog), so no TLS, HTTP or argon2 runs before every
+    // sandbox layer, seccomp included, is in force.
+    let early = tokio::spawn({
+        let (api, ca) = (server.api, server.ca_pem());
+        async move {
+            let mut c = Client::connect(api, &ca).await;
+            let r = c.get("/v1/models", Some(ALICE)).await;
+            (r.status, std::time::Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !early.is_finished(),
+        "the API answered while the model loaded"
+    );
+    assert_eq!(health_get(server.health, "/ready").0, 503);
     server.wait_ready(Duration::from_secs(60));
+    // Once ready, the waiting connection is served; seccomp was in force before.
+    let (status, _) = tokio::time::timeout(Duration::from_secs(30), early)
+        .await
+        .expect("the waiting connection was never served")
+        .unwrap();
+    assert_eq!(status, 200);
+    let log = server.log_text();
+    let line_of = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        log.lines()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no {what} line:\n{log}"))
+    };
+    let seccomp_at = line_of("seccomp status", &|l| l.contains("seccomp=enforced"));
+    let ready_at = line_of("ready", &|l| l.ends_with(" INFO ready"));
+    let first_request = line_of("request", &|l| l.contains("request done"));
+    assert!(seccomp_at < ready_at && ready_at < first_request, "{log}");
+    let mut c = server.client().await;
     let (code, out, err) = run_cli(&["healthcheck", "--config", config], None);
     assert_eq!(code, 0, "healthcheck when ready: {out}{err}");
     assert!(out.contains("→ 200"), "{out}");

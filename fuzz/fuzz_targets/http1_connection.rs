@@ -6,7 +6,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::AppState;
-use llama_gguf_inference::auth::KeyStore;
+use llama_gguf_inference::auth::{AuthLimits, KeyStore};
 use llama_gguf_inference::config::LimitsConfig;
 use llama_gguf_inference::engine::{
     EngineHandle, EngineStats, Event, FinishReason, Intake, Job, Usage,
@@ -35,7 +35,19 @@ fn world() -> &'static World {
         let entries = llama_gguf_inference::keys::parse_keys(&format!("fuzz:{hash}\n")).unwrap();
         // One failed attempt per minute per address: wrong guesses are answered 429
         // without hashing after the first, keeping executions fast.
-        let keys = KeyStore::new(entries, 0, 0, 4, 1, 1).unwrap();
+        let keys = KeyStore::new(
+            entries,
+            AuthLimits {
+                default_rpm: 0,
+                default_tpm: 0,
+                generations_per_key: 4,
+                verifications: 1,
+                queued_verifications: 4,
+                failed_per_minute_per_address: 1,
+                tracked_addresses: 1024,
+            },
+        )
+        .unwrap();
         let stats = Arc::new(EngineStats::default());
         stats.ready.store(true, Ordering::Release);
         let intake = Intake::new(4, stats);
@@ -94,6 +106,8 @@ fn world() -> &'static World {
             embeddings: true,
             metrics: Arc::new(llama_gguf_inference::metrics::Metrics::default()),
             log_prompts: false,
+            auth_audit: llama_gguf_inference::auth::audit::AuthAudit::new(),
+            user_tag_key: llama_gguf_inference::logging::user_tag_key(None).unwrap(),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -117,6 +131,9 @@ fuzz_target!(|data: &[u8]| {
         http2: false,
         tls_handshake_timeout: Duration::from_secs(1),
         header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        max_lifetime: Duration::from_secs(10),
+        max_connections_per_ipv6_48: 16,
     };
     let state = w.state.clone();
     let output = w.rt.block_on(async move {

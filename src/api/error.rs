@@ -232,6 +232,17 @@ impl ApiError {
                 e.retry_after = Some(secs);
                 e
             }
+            AuthError::VerifierBusy { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "Too many authentication attempts in progress; try again shortly",
+                )
+                .with_code("rate_limit_exceeded");
+                e.retry_after = Some(secs);
+                e
+            }
             AuthError::Internal => Self::internal(),
         }
     }

@@ -83,6 +83,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `logging.log_prompts`: log each request's prompt (off by default).
     pub log_prompts: bool,
+    /// The rate-limited `auth failed` trail.
+    pub auth_audit: crate::auth::audit::AuthAudit,
+    /// Keys the end-user `user_tag` HMAC (`logging.user_tag_key_file`).
+    pub user_tag_key: ring::hmac::Key,
 }
 
 /// Which route a request addresses.
@@ -120,16 +124,22 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     }
 }
 
-/// Entry point for one HTTP request on the API listener.
-/// `peer` is the client's address key (IPv6 reduced to its /64), for per-address limits.
+/// Entry point for one HTTP request on the API listener. `client` is the peer's address;
+/// per-address limits count its address key (IPv6 reduced to its /64).
 pub async fn handle(
     req: Request<Incoming>,
     state: Arc<AppState>,
-    peer: std::net::IpAddr,
+    client: std::net::IpAddr,
 ) -> Result<Response<ApiBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span = tracing::info_span!("request", %method, path = %truncate(&path, 64), key_id = tracing::field::Empty);
+    // The client address is on every request line (operators of an internet-facing
+    // service need to know who asked); the key id is added once authenticated.
+    let span = tracing::info_span!("request", %client, %method, path = %truncate(&path, 64), key_id = tracing::field::Empty);
+    let peer = Peer {
+        client,
+        key: crate::http::address_key(client),
+    };
     let label = route(&path).map_or("other", |(r, _)| r.label());
     // Logged and counted when the last holder drops it (for a stream: when it ends).
     let trace = Trace::new(state.metrics.clone(), label, span.clone());
@@ -163,10 +173,19 @@ fn truncate(s: &str, n: usize) -> String {
         .collect()
 }
 
+/// Who is on the other end of the connection.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    /// The address itself, for logs.
+    client: std::net::IpAddr,
+    /// What per-address limits count (`http::address_key`).
+    key: std::net::IpAddr,
+}
+
 async fn dispatch(
     req: Request<Incoming>,
     state: &AppState,
-    peer: std::net::IpAddr,
+    peer: Peer,
     trace: &Arc<Trace>,
 ) -> Result<Response<ApiBody>, ApiError> {
     // SECURITY: request bodies must declare their length. Transfer-Encoding is where
@@ -222,44 +241,44 @@ async fn dispatch(
 async fn authenticate(
     req: &Request<Incoming>,
     state: &AppState,
-    peer: std::net::IpAddr,
+    peer: Peer,
 ) -> Result<Principal, ApiError> {
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    state.keys.authenticate(header, peer).await.map_err(|e| {
-        tracing::info!(reason = ?AuthReason(&e), "authentication refused");
-        use crate::auth::AuthError::*;
-        match e {
-            Missing => state.metrics.auth_failure("missing"),
-            Malformed => state.metrics.auth_failure("malformed"),
-            Invalid => state.metrics.auth_failure("invalid"),
-            Expired => state.metrics.auth_failure("expired"),
-            RateLimited { .. } => state.metrics.rate_limited("requests"),
-            TooManyFailures { .. } => state.metrics.rate_limited("address"),
-            Internal => {}
-        }
-        ApiError::from_auth(&e)
-    })
-}
-
-/// Logs the refusal kind only, never the credential.
-struct AuthReason<'a>(&'a crate::auth::AuthError);
-
-impl std::fmt::Debug for AuthReason<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::auth::AuthError::*;
-        f.write_str(match self.0 {
-            Missing => "missing",
-            Malformed => "malformed",
-            Invalid => "invalid",
-            Expired => "expired",
-            RateLimited { .. } => "rate_limited",
-            TooManyFailures { .. } => "address_throttled",
-            Internal => "internal",
+    state
+        .keys
+        .authenticate(header, peer.key)
+        .await
+        .map_err(|refusal| {
+            let e = &refusal.error;
+            use crate::auth::AuthError::*;
+            match e {
+                Missing => state.metrics.auth_failure("missing"),
+                Malformed => state.metrics.auth_failure("malformed"),
+                Invalid => state.metrics.auth_failure("invalid"),
+                Expired => state.metrics.auth_failure("expired"),
+                RateLimited { .. } => state.metrics.rate_limited("requests"),
+                TooManyFailures { .. } => state.metrics.rate_limited("address"),
+                VerifierBusy { .. } => state.metrics.rate_limited("verifier"),
+                Internal => {}
+            }
+            if matches!(e, RateLimited { .. }) {
+                // The key proved itself; this is its budget, not a failed login.
+                tracing::info!(reason = e.reason(), "request refused");
+            } else {
+                // SECURITY: the trail names the address, the id (if well-formed) and
+                // the reason, never the secret; rate-limited per address.
+                state.auth_audit.record(
+                    peer.client,
+                    peer.key,
+                    refusal.key_id.as_deref(),
+                    e.reason(),
+                );
+            }
+            ApiError::from_auth(e)
         })
-    }
 }
 
 fn models_list(state: &AppState) -> Value {
@@ -344,7 +363,7 @@ async fn generate(
     }
     if let Some(user) = &generation.user {
         // SECURITY: the end-user id is the client's data; only a short hash is logged.
-        tracing::info!(user_tag = %user_tag(user), "end-user tag");
+        tracing::info!(user_tag = %user_tag(&state.user_tag_key, user), "end-user tag");
     }
     if state.log_prompts {
         // SECURITY: only with `logging.log_prompts = true`, which the operator chose.
@@ -372,6 +391,7 @@ async fn generate(
             .engine
             .submit(GenerateRequest {
                 key_id: principal.key_id.clone(),
+                owner: principal.owner.clone(),
                 prompt: generation.prompt.clone(),
                 max_tokens: generation.max_tokens,
                 default_max_tokens: state.limits.max_tokens,
@@ -467,9 +487,11 @@ fn check_token_budget(principal: &Principal) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A short, stable tag for an end-user id: the first 8 bytes of its SHA-256, in hex.
-fn user_tag(user: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
+/// A short, stable tag for an end-user id: the first 8 bytes of HMAC-SHA256 under the
+/// deployment's `user_tag_key`, in hex. SECURITY: keyed, so it cannot be reversed by
+/// hashing guessed ids.
+fn user_tag(key: &ring::hmac::Key, user: &str) -> String {
+    let d = ring::hmac::sign(key, user.as_bytes());
     d.as_ref()
         .iter()
         .take(8)

@@ -116,8 +116,11 @@ impl Default for Sampling {
 
 /// One generation job.
 pub struct GenerateRequest {
-    /// The API key it came from: its place in the fair queue and its prefix-cache scope.
+    /// The API key it came from: its place in the fair queue (and the log's key id).
     pub key_id: Arc<str>,
+    /// The key's identity (`auth::Principal::owner`: id plus a digest of its hash): the
+    /// prefix-cache scope, so a reissued id never reuses its predecessor's cache.
+    pub owner: Arc<str>,
     pub prompt: Prompt,
     /// Explicit completion budget, or None for "as much as fits, up to `default_max_tokens`".
     pub max_tokens: Option<u32>,
@@ -159,9 +162,9 @@ pub struct Embeddings {
     pub prompt_tokens: u32,
 }
 
-/// What waits in the intake.
+/// What waits in the intake (a generation is boxed: it is much larger than the rest).
 pub enum Job {
-    Generate(GenerateRequest),
+    Generate(Box<GenerateRequest>),
     Embed(EmbedRequest),
 }
 
@@ -390,7 +393,7 @@ impl EngineHandle {
 
     /// Enqueue without waiting.
     pub fn submit(&self, req: GenerateRequest) -> Result<(), QueueFull> {
-        self.intake.push(Job::Generate(req))
+        self.intake.push(Job::Generate(Box::new(req)))
     }
 
     /// Enqueue an embeddings job without waiting.
@@ -446,6 +449,7 @@ mod tests {
             let (events, _) = tokio::sync::mpsc::unbounded_channel();
             GenerateRequest {
                 key_id: Arc::from("k"),
+                owner: Arc::from("k#0"),
                 prompt: Prompt::Text("x".into()),
                 max_tokens: None,
                 default_max_tokens: 1,

@@ -40,7 +40,7 @@ pub fn plan(cfg: &Config, ports: (u16, u16)) -> Result<Plan, String> {
     let cuda = cfg!(feature = "cuda");
     Ok(Plan {
         identity,
-        landlock: landlock::plan(cfg, ports.0, ports.1, cuda),
+        landlock: landlock::plan(cfg, ports.0, ports.1, cuda)?,
         seccomp: cfg.sandbox.seccomp,
         cuda,
     })
@@ -155,7 +155,8 @@ pub fn describe(plan: &Plan, config_path: &std::path::Path, ports_known: bool) -
     let _ = writeln!(
         s,
         "\norder: bind both listeners -> lock down (main is the only thread; checked) -> \
-         start runtime and engine -> load model -> seccomp on all threads -> serve"
+         start runtime and engine -> load model -> seccomp on all threads -> ready -> \
+         the API port starts accepting"
     );
     let _ = writeln!(s, "\n[identity]\n  {}", plan.identity);
     let _ = writeln!(
@@ -263,6 +264,10 @@ pub fn describe(plan: &Plan, config_path: &std::path::Path, ports_known: bool) -
             let _ = writeln!(
                 s,
                 "  clone3 -> ENOSYS (its flags are not visible to seccomp; glibc falls back to clone)"
+            );
+            let _ = writeln!(
+                s,
+                "  deny every x32-ABI syscall (number with bit 0x40000000 set; x86_64)"
             );
         }
     }

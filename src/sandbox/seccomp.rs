@@ -120,13 +120,21 @@ const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
 
 /// Denials counted by the SIGSYS handler, one slot per DENY_LIST entry.
 static DENIED_COUNTS: [AtomicU64; DENY_LIST.len()] = [const { AtomicU64::new(0) }; DENY_LIST.len()];
+/// x32-ABI syscalls denied (any number with `X32_SYSCALL_BIT` set).
+static X32_DENIED: AtomicU64 = AtomicU64::new(0);
+
+/// Set in the syscall number of the x86_64 kernel's x32 ABI. The deny list matches exact
+/// numbers, so without a filter of its own `unshare | X32_SYSCALL_BIT` would be a
+/// different number that passes (on kernels built with x32 support).
+pub const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
 
 /// Total denied calls so far (for /metrics).
 pub fn denied_total() -> u64 {
     DENIED_COUNTS
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
-        .sum()
+        .sum::<u64>()
+        + X32_DENIED.load(Ordering::Relaxed)
 }
 
 /// (name, count) for every entry denied at least once.
@@ -135,6 +143,10 @@ pub fn denied_counts() -> Vec<(&'static str, u64)> {
         .iter()
         .zip(DENIED_COUNTS.iter())
         .map(|(d, c)| (d.name, c.load(Ordering::Relaxed)))
+        .chain(std::iter::once((
+            "x32 (any)",
+            X32_DENIED.load(Ordering::Relaxed),
+        )))
         .filter(|(_, n)| *n > 0)
         .collect()
 }
@@ -155,21 +167,56 @@ pub fn apply(mode: SeccompMode) -> Result<String, String> {
     // routine for every new thread.
     let clone3 = enosys_filter(&[libc::SYS_clone3])
         .map_err(|e| format!("sandbox.seccomp: cannot build the clone3 filter: {e}"))?;
-    let deny = SeccompFilter::new(deny_rules()?, SeccompAction::Allow, action, arch)
+    let deny = SeccompFilter::new(deny_rules()?, SeccompAction::Allow, action.clone(), arch)
         .and_then(seccompiler::BpfProgram::try_from)
         .map_err(|e| format!("sandbox.seccomp: cannot build the deny list: {e}"))?;
-    for program in [&clone3, &deny] {
+    let x32 = x32_filter(&action);
+    for program in [&clone3, &deny, &x32] {
         seccompiler::apply_filter_all_threads(program)
             .map_err(|e| format!("sandbox.seccomp: cannot install the filter: {e}"))?;
     }
     Ok(format!(
-        "enforced ({} syscalls denied on all threads, {})",
+        "enforced ({} syscalls and the x32 ABI denied on all threads, {})",
         DENY_LIST.len(),
         match mode {
             SeccompMode::Kill => "kill process",
             _ => "EPERM, counted",
         }
     ))
+}
+
+/// SECURITY: deny every x32-ABI syscall (number with `X32_SYSCALL_BIT`). The appliance
+/// never uses that ABI, and seccompiler's rules match exact numbers only, so this is a
+/// small hand-written program: load the architecture; if it is x86_64, load the number
+/// and deny it when the bit is set; allow everything else (the deny list still applies,
+/// being a separate filter: the kernel runs all of them and the strictest answer wins).
+/// On other architectures there is no x32 ABI and the program allows everything.
+fn x32_filter(action: &SeccompAction) -> seccompiler::BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const OFFSET_NR: u32 = 0; // struct seccomp_data { int nr; __u32 arch; ... }
+    const OFFSET_ARCH: u32 = 4;
+    let deny: u32 = match action {
+        SeccompAction::KillProcess => 0x8000_0000,
+        _ => 0x0003_0000, // SECCOMP_RET_TRAP: the SIGSYS handler answers EPERM, counted
+    };
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    if !cfg!(target_arch = "x86_64") {
+        return vec![insn(RET_K, 0, 0, RET_ALLOW)];
+    }
+    vec![
+        insn(LD_W_ABS, 0, 0, OFFSET_ARCH),
+        insn(JEQ_K, 0, 3, AUDIT_ARCH_X86_64), // other arch: allow
+        insn(LD_W_ABS, 0, 0, OFFSET_NR),
+        insn(JSET_K, 0, 1, X32_SYSCALL_BIT as u32),
+        insn(RET_K, 0, 0, deny),
+        insn(RET_K, 0, 0, RET_ALLOW),
+    ]
 }
 
 /// A filter answering ENOSYS ("not implemented") to every syscall in `nrs`.
@@ -251,6 +298,8 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
         let nr = info.syscall as libc::c_long;
         if let Some(i) = DENY_LIST.iter().position(|d| d.nr == nr) {
             DENIED_COUNTS[i].fetch_add(1, Ordering::Relaxed);
+        } else if nr & X32_SYSCALL_BIT != 0 {
+            X32_DENIED.fetch_add(1, Ordering::Relaxed);
         }
         set_return_value(ctx as *mut libc::ucontext_t, -(libc::EPERM as i64));
     }

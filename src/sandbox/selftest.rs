@@ -30,6 +30,8 @@ pub struct Kit {
     abstract_name: Vec<u8>,
     api_port: u16,
     model: PathBuf,
+    /// Whether the kernel answers x32-ABI syscalls (probed before any filter).
+    kernel_x32: bool,
 }
 
 /// Create the kit; call before lock-down.
@@ -47,7 +49,22 @@ pub fn prepare(api_port: u16, model: PathBuf) -> Result<Kit, String> {
         abstract_name: name,
         api_port,
         model,
+        kernel_x32: x32_getpid().is_ok(),
     })
+}
+
+/// `getpid` through the x32 ABI: the pid on a kernel built with x32 support, ENOSYS on
+/// one without (and EPERM under our seccomp filter, either way).
+fn x32_getpid() -> Result<(), i32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: getpid takes no arguments and changes nothing.
+        check(unsafe { libc::syscall(super::seccomp::X32_SYSCALL_BIT | libc::SYS_getpid) })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Err(libc::ENOSYS)
+    }
 }
 
 fn tcp_socket() -> Result<OwnedFd, String> {
@@ -274,6 +291,23 @@ fn probes(kit: &Kit, seccomp_on: bool, mdwe_on: bool) -> Vec<Outcome> {
         "seccomp",
         seccomp(libc::EPERM),
         io_uring_setup(),
+    );
+    // SECURITY: the x32 bit must not be a way around the deny list. Denied whether or not
+    // this kernel has x32 (the name says which, so a run on a kernel without it is not
+    // mistaken for proof that x32 numbers would be stopped by the kernel itself).
+    probe(
+        if kit.kernel_x32 {
+            "x32 getpid (kernel has x32)"
+        } else {
+            "x32 getpid (kernel has no x32)"
+        },
+        "seccomp",
+        if cfg!(target_arch = "x86_64") {
+            seccomp(libc::EPERM)
+        } else {
+            Expect::Skip
+        },
+        x32_getpid(),
     );
     probe(
         "map memory W+X",

@@ -105,6 +105,8 @@ pub fn secret(cred: &str) -> &str {
 }
 
 pub struct Options {
+    /// `server.listen` (default "127.0.0.1:0").
+    pub listen: String,
     pub extra_toml: String,
     /// The `[sandbox]` section (default: `default_sandbox_section()`).
     pub sandbox: String,
@@ -112,6 +114,8 @@ pub struct Options {
     pub server_extra: String,
     /// More `[auth]` keys.
     pub auth_extra: String,
+    /// The keys file's text (default: the four test keys with cheap hashes).
+    pub keys_text: Option<String>,
     pub model_section: String,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
@@ -125,10 +129,12 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            listen: "127.0.0.1:0".into(),
             extra_toml: String::new(),
             sandbox: default_sandbox_section(),
             server_extra: String::new(),
             auth_extra: String::new(),
+            keys_text: None,
             model_section: "context = 1024\nthreads = 2\nembeddings = true\n".into(),
             env: vec![],
             wait_ready: true,
@@ -155,20 +161,23 @@ impl Drop for Server {
 
 /// Write the test keys file and a config; return the config path.
 pub fn write_config(dir: &Path, opts: &Options) -> PathBuf {
-    let keys = format!(
-        "# test keys\nalice:{}\ncarol:{}\nlimited:{}:3\nexpired:{}::2001-01-01T00:00:00Z\n",
-        cheap_hash(secret(ALICE)),
-        cheap_hash(secret(BOB)),
-        cheap_hash(secret(LIMITED)),
-        cheap_hash(secret(EXPIRED)),
-    );
+    let keys = opts.keys_text.clone().unwrap_or_else(|| {
+        format!(
+            "# test keys\nalice:{}\ncarol:{}\nlimited:{}:3\nexpired:{}::2001-01-01T00:00:00Z\n",
+            cheap_hash(secret(ALICE)),
+            cheap_hash(secret(BOB)),
+            cheap_hash(secret(LIMITED)),
+            cheap_hash(secret(EXPIRED)),
+        )
+    });
     std::fs::write(dir.join("keys"), keys).unwrap();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nhealth_listen = \"127.0.0.1:0\"\n{}\
+        "[server]\nlisten = \"{}\"\nhealth_listen = \"127.0.0.1:0\"\n{}\
          [tls]\nself_signed_dir = \"tls\"\n\
          [auth]\nkeys_file = \"keys\"\ndefault_requests_per_minute = 0\n{}\
          [model]\npath = \"{}\"\nid = \"{MODEL_ID}\"\n{}\
          {}\n{}",
+        opts.listen,
         opts.server_extra,
         opts.auth_extra,
         model_path().display(),
@@ -349,6 +358,26 @@ pub async fn tls_connect(
         .await
 }
 
+/// A TLS connection to `addr` from the local address `from`.
+pub async fn tls_connect_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    ca_pem: &Path,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let socket = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tls_connector_with(ca_pem, rustls::DEFAULT_VERSIONS, alpn)
+        .connect(name, tcp)
+        .await
+}
+
 pub fn tls_connector(ca_pem: &Path) -> tokio_rustls::TlsConnector {
     tls_connector_with(ca_pem, rustls::DEFAULT_VERSIONS, &[])
 }
@@ -417,6 +446,17 @@ impl Client {
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tls_connector(ca_pem).connect(name, tcp).await.unwrap();
         Client::over(tls).await
+    }
+
+    /// Like `connect`, from the local address `from` (e.g. 127.0.0.7, or an IPv6 address
+    /// the test added); an error when the server refuses the connection.
+    pub async fn connect_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+        ca_pem: &Path,
+    ) -> std::io::Result<Client> {
+        let tls = tls_connect_from(from, addr, ca_pem, &[]).await?;
+        Ok(Client::over(tls).await)
     }
 
     /// Plain HTTP/1.1 (the health port, or a benchmark peer without TLS).

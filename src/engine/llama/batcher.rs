@@ -239,7 +239,7 @@ impl<'m> Batcher<'m> {
                 continue;
             }
             let job = match job {
-                Job::Generate(g) => g,
+                Job::Generate(g) => *g,
                 Job::Embed(e) => {
                     self.start_embedding(e);
                     continue;
@@ -280,7 +280,7 @@ impl<'m> Batcher<'m> {
                 last_used: s.last_used,
             })
             .collect();
-        let choice = prefix::choose(&views, &job.key_id, &prompt, self.prefix_cache)
+        let choice = prefix::choose(&views, &job.owner, &prompt, self.prefix_cache)
             .ok_or(EngineError::Internal)?;
         let slot = &mut self.slots[choice.slot];
         let mut reuse = choice.reuse;
@@ -297,7 +297,7 @@ impl<'m> Batcher<'m> {
                 .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
         }
         slot.cached.truncate(reuse);
-        slot.owner = Some(job.key_id.clone());
+        slot.owner = Some(job.owner.clone());
         let sampler = build_sampler(self.model, &job)?;
         if job.events.send(Event::Started { prompt_tokens }).is_err() {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);

@@ -29,7 +29,6 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -232,7 +231,7 @@ fn engine_thread(
         threads: s.threads,
         threads_batch: s.threads_batch,
     };
-    stats.ready.store(true, Ordering::Release);
+    // Readiness is start-up's to declare, after seccomp (lib.rs), not the engine's.
     if loaded.send(Ok(info)).is_err() {
         return;
     }
