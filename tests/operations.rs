@@ -469,3 +469,44 @@ async fn journald_target_writes_the_native_protocol_from_inside_the_sandbox() {
     drop(server);
     reader.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reissued_key_id_does_not_inherit_the_old_holders_prefix_cache() {
+    // One slot, so every request lands on the same cache.
+    let server = Server::start_with(Options {
+        model_section: "context = 1024\nthreads = 2\nparallel = 1\n".into(),
+        ..Options::default()
+    });
+    open_to_sandbox_user(server.dir.path());
+    let body = serde_json::json!({"model": MODEL_ID, "max_tokens": 4, "temperature": 0,
+        "messages": [{"role": "user", "content": "Name three colours of the rainbow."}]});
+    let cached = |r: &Reply| -> u64 {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut c = server.client().await;
+    c.post("/v1/chat/completions", Some(ALICE), &body).await;
+    // The same key asking again reuses its prefix.
+    let again = c.post("/v1/chat/completions", Some(ALICE), &body).await;
+    assert!(cached(&again) > 0, "the same key should reuse its prefix");
+
+    // The id "alice" is removed and given to someone else: a new hash (here for the same
+    // secret, so the client code stays the same; a new salt makes it a new key line).
+    let keys = std::fs::read_to_string(server.dir.path().join("keys")).unwrap();
+    let alice_line = keys.lines().find(|l| l.starts_with("alice:")).unwrap();
+    let reissued = keys.replace(alice_line, &format!("alice:{}", cheap_hash(secret(ALICE))));
+    replace_keys(server.dir.path(), &reissued);
+    signal(server.pid(), "HUP");
+    server.wait_for("the reload", Duration::from_secs(10), || {
+        server.log_text().contains("SIGHUP: keys file reloaded")
+    });
+    let mut c = server.client().await;
+    let after = c.post("/v1/chat/completions", Some(ALICE), &body).await;
+    assert_eq!(
+        cached(&after),
+        0,
+        "a reissued id must start with a cold prefix cache"
+    );
+}
