@@ -1,6 +1,6 @@
 # Build base for image/Dockerfile.cuda: the CUDA toolkit (nvcc, static cudart/cuBLAS)
 # plus what the CPU build base has (cmake, clang/libclang for bindgen, Rust 1.95.0).
-# Needs a registry (nvcr/docker.io) and the Rust installer; built by `image/build cuda`.
+# Needs a container registry and the Rust installer; built by `image/build cuda`.
 FROM nvidia/cuda:12.8.1-devel-ubuntu24.04
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
