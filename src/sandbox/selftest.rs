@@ -30,8 +30,20 @@ pub struct Kit {
     abstract_name: Vec<u8>,
     api_port: u16,
     model: PathBuf,
-    /// Whether the kernel answers x32-ABI syscalls (probed before any filter).
-    kernel_x32: bool,
+    /// Whether the kernel answers x32-ABI syscalls (probed before our filter).
+    x32: X32,
+}
+
+/// What the x32 probe can know before our seccomp filter is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum X32 {
+    /// The kernel runs x32 syscalls (built with CONFIG_X86_X32_ABI).
+    KernelHasIt,
+    /// It answers ENOSYS.
+    KernelLacksIt,
+    /// A seccomp filter from outside (a container runtime's) is already in force; such
+    /// filters may kill the process on an x32 call, so the probe is not made.
+    HostFilter,
 }
 
 /// Create the kit; call before lock-down.
@@ -49,8 +61,26 @@ pub fn prepare(api_port: u16, model: PathBuf) -> Result<Kit, String> {
         abstract_name: name,
         api_port,
         model,
-        kernel_x32: x32_getpid().is_ok(),
+        x32: if host_seccomp_filter() {
+            X32::HostFilter
+        } else if x32_getpid().is_ok() {
+            X32::KernelHasIt
+        } else {
+            X32::KernelLacksIt
+        },
     })
+}
+
+/// Whether this process already runs under a seccomp filter (`Seccomp: 2` in
+/// /proc/self/status); called before ours is installed, so it is the host's.
+fn host_seccomp_filter() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
+        })
+        .unwrap_or(true)
 }
 
 /// `getpid` through the x32 ABI: the pid on a kernel built with x32 support, ENOSYS on
@@ -295,19 +325,25 @@ fn probes(kit: &Kit, seccomp_on: bool, mdwe_on: bool) -> Vec<Outcome> {
     // SECURITY: the x32 bit must not be a way around the deny list. Denied whether or not
     // this kernel has x32 (the name says which, so a run on a kernel without it is not
     // mistaken for proof that x32 numbers would be stopped by the kernel itself).
+    let (x32_name, x32_expect) = match kit.x32 {
+        X32::KernelHasIt => ("x32 getpid (kernel has x32)", seccomp(libc::EPERM)),
+        X32::KernelLacksIt => ("x32 getpid (kernel has no x32)", seccomp(libc::EPERM)),
+        X32::HostFilter => ("x32 getpid (not made: host seccomp filter)", Expect::Skip),
+    };
+    let x32_expect = if cfg!(target_arch = "x86_64") {
+        x32_expect
+    } else {
+        Expect::Skip
+    };
     probe(
-        if kit.kernel_x32 {
-            "x32 getpid (kernel has x32)"
-        } else {
-            "x32 getpid (kernel has no x32)"
-        },
+        x32_name,
         "seccomp",
-        if cfg!(target_arch = "x86_64") {
-            seccomp(libc::EPERM)
+        x32_expect,
+        if x32_expect == Expect::Skip {
+            Err(0)
         } else {
-            Expect::Skip
+            x32_getpid()
         },
-        x32_getpid(),
     );
     probe(
         "map memory W+X",
