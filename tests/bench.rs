@@ -6,7 +6,10 @@
 //! `llama-cpp-python[server]` (plain HTTP; built by `.ci/bench-peers`), and the in-process
 //! ceiling — a bare llama-cpp-2 decode loop with no HTTP at all.
 //! `bench_latency_with_500_idle_and_slow_connections` measures the request surface under
-//! connection pressure.
+//! connection pressure. `bench_front_door` measures the unauthenticated front door
+//! (issue 16): start-up order, concurrent failed logins, the full limiter table, unknown
+//! id vs wrong secret timing, and RSS over 10 minutes of failed logins
+//! (`LGI_BENCH_SOAK_SECS`).
 
 mod common;
 
