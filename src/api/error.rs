@@ -111,15 +111,19 @@ impl ApiError {
         .with_code("request_too_large")
     }
 
-    pub fn token_rate_limited(limit: u32, retry_after: std::time::Duration) -> Self {
-        let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            format!("Rate limit reached: {limit} tokens per minute for this key"),
-        )
-        .with_code("rate_limit_exceeded");
+    /// 429 `rate_limit_exceeded` with Retry-After: `retry_after` rounded up, at least 1 s.
+    fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            .with_code("rate_limit_exceeded");
         e.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
         e
+    }
+
+    pub fn token_rate_limited(limit: u32, retry_after: std::time::Duration) -> Self {
+        Self::rate_limited(
+            format!("Rate limit reached: {limit} tokens per minute for this key"),
+            retry_after,
+        )
     }
 
     pub fn too_many_generations(limit: usize) -> Self {
@@ -210,39 +214,18 @@ impl ApiError {
                 "This API key has expired",
             )
             .with_code("expired_api_key"),
-            AuthError::RateLimited { retry_after, limit } => {
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let mut e = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!("Rate limit reached: {limit} requests per minute for this key"),
-                )
-                .with_code("rate_limit_exceeded");
-                e.retry_after = Some(secs);
-                e
-            }
-            AuthError::TooManyFailures { retry_after } => {
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let mut e = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    "Too many failed authentication attempts from this address",
-                )
-                .with_code("rate_limit_exceeded");
-                e.retry_after = Some(secs);
-                e
-            }
-            AuthError::VerifierBusy { retry_after } => {
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let mut e = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    "Too many authentication attempts in progress; try again shortly",
-                )
-                .with_code("rate_limit_exceeded");
-                e.retry_after = Some(secs);
-                e
-            }
+            AuthError::RateLimited { retry_after, limit } => Self::rate_limited(
+                format!("Rate limit reached: {limit} requests per minute for this key"),
+                *retry_after,
+            ),
+            AuthError::TooManyFailures { retry_after } => Self::rate_limited(
+                "Too many failed authentication attempts from this address",
+                *retry_after,
+            ),
+            AuthError::VerifierBusy { retry_after } => Self::rate_limited(
+                "Too many authentication attempts in progress; try again shortly",
+                *retry_after,
+            ),
             AuthError::Internal => Self::internal(),
         }
     }
