@@ -78,11 +78,29 @@ pub struct ConnLimits {
 }
 
 /// Open connections per client address and per IPv6 /48. Entries exist only while a
-/// connection is open, so the table never holds more than 2 × `max_connections` entries.
+/// connection is open, so each table holds at most `max_connections` entries.
 struct PerAddress {
-    open: Mutex<HashMap<IpAddr, u32>>,
+    open: Mutex<OpenCounts>,
     cap: u32,
     cap_48: u32,
+}
+
+#[derive(Default)]
+struct OpenCounts {
+    /// By `address_key` (IPv4 address, IPv6 /64).
+    by_address: HashMap<IpAddr, u32>,
+    /// By IPv6 /48 (`ipv6_48`).
+    by_48: HashMap<IpAddr, u32>,
+}
+
+/// Count one connection less under `key`, forgetting keys that reach zero.
+fn count_down(table: &mut HashMap<IpAddr, u32>, key: IpAddr) {
+    if let Some(n) = table.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            table.remove(&key);
+        }
+    }
 }
 
 /// The address a per-address limit counts: IPv4 as is (also when IPv4-mapped), IPv6 by
@@ -106,11 +124,7 @@ fn ipv6_48(ip: IpAddr) -> Option<IpAddr> {
         IpAddr::V4(_) => None,
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            // The /48 key is stored in the same table as /64 keys; the last segment
-            // marks it (0xffff never ends a /64 key, whose last four segments are 0).
-            Some(IpAddr::V6(Ipv6Addr::new(
-                s[0], s[1], s[2], 0, 0, 0, 0, 0xffff,
-            )))
+            Some(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0)))
         }
     }
 }
@@ -120,18 +134,19 @@ impl PerAddress {
         let key = address_key(ip);
         let wide = ipv6_48(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.get(&key).copied().unwrap_or(0);
-        let n48 = wide.and_then(|w| open.get(&w).copied()).unwrap_or(0);
+        let n = open.by_address.get(&key).copied().unwrap_or(0);
+        let n48 = wide.and_then(|w| open.by_48.get(&w).copied()).unwrap_or(0);
         if n >= self.cap || n48 >= self.cap_48 {
             return None;
         }
-        open.insert(key, n + 1);
+        open.by_address.insert(key, n + 1);
         if let Some(w) = wide {
-            open.insert(w, n48 + 1);
+            open.by_48.insert(w, n48 + 1);
         }
         Some(AddressSlot {
             table: self.clone(),
-            keys: [Some(key), wide],
+            key,
+            wide,
         })
     }
 }
@@ -139,19 +154,16 @@ impl PerAddress {
 /// One open connection counted against its address (and /48); released on drop.
 struct AddressSlot {
     table: Arc<PerAddress>,
-    keys: [Option<IpAddr>; 2],
+    key: IpAddr,
+    wide: Option<IpAddr>,
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
         let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
-        for key in self.keys.iter().flatten() {
-            if let Some(n) = open.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(key);
-                }
-            }
+        count_down(&mut open.by_address, self.key);
+        if let Some(w) = self.wide {
+            count_down(&mut open.by_48, w);
         }
     }
 }
@@ -167,7 +179,7 @@ pub async fn serve_api(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
     let per_address = Arc::new(PerAddress {
-        open: Mutex::new(HashMap::new()),
+        open: Mutex::new(OpenCounts::default()),
         cap: limits.max_connections_per_address,
         cap_48: limits.max_connections_per_ipv6_48,
     });
