@@ -564,6 +564,11 @@ mod tests {
         }
     }
 
+    /// Why `s` refused `cred` from `addr` (panics if it was accepted).
+    async fn refused(s: &KeyStore, cred: &[u8], addr: std::net::IpAddr) -> AuthError {
+        s.authenticate(Some(cred), addr).await.unwrap_err().error
+    }
+
     fn store(lines: &str) -> KeyStore {
         KeyStore::new(parse_keys(lines).unwrap(), limits(1000)).unwrap()
     }
@@ -623,10 +628,7 @@ mod tests {
         assert_eq!(s.argon2_runs(), 1, "cache must serve repeated successes");
         // A wrong secret for a cached id is not served from the cache.
         assert_eq!(
-            s.authenticate(Some(b"Bearer alice:wrong"), HOST)
-                .await
-                .unwrap_err()
-                .error,
+            refused(&s, b"Bearer alice:wrong", HOST).await,
             AuthError::Invalid
         );
         assert_eq!(s.argon2_runs(), 2);
@@ -641,10 +643,7 @@ mod tests {
     async fn unknown_id_costs_an_argon2_run() {
         let s = store(&format!("alice:{}\n", cheap_hash("right")));
         assert_eq!(
-            s.authenticate(Some(b"Bearer mallory:right"), HOST)
-                .await
-                .unwrap_err()
-                .error,
+            refused(&s, b"Bearer mallory:right", HOST).await,
             AuthError::Invalid
         );
         assert_eq!(s.argon2_runs(), 1);
@@ -658,28 +657,11 @@ mod tests {
     async fn expiry_and_rate_limit_apply_after_the_secret_is_proven() {
         let h = cheap_hash("k");
         let s = store(&format!("old:{h}::2001-01-01T00:00:00Z\nslow:{h}:2\n"));
-        assert_eq!(
-            s.authenticate(Some(b"Bearer old:k"), HOST)
-                .await
-                .unwrap_err()
-                .error,
-            AuthError::Expired
-        );
-        assert_eq!(
-            s.authenticate(Some(b"Bearer old:x"), HOST)
-                .await
-                .unwrap_err()
-                .error,
-            AuthError::Invalid
-        );
+        assert_eq!(refused(&s, b"Bearer old:k", HOST).await, AuthError::Expired);
+        assert_eq!(refused(&s, b"Bearer old:x", HOST).await, AuthError::Invalid);
         s.authenticate(Some(b"Bearer slow:k"), HOST).await.unwrap();
         s.authenticate(Some(b"Bearer slow:k"), HOST).await.unwrap();
-        match s
-            .authenticate(Some(b"Bearer slow:k"), HOST)
-            .await
-            .unwrap_err()
-            .error
-        {
+        match refused(&s, b"Bearer slow:k", HOST).await {
             AuthError::RateLimited { retry_after, limit } => {
                 assert_eq!(limit, 2);
                 assert!(retry_after > Duration::from_secs(1));
@@ -688,10 +670,7 @@ mod tests {
         }
         // A wrong secret does not consume the victim's budget, it is simply invalid.
         assert_eq!(
-            s.authenticate(Some(b"Bearer slow:bad"), HOST)
-                .await
-                .unwrap_err()
-                .error,
+            refused(&s, b"Bearer slow:bad", HOST).await,
             AuthError::Invalid
         );
     }
@@ -709,17 +688,14 @@ mod tests {
         assert_eq!(s.argon2_runs(), 1);
         for _ in 0..3 {
             assert_eq!(
-                s.authenticate(Some(b"Bearer alice:wrong"), HOST)
-                    .await
-                    .unwrap_err()
-                    .error,
+                refused(&s, b"Bearer alice:wrong", HOST).await,
                 AuthError::Invalid
             );
         }
         assert_eq!(s.argon2_runs(), 4);
         for cred in [&b"Bearer alice:wrong"[..], b"Bearer mallory:x"] {
             assert!(matches!(
-                s.authenticate(Some(cred), HOST).await.unwrap_err().error,
+                refused(&s, cred, HOST).await,
                 AuthError::TooManyFailures { .. }
             ));
         }
@@ -732,10 +708,7 @@ mod tests {
         // Another address is unaffected.
         let other = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 9));
         assert_eq!(
-            s.authenticate(Some(b"Bearer alice:wrong"), other)
-                .await
-                .unwrap_err()
-                .error,
+            refused(&s, b"Bearer alice:wrong", other).await,
             AuthError::Invalid
         );
     }
@@ -785,10 +758,7 @@ mod tests {
         assert_eq!(s.argon2_runs(), 2);
         // carol's old secret is refused (its tag went with the old record), the new works.
         assert_eq!(
-            s.authenticate(Some(b"Bearer carol:c1"), HOST)
-                .await
-                .unwrap_err()
-                .error,
+            refused(&s, b"Bearer carol:c1", HOST).await,
             AuthError::Invalid
         );
         s.authenticate(Some(b"Bearer carol:c2"), HOST)
@@ -801,10 +771,7 @@ mod tests {
             .unwrap();
         assert_eq!((summary.removed, summary.changed, summary.added), (2, 1, 0));
         assert_eq!(
-            s.authenticate(Some(b"Bearer alice:a1"), HOST)
-                .await
-                .unwrap_err()
-                .error,
+            refused(&s, b"Bearer alice:a1", HOST).await,
             AuthError::Invalid
         );
         assert_eq!(s.len(), 1);
@@ -838,10 +805,7 @@ mod tests {
                     } else {
                         "Bearer alice:wrong"
                     };
-                    s.authenticate(Some(cred.as_bytes()), HOST)
-                        .await
-                        .unwrap_err()
-                        .error
+                    refused(&s, cred.as_bytes(), HOST).await
                 })
             })
             .collect();
@@ -869,12 +833,7 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let s = s.clone();
-                tokio::spawn(async move {
-                    s.authenticate(Some(b"Bearer alice:wrong"), HOST)
-                        .await
-                        .unwrap_err()
-                        .error
-                })
+                tokio::spawn(async move { refused(&s, b"Bearer alice:wrong", HOST).await })
             })
             .collect();
         let mut busy = 0;
@@ -926,10 +885,7 @@ mod tests {
         }
         // Dummies are not real keys' hashes and no secret matches them.
         assert_eq!(
-            s.authenticate(Some(b"Bearer mallory:x"), HOST)
-                .await
-                .unwrap_err()
-                .error,
+            refused(&s, b"Bearer mallory:x", HOST).await,
             AuthError::Invalid
         );
         s.reload(parse_keys(&format!("d:{}\n", cheap_hash_with("w", 9 * 1024, 3))).unwrap())
