@@ -345,41 +345,15 @@ async fn a_body_that_never_finishes_gets_408() {
     assert_normal_client_served(&server).await;
 }
 
-/// An HTTP/2 client over TLS whose connection task reports when the connection ends.
-/// The h2 crate answers the server's PINGs by itself, as every client library does.
-async fn h2_client(
-    server: &Server,
-) -> (
-    h2::client::SendRequest<bytes::Bytes>,
-    tokio::task::JoinHandle<()>,
-) {
-    let tls = tls_connect(server, &[b"h2"]).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    let ended = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (client, ended)
-}
-
-fn h2_get_models() -> hyper::Request<()> {
-    hyper::Request::builder()
-        .method("GET")
-        .uri("https://localhost/v1/models")
-        .header("authorization", format!("Bearer {ALICE}"))
-        .body(())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_are_closed_even_when_they_answer_pings() {
     let server = server_with("idle_timeout_secs = 2\n");
     // One that sent a request and went quiet, and one that never opened a stream.
-    let (client, after_request) = h2_client(&server).await;
+    let (client, after_request) = h2_connect(&server).await;
     let mut client = client.ready().await.unwrap();
     let (resp, _) = client.send_request(h2_get_models(), true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 200);
-    let (_silent, silent) = h2_client(&server).await;
+    let (_silent, silent) = h2_connect(&server).await;
     let started = Instant::now();
     for (what, ended) in [("after a request", after_request), ("never used", silent)] {
         let r = tokio::time::timeout(Duration::from_secs(30), ended).await;
@@ -398,7 +372,7 @@ async fn idle_http2_connections_are_closed_even_when_they_answer_pings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_connection_is_closed_gracefully_at_its_maximum_lifetime() {
     let server = server_with("idle_timeout_secs = 1\nmax_connection_lifetime_secs = 3\n");
-    let (client, ended) = h2_client(&server).await;
+    let (client, ended) = h2_connect(&server).await;
     let mut client = client.ready().await.unwrap();
     let started = Instant::now();
     let mut served = 0;

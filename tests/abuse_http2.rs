@@ -3,42 +3,22 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use std::time::{Duration, Instant};
-
-async fn h2_client(server: &Server) -> h2::client::SendRequest<Bytes> {
-    let tls = tls_connect(server, &[b"h2"]).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-fn get_models() -> hyper::Request<()> {
-    hyper::Request::builder()
-        .method("GET")
-        .uri("https://localhost/v1/models")
-        .header("authorization", format!("Bearer {ALICE}"))
-        .body(())
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_advertises_32_streams_and_serves_a_burst_of_200_requests() {
     let server = Server::start();
-    let client = h2_client(&server).await;
+    let (client, _) = h2_connect(&server).await;
     let mut client = client.ready().await.unwrap();
     // After one exchange the server's SETTINGS have arrived.
-    let (resp, _) = client.send_request(get_models(), true).unwrap();
+    let (resp, _) = client.send_request(h2_get_models(), true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 200);
     assert_eq!(client.current_max_send_streams(), 32);
     let mut pending = Vec::new();
     for _ in 0..200 {
         client = client.ready().await.unwrap();
-        let (resp, _) = client.send_request(get_models(), true).unwrap();
+        let (resp, _) = client.send_request(h2_get_models(), true).unwrap();
         pending.push(resp);
     }
     for resp in pending {
@@ -49,7 +29,7 @@ async fn the_server_advertises_32_streams_and_serves_a_burst_of_200_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rapid_reset_flood_ends_that_connection_and_others_are_served() {
     let server = Server::start();
-    let client = h2_client(&server).await;
+    let (client, _) = h2_connect(&server).await;
     let mut client = client.ready().await.unwrap();
     let started = Instant::now();
     let mut sent = 0;
@@ -63,7 +43,7 @@ async fn a_rapid_reset_flood_ends_that_connection_and_others_are_served() {
                 break;
             }
         };
-        match client.send_request(get_models(), true) {
+        match client.send_request(h2_get_models(), true) {
             Ok((resp, stream)) => {
                 drop(stream);
                 drop(resp);

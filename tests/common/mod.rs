@@ -358,6 +358,31 @@ pub async fn tls_connect(
         .await
 }
 
+/// An HTTP/2 client over TLS (ALPN h2) and the task driving its connection, which ends
+/// when the connection does. The h2 crate answers the server's PINGs by itself, as every
+/// client library does.
+pub async fn h2_connect(
+    server: &Server,
+) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let tls = tls_connect(server, &[b"h2"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    let ended = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (client, ended)
+}
+
+/// `GET /v1/models` as alice, for an HTTP/2 client.
+pub fn h2_get_models() -> hyper::Request<()> {
+    hyper::Request::builder()
+        .method("GET")
+        .uri("https://localhost/v1/models")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(())
+        .unwrap()
+}
+
 /// A TLS connection to `addr` from the local address `from`.
 pub async fn tls_connect_from(
     from: std::net::IpAddr,
