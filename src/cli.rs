@@ -5,6 +5,10 @@
 //! dependency in an audited binary. SECURITY: secrets are read from stdin, never from
 //! arguments (which other users can see in /proc), and no command echoes a secret it read.
 
+// One-shot commands over the operator's own arguments, never client input: a slice of
+// an argument list whose length was just matched.
+#![allow(clippy::indexing_slicing)]
+
 use crate::keys;
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -141,7 +145,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     match command {
         "serve" => match serve_args(rest) {
-            Ok((path, mode)) => match crate::serve(&path, mode) {
+            Ok((path, mode)) => match crate::startup::serve(&path, mode) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("llama-gguf-inference: {e}");
@@ -151,7 +155,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             Err(e) => usage_error(&e),
         },
         "check-config" => match config_arg(rest) {
-            Ok(path) => match crate::check_config(&path) {
+            Ok(path) => match crate::startup::check_config(&path) {
                 Ok(summary) => {
                     println!("{summary}");
                     0
@@ -164,7 +168,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             Err(e) => usage_error(&e),
         },
         "policy" => match config_arg(rest) {
-            Ok(path) => match crate::policy(&path) {
+            Ok(path) => match crate::startup::policy(&path) {
                 Ok(text) => {
                     print!("{text}");
                     0
@@ -200,12 +204,12 @@ fn usage_error(msg: &str) -> i32 {
     2
 }
 
-fn serve_args(rest: &[String]) -> Result<(PathBuf, crate::Mode), String> {
+fn serve_args(rest: &[String]) -> Result<(PathBuf, crate::startup::Mode), String> {
     const SELF_TEST: &str = "--self-test-sandbox";
     let mode = if rest.iter().any(|a| a == SELF_TEST) {
-        crate::Mode::SelfTestSandbox
+        crate::startup::Mode::SelfTestSandbox
     } else {
-        crate::Mode::Serve
+        crate::startup::Mode::Serve
     };
     let rest: Vec<String> = rest.iter().filter(|a| *a != SELF_TEST).cloned().collect();
     Ok((config_arg(&rest)?, mode))

@@ -281,6 +281,35 @@ fn scalar_size(vtype: u32) -> Option<u64> {
     }
 }
 
+/// OpenAI's `system_fingerprint`: changes when the model file or the build changes.
+/// Derived from the file's size and GGUF header summary plus this build's version (not a
+/// hash of the weights: reading gigabytes at every start would delay it by minutes).
+pub fn system_fingerprint(model: &Path, g: &GgufSummary) -> String {
+    let size = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
+    let identity = format!(
+        "{size}|{}|{}|{}|{:?}|{:?}|{}|{}",
+        g.version,
+        g.tensor_count,
+        g.kv_count,
+        g.architecture,
+        g.name,
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(feature = "cuda") {
+            "cuda"
+        } else {
+            "cpu"
+        },
+    );
+    let d = ring::digest::digest(&ring::digest::SHA256, identity.as_bytes());
+    let hex: String = d
+        .as_ref()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("fp_{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

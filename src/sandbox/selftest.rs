@@ -512,3 +512,31 @@ fn exec_in_child(path: &str) -> Result<(), i32> {
         }
     }
 }
+
+/// `--self-test-sandbox`: run the probes on a new thread, print one line each on stdout,
+/// fail if any result differs from what the sandbox should produce.
+pub async fn report(kit: Kit, seccomp_on: bool, mdwe_on: bool) -> Result<(), String> {
+    let before = super::seccomp::denied_total();
+    let outcomes = tokio::task::spawn_blocking(move || run(kit, seccomp_on, mdwe_on))
+        .await
+        .map_err(|e| format!("self-test thread failed: {e}"))?;
+    let counted = super::seccomp::denied_total() - before;
+    let mut failed = 0;
+    for o in &outcomes {
+        println!("{o}");
+        failed += usize::from(!o.ok());
+    }
+    println!("self-test seccomp denials counted: {counted}");
+    println!(
+        "self-test result: {} of {} probes as expected",
+        outcomes.len() - failed,
+        outcomes.len()
+    );
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "sandbox self-test: {failed} probe(s) not as expected"
+        ))
+    }
+}

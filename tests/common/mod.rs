@@ -117,6 +117,8 @@ pub struct Options {
     /// The keys file's text (default: the four test keys with cheap hashes).
     pub keys_text: Option<String>,
     pub model_section: String,
+    /// `model.path` (default: the test model, `model_path()`).
+    pub model: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
     /// A program (and its arguments) that runs the binary: `wrapper... BIN serve ...`.
@@ -136,6 +138,7 @@ impl Default for Options {
             auth_extra: String::new(),
             keys_text: None,
             model_section: "context = 1024\nthreads = 2\nembeddings = true\n".into(),
+            model: None,
             env: vec![],
             wait_ready: true,
             wrapper: vec![],
@@ -180,7 +183,7 @@ pub fn write_config(dir: &Path, opts: &Options) -> PathBuf {
         opts.listen,
         opts.server_extra,
         opts.auth_extra,
-        model_path().display(),
+        opts.model.clone().unwrap_or_else(model_path).display(),
         opts.model_section,
         opts.sandbox,
         opts.extra_toml,

@@ -19,56 +19,17 @@
 
 mod batcher;
 
-use super::constraint::{ConstraintCompiler, ConstraintSettings};
-use super::prefix::PrefixCache;
-use super::{EngineHandle, EngineStats, Intake};
-use crate::config::{Config, FlashAttention, GpuLayers, KvCacheType};
+use super::constraint::ConstraintCompiler;
+use super::{EngineHandle, EngineParams, EngineStats, Intake, LoadedModel};
+use crate::config::{FlashAttention, KvCacheType};
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Facts about the loaded model, for the start-up log.
-#[derive(Debug, Clone)]
-pub struct LoadedModel {
-    pub context: u32,
-    pub n_ctx_train: u32,
-    pub n_params: u64,
-    pub size_bytes: u64,
-    pub load_time: Duration,
-    /// How chat prompts are rendered (for the start-up log).
-    pub renderer: &'static str,
-    pub parallel: u32,
-    /// Estimated K+V bytes one sequence's cache takes (f16 cells × `context`).
-    pub kv_bytes_per_slot: u64,
-    pub threads: i32,
-    pub threads_batch: i32,
-}
-
-struct EngineSettings {
-    path: PathBuf,
-    context: u32,
-    batch: u32,
-    threads: i32,
-    threads_batch: i32,
-    gpu_layers: u32,
-    main_gpu: u32,
-    flash_attention: FlashAttention,
-    kv_cache_type: KvCacheType,
-    /// Sequences decoded together (llama.cpp's n_seq_max).
-    parallel: u32,
-    prefix_cache: PrefixCache,
-    /// Create the embeddings context (`model.embeddings`).
-    embeddings: bool,
-    constraints: ConstraintSettings,
-    #[cfg(feature = "test-hooks")]
-    load_delay: Duration,
-}
 
 /// Route llama.cpp/ggml logs into `tracing` (call once, early).
 pub fn route_logs() {
@@ -77,59 +38,38 @@ pub fn route_logs() {
 
 /// Start the engine thread. The model loads on that thread; `loaded` reports the outcome.
 pub fn spawn(
-    cfg: &Config,
+    params: &EngineParams,
     stats: Arc<EngineStats>,
 ) -> Result<(EngineHandle, oneshot::Receiver<Result<LoadedModel, String>>), String> {
-    // `serve` replaced 0 ("one per core") by the core count before lock-down.
-    let threads = cfg.model.threads.max(1) as i32;
-    let settings = EngineSettings {
-        path: cfg.model.path.clone(),
-        context: cfg.model.context,
-        batch: cfg.model.batch,
-        threads,
-        threads_batch: if cfg.model.threads_batch == 0 {
-            threads
-        } else {
-            cfg.model.threads_batch as i32
-        },
-        gpu_layers: match cfg.model.gpu_layers {
-            GpuLayers::All => u32::MAX,
-            GpuLayers::Count(n) => n,
-        },
-        main_gpu: cfg.model.main_gpu,
-        flash_attention: cfg.model.flash_attention,
-        kv_cache_type: cfg.model.kv_cache_type,
-        parallel: cfg.model.parallel,
-        prefix_cache: cfg.model.prefix_cache,
-        embeddings: cfg.model.embeddings,
-        constraints: cfg.constraints.settings(),
-        #[cfg(feature = "test-hooks")]
-        load_delay: std::env::var("LGI_TEST_LOAD_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default(),
-    };
-    let intake = Intake::new(cfg.limits.queue_depth as usize, stats.clone());
+    let settings = params.clone();
+    #[cfg(feature = "test-hooks")]
+    let load_delay = std::env::var("LGI_TEST_LOAD_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default();
+    let intake = Intake::new(params.queue_depth, stats.clone());
     let (loaded_tx, loaded_rx) = oneshot::channel();
-    let handle = EngineHandle::new(intake.clone(), cfg.model.context);
+    let handle = EngineHandle::new(intake.clone(), params.context);
     let engine_handle = handle.clone();
     std::thread::Builder::new()
         .name("engine".into())
-        .spawn(move || engine_thread(settings, intake, engine_handle, stats, loaded_tx))
+        .spawn(move || {
+            #[cfg(feature = "test-hooks")]
+            std::thread::sleep(load_delay);
+            engine_thread(settings, intake, engine_handle, stats, loaded_tx)
+        })
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
     Ok((handle, loaded_rx))
 }
 
 fn engine_thread(
-    s: EngineSettings,
+    s: EngineParams,
     intake: Arc<Intake>,
     handle: EngineHandle,
     stats: Arc<EngineStats>,
     loaded: oneshot::Sender<Result<LoadedModel, String>>,
 ) {
-    #[cfg(feature = "test-hooks")]
-    std::thread::sleep(s.load_delay);
     lower_priority();
     let started = Instant::now();
     let backend = match LlamaBackend::init() {
@@ -169,8 +109,8 @@ fn engine_thread(
         .with_n_batch(s.batch)
         .with_n_ubatch(s.batch)
         .with_n_seq_max(s.parallel)
-        .with_n_threads(s.threads)
-        .with_n_threads_batch(s.threads_batch)
+        .with_n_threads(s.threads as i32)
+        .with_n_threads_batch(s.threads_batch as i32)
         .with_flash_attention_policy(flash_attention_policy(s.flash_attention))
         .with_type_k(kv_type(s.kv_cache_type))
         .with_type_v(kv_type(s.kv_cache_type));
@@ -182,7 +122,7 @@ fn engine_thread(
             return;
         }
     };
-    let (embed_params, embed_mode) = embedding_params(&model, s.context, s.batch, s.threads);
+    let (embed_params, embed_mode) = embedding_params(&model, s.context, s.batch, s.threads as i32);
     let embed_ctx = if s.embeddings {
         match model.new_context(&backend, embed_params) {
             Ok(c) => Some((c, embed_mode)),
@@ -395,7 +335,7 @@ fn kv_type(t: KvCacheType) -> llama_cpp_2::context::params::KvCacheType {
 
 /// Log every compute device llama.cpp sees (name, memory), so an operator can tell at a
 /// glance whether the GPU was found and how much VRAM is free before the load.
-fn log_devices(s: &EngineSettings) {
+fn log_devices(s: &EngineParams) {
     let devices = llama_cpp_2::list_llama_ggml_backend_devices();
     for d in &devices {
         tracing::info!(
@@ -420,7 +360,7 @@ fn log_devices(s: &EngineSettings) {
 }
 
 /// Log how many layers go to the GPU (llama.cpp offloads the output layer as one more).
-fn log_offload(model: &LlamaModel, s: &EngineSettings) {
+fn log_offload(model: &LlamaModel, s: &EngineParams) {
     let layers = model.n_layer();
     let offloaded = if cfg!(feature = "cuda") {
         s.gpu_layers.min(layers + 1)

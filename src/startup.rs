@@ -1,0 +1,219 @@
+//! Start-up, in the order the security argument needs (DESIGN.md "Startup order"):
+//! prepare (config, keys, TLS material, GGUF header) → bind both listeners → lock down
+//! → settings → tokio runtime → `server::run`.
+//!
+//! SECURITY: `serve` runs on the process's only thread until `sandbox::lock_down` has
+//! applied identity, capabilities, no_new_privs and Landlock (which act on the calling
+//! thread and on threads created after it): so the tokio runtime, the engine thread and
+//! llama.cpp's threads are all created inside the sandbox. The core count is read before
+//! lock-down, because Landlock hides /proc and /sys afterwards.
+
+use crate::config::Config;
+use crate::settings::Settings;
+use crate::{auth, gguf, keys, logging, sandbox, server, signals, tls};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything validated before any socket is bound or the model is loaded.
+struct Prepared {
+    cfg: Config,
+    keys: auth::KeyStore,
+    tls: tls::TlsMaterial,
+    tls_config: Arc<rustls::ServerConfig>,
+    gguf: gguf::GgufSummary,
+    /// Keys the `user_tag` HMAC in logs (`logging.user_tag_key_file`, or random).
+    user_tag_key: ring::hmac::Key,
+}
+
+/// Keys, TLS material, GGUF header and the user-tag key, every problem collected (not
+/// only the first) and named by its key; shared by `serve` and `check-config`.
+fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
+    let mut problems = Vec::new();
+    fn keep<T>(problems: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| problems.push(e)).ok()
+    }
+    let keys_file = &cfg.auth.keys_file;
+    let keys = keep(
+        &mut problems,
+        keys::load_keys_file(keys_file)
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(|e| format!("auth.keys_file ({}): {e}", keys_file.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n  - ")
+            })
+            .and_then(|entries| {
+                auth::KeyStore::new(entries, (&cfg.auth).into())
+                    .map_err(|e| format!("auth.keys_file: {e}"))
+            }),
+    );
+    let tls = keep(
+        &mut problems,
+        tls::load_material(&cfg.tls)
+            .and_then(|m| tls::server_config(&m, cfg.server.http2).map(|c| (m, c))),
+    );
+    let gguf = keep(
+        &mut problems,
+        gguf::check_file(&cfg.model.path)
+            .map_err(|e| format!("model.path ({}): {e}", cfg.model.path.display())),
+    );
+    let user_tag_key = keep(
+        &mut problems,
+        logging::user_tag_key(cfg.logging.user_tag_key_file.as_deref()),
+    );
+    match (keys, tls, gguf, user_tag_key) {
+        (Some(keys), Some((tls, tls_config)), Some(gguf), Some(user_tag_key))
+            if problems.is_empty() =>
+        {
+            Ok(Prepared {
+                cfg,
+                keys,
+                tls,
+                tls_config,
+                gguf,
+                user_tag_key,
+            })
+        }
+        _ => {
+            let mut msg = format!("cannot start with {}:\n", config_path.display());
+            for p in problems {
+                msg.push_str(&format!("  - {p}\n"));
+            }
+            Err(msg)
+        }
+    }
+}
+
+/// `check-config`: validate everything start-up would, without binding or loading.
+pub fn check_config(config_path: &Path) -> Result<String, String> {
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let p = prepare(cfg, config_path)?;
+    let addrs = p.cfg.listen_addrs();
+    let plan = sandbox::plan(&p.cfg, (addrs.api.port(), addrs.health.port()))?;
+    let settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
+    let mut out = format!(
+        "config OK: {}\n  sandbox: {} (details: `policy --config FILE`)\n  listen {} (TLS), health {}\n  {} key(s) in {}\n  TLS certificate ({:?}) SHA-256 {}\n  model {} (id {:?}): GGUF v{}, {} tensors, architecture {}, chat template {}",
+        config_path.display(),
+        plan.identity,
+        p.cfg.server.listen,
+        p.cfg.server.health_listen,
+        p.keys.len(),
+        p.cfg.auth.keys_file.display(),
+        p.tls.source,
+        p.tls.fingerprint(),
+        p.cfg.model.path.display(),
+        settings.api.model_id,
+        p.gguf.version,
+        p.gguf.tensor_count,
+        p.gguf.architecture.as_deref().unwrap_or("unknown"),
+        if p.gguf.has_chat_template { "present" } else { "missing (chat completions will fail)" },
+    );
+    for d in &settings.derived {
+        out.push_str(&format!(
+            "\n  {} = {} on this machine ({})",
+            d.key, d.value, d.why
+        ));
+    }
+    Ok(out)
+}
+
+/// `policy`: print the sandbox start-up would apply for this config.
+pub fn policy(config_path: &Path) -> Result<String, String> {
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let addrs = cfg.listen_addrs();
+    let plan = sandbox::plan(&cfg, (addrs.api.port(), addrs.health.port()))?;
+    Ok(sandbox::describe(&plan, config_path, true))
+}
+
+/// How `serve` ends: serve until a signal, or run the sandbox self-test and exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    SelfTestSandbox,
+}
+
+/// `serve`: the whole start-up order, then serve until SIGTERM/SIGINT.
+pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
+    if cfg!(feature = "fake-engine") {
+        // SECURITY: a test build must never pass for a server.
+        return Err(
+            "this binary was built with the `fake-engine` test feature and cannot serve".into(),
+        );
+    }
+    // Config, keys, TLS material, GGUF header. Logging needs the config first.
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    logging::init(&cfg.logging)?;
+    let p = prepare(cfg, config_path)?;
+    tracing::info!(
+        keys = p.keys.len(),
+        model = %p.cfg.model.path.display(),
+        architecture = p.gguf.architecture.as_deref().unwrap_or("unknown"),
+        tensors = p.gguf.tensor_count,
+        "configuration, keys and GGUF header checked"
+    );
+    tracing::info!(
+        source = ?p.tls.source,
+        sha256 = %p.tls.fingerprint(),
+        "TLS certificate (pin this fingerprint for a self-signed deployment)"
+    );
+
+    // Bind both listeners with std sockets (a root start can take port 443 here).
+    let addrs = p.cfg.listen_addrs();
+    let listeners = server::Listeners {
+        api: bind(addrs.api, "server.listen")?,
+        health: bind(addrs.health, "server.health_listen")?,
+    };
+    let (api_addr, health_addr) = listeners.local_addrs()?;
+    tracing::info!(api = %api_addr, health = %health_addr, "listening");
+    let (api_port, health_port) = (api_addr.port(), health_addr.port());
+
+    // Lock down, while this is still the only thread (sandbox::lock_down checks).
+    let plan = sandbox::plan(&p.cfg, (api_port, health_port))?;
+    let self_test = match mode {
+        Mode::SelfTestSandbox => Some(sandbox::selftest::prepare(
+            api_port,
+            p.cfg.model.path.clone(),
+        )?),
+        Mode::Serve => None,
+    };
+    let settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
+    for d in &settings.derived {
+        tracing::info!(key = d.key, value = %d.value, why = %d.why, "setting derived");
+    }
+    let lock = sandbox::lock_down(&plan)?;
+    sandbox::check_model_readable(&p.cfg)?;
+
+    // Runtime, then the server (engine, seccomp, ready, API).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.async_workers)
+        // argon2 has its own threads (auth::argon2_pool); the blocking pool compiles
+        // constraints and re-reads the keys file.
+        .max_blocking_threads(settings.blocking_threads)
+        .thread_name("async")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let launch = server::Launch {
+        system_fingerprint: gguf::system_fingerprint(&p.cfg.model.path, &p.gguf),
+        settings,
+        keys: p.keys,
+        tls: p.tls_config,
+        user_tag_key: p.user_tag_key,
+        keys_file: p.cfg.auth.keys_file.clone(),
+        seccomp: p.cfg.sandbox.seccomp,
+        lock: Some(lock),
+        self_test,
+    };
+    runtime.block_on(async {
+        let stop = signals::Stop::watch()?;
+        server::run(launch, listeners, stop.wait()).await
+    })
+}
+
+fn bind(addr: std::net::SocketAddr, key: &str) -> Result<std::net::TcpListener, String> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("{key}: cannot bind {addr}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| format!("{key}: {e}"))?;
+    Ok(l)
+}

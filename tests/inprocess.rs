@@ -1,0 +1,391 @@
+//! The fast tier (`make check`): the real server (`server::run`: routes, auth, limits,
+//! validation, constraint compiles, SSE, errors, over real TLS on real sockets) in this
+//! process, with the deterministic fake engine (`engine::fake`) instead of llama.cpp, so
+//! it builds without the C++ library and runs in seconds. What only the whole binary can
+//! show (the sandbox, the model, signals) is in the other test files.
+//!
+//! Expected texts are written out here, not taken from the fake: `ANSWER` below is the
+//! fake's documented answer, one word per token.
+#![cfg(feature = "fake-engine")]
+
+mod common;
+
+use common::{Client, Options, ALICE, BOB, MODEL_ID};
+use llama_gguf_inference::auth::KeyStore;
+use llama_gguf_inference::config::{Config, SeccompMode};
+use llama_gguf_inference::engine::fake::Gate;
+use llama_gguf_inference::server::{self, Launch, Listeners};
+use llama_gguf_inference::settings::Settings;
+use llama_gguf_inference::{keys, logging, tls};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ANSWER: &str = "The quick brown fox jumps over the lazy dog.";
+
+/// One in-process server; stopped (and its thread joined) on drop.
+struct InProcess {
+    api: SocketAddr,
+    health: SocketAddr,
+    dir: tempfile::TempDir,
+    gate: Arc<Gate>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl InProcess {
+    fn start(opts: Options) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            // Never read: the fake engine loads nothing (and no GGUF check runs).
+            model: Some(dir.path().join("not-loaded.gguf")),
+            sandbox: String::new(),
+            ..opts
+        };
+        let config = common::write_config(dir.path(), &opts);
+        let cfg = Config::load(&config).unwrap();
+        let settings = Settings::resolve(&cfg, 2);
+        let gate = settings.engine.fake_gate.clone();
+        let keys = KeyStore::new(
+            keys::load_keys_file(&cfg.auth.keys_file).unwrap(),
+            settings.auth,
+        )
+        .unwrap();
+        let material = tls::load_material(&cfg.tls).unwrap();
+        let launch = Launch {
+            tls: tls::server_config(&material, cfg.server.http2).unwrap(),
+            keys,
+            user_tag_key: logging::user_tag_key(None).unwrap(),
+            system_fingerprint: "fp_inprocess".into(),
+            keys_file: cfg.auth.keys_file.clone(),
+            seccomp: SeccompMode::Off,
+            lock: None,
+            self_test: None,
+            settings,
+        };
+        let bind = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        };
+        let listeners = Listeners {
+            api: bind(),
+            health: bind(),
+        };
+        let (api, health) = listeners.local_addrs().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(server::run(launch, listeners, async move {
+                let _ = stopped.await;
+                "test end"
+            }))
+        });
+        let server = InProcess {
+            api,
+            health,
+            dir,
+            gate,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while common::health_get(self.health, "/ready").0 != 200 {
+            assert!(std::time::Instant::now() < until, "never ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(self.api, &self.dir.path().join("tls/cert.pem")).await
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let ended = t.join();
+            if !std::thread::panicking() {
+                ended.unwrap().unwrap();
+            }
+        }
+    }
+}
+
+fn chat(content: &str) -> Value {
+    json!({"model": MODEL_ID, "messages": [{"role": "user", "content": content}]})
+}
+
+fn assert_error(reply: &common::Reply, status: u16, kind: &str) -> Value {
+    assert_eq!(reply.status.as_u16(), status, "{}", reply.json());
+    let body = reply.json();
+    let e = &body["error"];
+    assert_eq!(e["type"], kind, "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    e.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_need_a_valid_key() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let r = c.get("/v1/models", Some(ALICE)).await;
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["id"], MODEL_ID);
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+
+    let r = c.get("/v1/models", None).await;
+    let e = assert_error(&r, 401, "authentication_error");
+    assert_eq!(e["code"], "missing_api_key", "{e}");
+    let r = c.get("/v1/models", Some("alice:wrong-secret")).await;
+    let e = assert_error(&r, 401, "authentication_error");
+    // Nothing in the error echoes what was sent.
+    assert!(!r.json().to_string().contains("wrong-secret"), "{e}");
+    // The other tenant's key still works after alice's id saw a failure.
+    assert_eq!(c.get("/v1/models", Some(BOB)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_wrong_methods() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let r = c.get("/v1/nothing-here", Some(ALICE)).await;
+    assert_error(&r, 404, "invalid_request_error");
+    let r = c.get("/v1/chat/completions", Some(ALICE)).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").as_deref(), Some("POST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completion_whole_and_cut_by_max_tokens() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let r = c
+        .post("/v1/chat/completions", Some(ALICE), &chat("hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let body = r.json();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], MODEL_ID);
+    assert_eq!(body["system_fingerprint"], "fp_inprocess");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], ANSWER);
+    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(body["usage"]["completion_tokens"], 9);
+
+    let mut cut = chat("hi");
+    cut["max_tokens"] = json!(3);
+    let body = c
+        .post("/v1/chat/completions", Some(ALICE), &cut)
+        .await
+        .json();
+    assert_eq!(body["choices"][0]["message"]["content"], "The quick brown ");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_stream_chunks_in_order_then_done() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let mut req = chat("hi");
+    req["stream"] = json!(true);
+    req["stream_options"] = json!({"include_usage": true});
+    let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let events = common::sse_events(&r.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, ANSWER);
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("stop")]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 9, "{usage}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_stream_is_open_mid_way_and_finishes_when_released() {
+    use http_body_util::BodyExt;
+    let s = InProcess::start(Options::default());
+    s.gate.close();
+    let mut c = s.client().await;
+    let mut req = chat("hi");
+    req["stream"] = json!(true);
+    let resp = c
+        .send_raw(common::request(
+            "POST",
+            "/v1/chat/completions",
+            Some(ALICE),
+            Some(req.to_string()),
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    // Held after its first token: the stream has begun and cannot have ended.
+    while !seen.contains("The ") {
+        let frame = body.frame().await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
+    }
+    assert!(!seen.contains("[DONE]"), "{seen}");
+    let (_, metrics) = common::health_get(s.health, "/metrics");
+    assert!(
+        metrics.contains("\nlgi_active_requests 1\n"),
+        "one sequence active while held:\n{metrics}"
+    );
+    s.gate.open();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(seen.ends_with("data: [DONE]\n\n"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_json_names_the_field() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let mut req = chat("hi");
+    req["temperatur"] = json!(1);
+    let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+    let e = assert_error(&r, 400, "invalid_request_error");
+    assert_eq!(e["param"], "temperatur", "{e}");
+
+    let mut req = chat("hi");
+    req["temperature"] = json!(9);
+    let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+    let e = assert_error(&r, 400, "invalid_request_error");
+    assert_eq!(e["param"], "temperature", "{e}");
+
+    let r = c
+        .send(common::request(
+            "POST",
+            "/v1/chat/completions",
+            Some(ALICE),
+            Some("{not json".into()),
+        ))
+        .await;
+    assert_error(&r, 400, "invalid_request_error");
+
+    let mut req = chat("hi");
+    req["model"] = json!("some-other-model");
+    let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+    let e = assert_error(&r, 404, "invalid_request_error");
+    assert_eq!(e["code"], "model_not_found", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_cap_is_413() {
+    let s = InProcess::start(Options {
+        extra_toml: "[limits]\nmax_body_bytes = 2048\nmax_prompt_bytes = 1024\n".into(),
+        ..Options::default()
+    });
+    let mut c = s.client().await;
+    let r = c
+        .post(
+            "/v1/chat/completions",
+            Some(ALICE),
+            &chat(&"x".repeat(4096)),
+        )
+        .await;
+    assert_error(&r, 413, "invalid_request_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_output_follows_the_schema() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let mut req = chat("a person");
+    req["response_format"] = json!({
+        "type": "json_schema",
+        "json_schema": {"name": "person", "strict": true, "schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"],
+            "additionalProperties": false
+        }}
+    });
+    let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let body = r.json();
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let person: Value = serde_json::from_str(content).unwrap();
+    assert!(person["name"].is_string(), "{person}");
+    assert!(person["age"].is_i64(), "{person}");
+    assert_eq!(person.as_object().unwrap().len(), 2, "{person}");
+
+    // A schema nothing can satisfy is refused before any engine work.
+    req["response_format"]["json_schema"]["schema"] =
+        json!({"type": "integer", "minimum": 5, "maximum": 2});
+    let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+    assert_error(&r, 400, "invalid_request_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_and_completions_answer() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let r = c
+        .post(
+            "/v1/embeddings",
+            Some(ALICE),
+            &json!({"model": MODEL_ID, "input": ["one", "two"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let body = r.json();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(body["data"][1]["index"], 1);
+
+    let r = c
+        .post(
+            "/v1/completions",
+            Some(ALICE),
+            &json!({"model": MODEL_ID, "prompt": "Once", "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let body = r.json();
+    assert_eq!(body["object"], "text_completion");
+    assert_eq!(body["choices"][0]["text"], "The quick ");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+}
