@@ -26,35 +26,26 @@
 //!   whose own markers must be parsed as special tokens (see SECURITY.md).
 //! - Nothing here logs prompt or completion text; the per-request line carries counts.
 
-use super::super::constraint::{Constraint, ConstraintError};
-use super::super::prefix::{self, PrefixCache, SlotView};
-use super::super::template::{self, ChatTemplate};
-use super::super::text::{StopMatcher, Utf8Assembler};
-use super::super::{
-    completion_budget, EmbedInput, EmbedRequest, Embeddings, EngineError, EngineStats, Event,
-    FinishReason, GenerateRequest, Intake, Job, Prompt, TokenLogprob, Usage,
+use super::embed::{EmbedMode, Embedder};
+use super::render::{render_prompt, Renderer};
+use super::sampling::{build_sampler, constrained_sample, token_logprob};
+use crate::engine::constraint::{Constraint, ConstraintError};
+use crate::engine::prefix::{self, PrefixCache, SlotView};
+use crate::engine::text::{StopMatcher, Utf8Assembler};
+use crate::engine::{
+    completion_budget, EngineError, EngineStats, Event, FinishReason, GenerateRequest, Intake, Job,
+    Usage,
 };
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
-use llama_cpp_2::token::data::LlamaTokenData;
-use llama_cpp_2::token::data_array::LlamaTokenDataArray;
-use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
-
-/// Embeddings jobs taken from the intake while another is computed. Beyond this the
-/// engine takes no new job until one finishes, so embeddings cannot drain the bounded
-/// intake into an unbounded list here.
-const MAX_WAITING_EMBEDDINGS: usize = 4;
-
-/// Tokens the repetition penalties look back over (llama.cpp's default).
-const PENALTY_LAST_N: i32 = 64;
 
 /// A request being served in a slot.
 struct Active {
@@ -91,42 +82,11 @@ struct Slot {
     active: Option<Box<Active>>,
 }
 
-/// How the embeddings context computes an input (see `embedding_params` in `mod.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmbedMode {
-    /// The model's declared pooling, the whole input in one batch.
-    Whole,
-    /// Mean of per-token embeddings, this many tokens per engine step.
-    MeanChunked(usize),
-}
-
-/// An embeddings job in progress: a chunk of one input per engine step, between the
-/// generating sequences' steps.
-struct EmbedJob {
-    job: EmbedRequest,
-    next: usize,
-    /// The input being computed in chunks (MeanChunked).
-    current: Option<ChunkedInput>,
-    vectors: Vec<Vec<f32>>,
-    prompt_tokens: u32,
-    admitted: Instant,
-}
-
-struct ChunkedInput {
-    tokens: Vec<LlamaToken>,
-    done: usize,
-    sum: Vec<f64>,
-}
-
 pub struct Batcher<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
-    /// A second, small context computing embeddings (`model.embeddings`).
-    embed_ctx: Option<(LlamaContext<'m>, EmbedMode)>,
-    /// The embeddings job being computed, if any (one at a time), and those taken from
-    /// the intake behind it (at most MAX_WAITING_EMBEDDINGS).
-    embedding: Option<EmbedJob>,
-    waiting_embeddings: std::collections::VecDeque<EmbedRequest>,
+    /// Embeddings jobs, one chunk per step between the generating sequences' steps.
+    embedder: Embedder<'m>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
     renderer: Renderer,
@@ -141,19 +101,34 @@ pub struct Batcher<'m> {
     clock: u64,
 }
 
+/// What a batcher is built from: the loaded model's contexts and renderer, the engine's
+/// parameters, and the intake and counters it shares with the HTTP side.
+pub struct Parts<'m> {
+    pub model: &'m LlamaModel,
+    pub ctx: LlamaContext<'m>,
+    pub embed_ctx: Option<(LlamaContext<'m>, EmbedMode)>,
+    pub renderer: Renderer,
+    pub parallel: u32,
+    /// Context window of one sequence.
+    pub context: u32,
+    pub prefix_cache: PrefixCache,
+    pub intake: Arc<Intake>,
+    pub stats: Arc<EngineStats>,
+}
+
 impl<'m> Batcher<'m> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        model: &'m LlamaModel,
-        ctx: LlamaContext<'m>,
-        embed_ctx: Option<(LlamaContext<'m>, EmbedMode)>,
-        renderer: Renderer,
-        parallel: u32,
-        context: u32,
-        prefix_cache: PrefixCache,
-        intake: Arc<Intake>,
-        stats: Arc<EngineStats>,
-    ) -> Self {
+    pub fn new(parts: Parts<'m>) -> Self {
+        let Parts {
+            model,
+            ctx,
+            embed_ctx,
+            renderer,
+            parallel,
+            context,
+            prefix_cache,
+            intake,
+            stats,
+        } = parts;
         let batch_size = ctx.n_batch().max(1) as usize;
         let slots = (0..parallel as i32)
             .map(|seq| Slot {
@@ -167,9 +142,7 @@ impl<'m> Batcher<'m> {
         Self {
             model,
             ctx,
-            embed_ctx,
-            embedding: None,
-            waiting_embeddings: std::collections::VecDeque::new(),
+            embedder: Embedder::new(embed_ctx),
             batch: LlamaBatch::new(batch_size, 1),
             batch_size,
             renderer,
@@ -209,7 +182,7 @@ impl<'m> Batcher<'m> {
         }
         self.admit();
         self.retire_abandoned();
-        self.embed_step();
+        self.embedder.step(self.model, self.context, &self.stats);
         if self.fill_batch() == 0 {
             return;
         }
@@ -226,10 +199,8 @@ impl<'m> Batcher<'m> {
     /// sequences keep stepping; those that arrive meanwhile wait here in order (a few at
     /// most: beyond that nothing more is taken until one finishes).
     fn admit(&mut self) {
-        while self.waiting_embeddings.len() < MAX_WAITING_EMBEDDINGS
-            && self.slots.iter().any(|s| s.active.is_none())
-        {
-            let wait = self.active_count() == 0 && self.embedding.is_none();
+        while self.embedder.can_take() && self.slots.iter().any(|s| s.active.is_none()) {
+            let wait = self.active_count() == 0 && self.embedder.is_idle();
             let Some(job) = self.intake.next(wait) else {
                 return;
             };
@@ -241,7 +212,7 @@ impl<'m> Batcher<'m> {
             let job = match job {
                 Job::Generate(g) => *g,
                 Job::Embed(e) => {
-                    self.start_embedding(e);
+                    self.embedder.start(e, &self.stats);
                     continue;
                 }
             };
@@ -594,99 +565,6 @@ impl<'m> Batcher<'m> {
         slot.owner = None;
     }
 
-    fn start_embedding(&mut self, job: EmbedRequest) {
-        if self.embedding.is_some() {
-            self.waiting_embeddings.push_back(job);
-            return;
-        }
-        if self.embed_ctx.is_none() {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(Err(EngineError::EmbeddingsDisabled));
-            return;
-        }
-        let n = job.inputs.len();
-        tracing::info!(key_id = %job.key_id, inputs = n, "embeddings started");
-        self.embedding = Some(EmbedJob {
-            job,
-            next: 0,
-            current: None,
-            vectors: Vec::with_capacity(n),
-            prompt_tokens: 0,
-            admitted: Instant::now(),
-        });
-    }
-
-    /// Embed the next input of the job in progress (one `decode` on the embeddings
-    /// context, at most `context` tokens), then give the step back to generation.
-    /// SECURITY: a large job cannot stall the other sequences for more than one input at
-    /// a time; it stops when its client leaves and obeys limits.max_generation_secs.
-    fn embed_step(&mut self) {
-        if self.embedding.is_none() {
-            if let Some(next) = self.waiting_embeddings.pop_front() {
-                self.start_embedding(next);
-            }
-        }
-        let Some(mut e) = self.embedding.take() else {
-            return;
-        };
-        if e.job.reply.is_closed() {
-            tracing::info!(key_id = %e.job.key_id, done = e.next, "embeddings cancelled: client went away");
-            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if e.admitted.elapsed() >= e.job.deadline {
-            tracing::info!(key_id = %e.job.key_id, done = e.next, "embeddings deadline reached (limits.max_generation_secs)");
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            let _ = e.job.reply.send(Err(EngineError::DeadlineExceeded));
-            return;
-        }
-        let (Some((ctx, mode)), Some(input)) = (self.embed_ctx.as_mut(), e.job.inputs.get(e.next))
-        else {
-            self.finish_embedding(e);
-            return;
-        };
-        let outcome = match *mode {
-            EmbedMode::Whole => embed_one(self.model, ctx, input, e.next, self.context).map(Some),
-            EmbedMode::MeanChunked(chunk) => {
-                embed_chunk(self.model, ctx, &mut e, chunk, self.context)
-            }
-        };
-        match outcome {
-            Ok(None) => self.embedding = Some(e),
-            Ok(Some((v, n))) => {
-                e.vectors.push(v);
-                e.prompt_tokens = e.prompt_tokens.saturating_add(n);
-                e.next += 1;
-                if e.next == e.job.inputs.len() {
-                    self.finish_embedding(e);
-                } else {
-                    self.embedding = Some(e);
-                }
-            }
-            Err(err) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = e.job.reply.send(Err(err));
-            }
-        }
-    }
-
-    fn finish_embedding(&mut self, e: EmbedJob) {
-        tracing::info!(
-            key_id = %e.job.key_id,
-            inputs = e.vectors.len(),
-            prompt_tokens = e.prompt_tokens,
-            total_ms = e.admitted.elapsed().as_millis() as u64,
-            "embeddings finished"
-        );
-        self.stats
-            .prompt_tokens
-            .fetch_add(e.prompt_tokens as u64, Ordering::Relaxed);
-        let _ = e.job.reply.send(Ok(Embeddings {
-            vectors: e.vectors,
-            prompt_tokens: e.prompt_tokens,
-        }));
-    }
-
     /// After a failed decode or a panic: answer everyone in flight, start clean.
     fn fail_all(&mut self) {
         for i in 0..self.slots.len() {
@@ -700,291 +578,4 @@ impl<'m> Batcher<'m> {
         }
         self.ctx.clear_kv_cache();
     }
-}
-
-/// How chat prompts are rendered: the model's Jinja template (minijinja), or llama.cpp's
-/// built-in renderer when the template does not compile or render there.
-pub enum Renderer {
-    Jinja(Box<ChatTemplate>),
-    Builtin(LlamaChatTemplate),
-    None,
-}
-
-fn render_prompt(
-    model: &LlamaModel,
-    renderer: &Renderer,
-    prompt: &Prompt,
-) -> Result<(String, bool), EngineError> {
-    let (messages, tools) = match prompt {
-        Prompt::Text(t) => return Ok((t.clone(), false)),
-        Prompt::Chat { messages, tools } => (messages, tools),
-    };
-    let text = match renderer {
-        Renderer::Jinja(t) => {
-            let text = t.render(messages, tools).map_err(|e| {
-                tracing::info!(error = %e, "chat template refused the messages");
-                EngineError::Template
-            })?;
-            // Templates that write the BOS text themselves: tokenizing adds it already.
-            let bos = model
-                .vocab()
-                .token_to_piece(model.vocab().bos(), true, None);
-            match text.as_bytes().strip_prefix(bos.as_slice()) {
-                Some(rest) if !bos.is_empty() => String::from_utf8_lossy(rest).into_owned(),
-                _ => text,
-            }
-        }
-        Renderer::Builtin(template) => {
-            let msgs = template::flatten(messages)
-                .into_iter()
-                .map(|m| LlamaChatMessage::new(m.role, m.content))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| EngineError::Template)?;
-            model
-                .apply_chat_template(template, &msgs, true)
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "chat template failed");
-                    EngineError::Template
-                })?
-        }
-        Renderer::None => return Err(EngineError::Template),
-    };
-    Ok((text, true))
-}
-
-/// The request's own sampler chain; sequences never share sampler state. Order as in
-/// llama.cpp's common sampler: bias, penalties, truncation, temperature, draw (the output
-/// constraint, when there is one, is applied before the chain: `constrained_sample`).
-fn build_sampler(model: &LlamaModel, req: &GenerateRequest) -> Result<LlamaSampler, EngineError> {
-    let s = req.sampling;
-    let n_vocab = model.n_vocab();
-    let mut chain = Vec::new();
-    if !req.logit_bias.is_empty() {
-        let mut biases = Vec::with_capacity(req.logit_bias.len());
-        for &(id, bias) in &req.logit_bias {
-            biases.push(LlamaLogitBias::new(vocab_token(id, n_vocab)?, bias));
-        }
-        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
-    }
-    if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 || s.repeat_penalty != 1.0 {
-        chain.push(LlamaSampler::penalties(
-            n_vocab,
-            PENALTY_LAST_N,
-            s.repeat_penalty,
-            s.frequency_penalty,
-            s.presence_penalty,
-        ));
-    }
-    if s.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if s.top_k > 0 {
-            chain.push(LlamaSampler::top_k(s.top_k as i32));
-        }
-        if s.top_p < 1.0 {
-            chain.push(LlamaSampler::top_p(s.top_p, 1));
-        }
-        if s.min_p > 0.0 {
-            chain.push(LlamaSampler::min_p(s.min_p, 1));
-        }
-        chain.push(LlamaSampler::temp(s.temperature));
-        chain.push(LlamaSampler::dist(s.seed));
-    }
-    Ok(LlamaSampler::chain_simple(chain))
-}
-
-/// Sample under a constraint: only the tokens its mask allows enter the sampler chain,
-/// and the token drawn must be one of them.
-/// SECURITY: the mask is computed in Rust with fuel limits and a time budget
-/// (`Constraint::mask`); nothing about it reaches llama.cpp except the candidate list,
-/// which holds valid vocabulary ids only.
-fn constrained_sample(
-    c: &mut Constraint,
-    sampler: &mut LlamaSampler,
-    logits: &[f32],
-) -> Result<LlamaToken, ConstraintError> {
-    let mask = c.mask()?;
-    let allowed = logits
-        .iter()
-        .enumerate()
-        .filter(|(id, _)| mask.is_allowed(*id as u32))
-        .map(|(id, &logit)| LlamaTokenData::new(LlamaToken(id as i32), logit, 0.0));
-    let mut candidates = LlamaTokenDataArray::from_iter(allowed, false);
-    if candidates.data.is_empty() {
-        // The mask allows only ids beyond the model's logits (cannot happen with the
-        // model's own vocabulary): nothing can be sampled.
-        return Err(ConstraintError::Dead);
-    }
-    sampler.apply(&mut candidates);
-    let token = candidates.selected_token().ok_or(ConstraintError::Dead)?;
-    if !mask.is_allowed(token.0 as u32) {
-        return Err(ConstraintError::Dead);
-    }
-    sampler.accept(token);
-    Ok(token)
-}
-
-/// A client-supplied token id, checked against the vocabulary.
-/// SECURITY: llama.cpp indexes its arrays with token ids unchecked.
-fn vocab_token(id: i32, n_vocab: i32) -> Result<LlamaToken, EngineError> {
-    if (0..n_vocab).contains(&id) {
-        Ok(LlamaToken(id))
-    } else {
-        Err(EngineError::UnknownToken(id))
-    }
-}
-
-/// Log-probability of `token` under the model's raw distribution at this position, and
-/// the `top` most likely tokens (OpenAI reports the model's distribution, not the one
-/// after temperature, penalties, bias or grammar). One pass over the vocabulary.
-fn token_logprob(model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u32) -> TokenLogprob {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
-    let log_z = f64::from(max) + sum.ln();
-    let lp = |l: f32| (f64::from(l) - log_z) as f32;
-    let piece = |t: i32| model.vocab().token_to_piece(LlamaToken(t), false, None);
-    let mut best: Vec<(i32, f32)> = Vec::with_capacity(top as usize + 1);
-    if top > 0 {
-        for (i, &l) in logits.iter().enumerate() {
-            if best.len() < top as usize || l > best[best.len() - 1].1 {
-                let at = best.partition_point(|&(_, b)| b >= l);
-                best.insert(at, (i as i32, l));
-                best.truncate(top as usize);
-            }
-        }
-    }
-    let chosen = logits
-        .get(token.0 as usize)
-        .copied()
-        .unwrap_or(f32::NEG_INFINITY);
-    TokenLogprob {
-        bytes: piece(token.0),
-        logprob: lp(chosen),
-        top: best.into_iter().map(|(t, l)| (piece(t), lp(l))).collect(),
-    }
-}
-
-/// An input's tokens, checked: not empty, within the context.
-fn embed_tokens(
-    model: &LlamaModel,
-    input: &EmbedInput,
-    index: usize,
-    context: u32,
-) -> Result<Vec<LlamaToken>, EngineError> {
-    let n_vocab = model.n_vocab();
-    let tokens: Vec<LlamaToken> = match input {
-        // SECURITY: client text never becomes control tokens.
-        EmbedInput::Text(t) => model.vocab().tokenize(t.as_bytes(), true, false),
-        EmbedInput::Tokens(ids) => ids
-            .iter()
-            .map(|&id| vocab_token(id, n_vocab))
-            .collect::<Result<_, _>>()?,
-    };
-    let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-    if n == 0 {
-        return Err(EngineError::EmptyPrompt);
-    }
-    if n > context {
-        return Err(EngineError::InputTooLong {
-            index,
-            tokens: n,
-            context,
-        });
-    }
-    Ok(tokens)
-}
-
-/// One chunk of the job's current input (MeanChunked): its tokens at their positions in
-/// the sequence, one embedding per token summed up. Returns the input's L2-normalised
-/// mean and token count once its last chunk is done, None before.
-fn embed_chunk(
-    model: &LlamaModel,
-    ctx: &mut LlamaContext<'_>,
-    e: &mut EmbedJob,
-    chunk: usize,
-    context: u32,
-) -> Result<Option<(Vec<f32>, u32)>, EngineError> {
-    let mut input = match e.current.take() {
-        Some(i) => i,
-        None => {
-            let input = e.job.inputs.get(e.next).ok_or(EngineError::Internal)?;
-            ctx.clear_kv_cache();
-            ChunkedInput {
-                tokens: embed_tokens(model, input, e.next, context)?,
-                done: 0,
-                sum: Vec::new(),
-            }
-        }
-    };
-    let take = (input.tokens.len() - input.done).min(chunk.max(1));
-    let mut batch = LlamaBatch::new(take, 1);
-    for (j, &t) in input.tokens[input.done..input.done + take]
-        .iter()
-        .enumerate()
-    {
-        batch
-            .add(t, (input.done + j) as i32, &[0], true)
-            .map_err(|_| EngineError::Internal)?;
-    }
-    ctx.decode(&mut batch).map_err(|err| {
-        tracing::error!(error = %err, "embeddings decode failed");
-        EngineError::Internal
-    })?;
-    for j in 0..take {
-        let v = ctx.embeddings_ith(j as i32).map_err(|err| {
-            tracing::error!(error = %err, "no token embedding");
-            EngineError::Internal
-        })?;
-        if input.sum.is_empty() {
-            input.sum = vec![0.0; v.len()];
-        }
-        for (s, x) in input.sum.iter_mut().zip(v) {
-            *s += f64::from(*x);
-        }
-    }
-    input.done += take;
-    if input.done < input.tokens.len() {
-        e.current = Some(input);
-        return Ok(None);
-    }
-    ctx.clear_kv_cache();
-    let n = input.tokens.len();
-    let norm = input.sum.iter().map(|x| x * x).sum::<f64>().sqrt();
-    // The mean's direction is the sum's: normalising the sum gives the same vector.
-    let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-    let vector = input.sum.iter().map(|x| (x * scale) as f32).collect();
-    Ok(Some((vector, n as u32)))
-}
-
-/// Embed one input on `ctx` in one batch with the model's pooling (its cache cleared
-/// before and after); the L2-normalised vector and the input's token count.
-fn embed_one(
-    model: &LlamaModel,
-    ctx: &mut LlamaContext<'_>,
-    input: &EmbedInput,
-    index: usize,
-    context: u32,
-) -> Result<(Vec<f32>, u32), EngineError> {
-    let tokens = embed_tokens(model, input, index, context)?;
-    let n = tokens.len() as u32;
-    ctx.clear_kv_cache();
-    let mut batch = LlamaBatch::new(tokens.len(), 1);
-    for (pos, &t) in tokens.iter().enumerate() {
-        batch
-            .add(t, pos as i32, &[0], true)
-            .map_err(|_| EngineError::Internal)?;
-    }
-    ctx.decode(&mut batch).map_err(|e| {
-        tracing::error!(error = %e, "embeddings decode failed");
-        EngineError::Internal
-    })?;
-    let v = ctx.embeddings_seq_ith(0).map_err(|e| {
-        tracing::error!(error = %e, "no pooled embedding");
-        EngineError::Internal
-    })?;
-    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let scale = if norm > 0.0 { (1.0 / norm) as f32 } else { 0.0 };
-    let vector = v.iter().map(|x| x * scale).collect();
-    ctx.clear_kv_cache();
-    Ok((vector, n))
 }

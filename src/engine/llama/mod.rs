@@ -18,6 +18,9 @@
 #![allow(clippy::indexing_slicing)]
 
 mod batcher;
+mod embed;
+mod render;
+mod sampling;
 
 use super::constraint::ConstraintCompiler;
 use super::{EngineHandle, EngineParams, EngineStats, Intake, LoadedModel};
@@ -159,10 +162,10 @@ fn engine_thread(
         size_bytes: model.size(),
         load_time: started.elapsed(),
         renderer: match &renderer {
-            batcher::Renderer::Jinja(t) if t.supports_tools() => "jinja (renders tools)",
-            batcher::Renderer::Jinja(_) => "jinja",
-            batcher::Renderer::Builtin(_) => "llama.cpp built-in",
-            batcher::Renderer::None => "none",
+            render::Renderer::Jinja(t) if t.supports_tools() => "jinja (renders tools)",
+            render::Renderer::Jinja(_) => "jinja",
+            render::Renderer::Builtin(_) => "llama.cpp built-in",
+            render::Renderer::None => "none",
         },
         parallel: s.parallel,
         kv_bytes_per_slot: (kv_bytes_per_token(&model) as f64 / 2.0
@@ -175,17 +178,17 @@ fn engine_thread(
     if loaded.send(Ok(info)).is_err() {
         return;
     }
-    batcher::Batcher::new(
-        &model,
+    batcher::Batcher::new(batcher::Parts {
+        model: &model,
         ctx,
         embed_ctx,
         renderer,
-        s.parallel,
-        s.context,
-        s.prefix_cache,
+        parallel: s.parallel,
+        context: s.context,
+        prefix_cache: s.prefix_cache,
         intake,
         stats,
-    )
+    })
     .run();
 }
 
@@ -226,10 +229,10 @@ fn token_env(model: &LlamaModel) -> toktrie::TokEnv {
 
 /// The model's chat template, compiled with minijinja and tried on a probe conversation;
 /// llama.cpp's built-in renderer if that fails (logged), none without a template.
-fn chat_renderer(model: &LlamaModel) -> batcher::Renderer {
+fn chat_renderer(model: &LlamaModel) -> render::Renderer {
     use crate::engine::{template::ChatTemplate, ChatMessage};
     let Ok(builtin) = model.chat_template(None) else {
-        return batcher::Renderer::None;
+        return render::Renderer::None;
     };
     let source = builtin.to_string().unwrap_or_default();
     let piece =
@@ -245,10 +248,10 @@ fn chat_renderer(model: &LlamaModel) -> batcher::Renderer {
     )
     .and_then(|t| t.render(&probe, &[]).map(|_| t))
     {
-        Ok(t) => batcher::Renderer::Jinja(Box::new(t)),
+        Ok(t) => render::Renderer::Jinja(Box::new(t)),
         Err(e) => {
             tracing::warn!(error = %e, "the model's Jinja chat template cannot be used; falling back to llama.cpp's built-in renderer");
-            batcher::Renderer::Builtin(builtin)
+            render::Renderer::Builtin(builtin)
         }
     }
 }
@@ -266,18 +269,18 @@ fn embedding_params(
     context: u32,
     batch: u32,
     threads: i32,
-) -> (LlamaContextParams, batcher::EmbedMode) {
+) -> (LlamaContextParams, embed::EmbedMode) {
     let declared = model
         .meta_val_str("general.architecture")
         .ok()
         .and_then(|arch| model.meta_val_str(&format!("{arch}.pooling_type")).ok());
     let (pooling, mode, step) = match declared.as_deref() {
-        Some("1") => (LlamaPoolingType::Mean, batcher::EmbedMode::Whole, context),
-        Some("2") => (LlamaPoolingType::Cls, batcher::EmbedMode::Whole, context),
-        Some("3") => (LlamaPoolingType::Last, batcher::EmbedMode::Whole, context),
+        Some("1") => (LlamaPoolingType::Mean, embed::EmbedMode::Whole, context),
+        Some("2") => (LlamaPoolingType::Cls, embed::EmbedMode::Whole, context),
+        Some("3") => (LlamaPoolingType::Last, embed::EmbedMode::Whole, context),
         _ => (
             LlamaPoolingType::None,
-            batcher::EmbedMode::MeanChunked(batch.min(context) as usize),
+            embed::EmbedMode::MeanChunked(batch.min(context) as usize),
             batch.min(context),
         ),
     };

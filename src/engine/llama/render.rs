@@ -1,0 +1,59 @@
+//! Chat prompt rendering: the model's Jinja template (minijinja, `engine::template`), or
+//! llama.cpp's built-in renderer when the template does not compile or render there.
+//! Raw completion prompts pass through unchanged.
+
+use crate::engine::template::{self, ChatTemplate};
+use crate::engine::{EngineError, Prompt};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+
+/// How chat prompts are rendered: the model's Jinja template (minijinja), or llama.cpp's
+/// built-in renderer when the template does not compile or render there.
+pub enum Renderer {
+    Jinja(Box<ChatTemplate>),
+    Builtin(LlamaChatTemplate),
+    None,
+}
+
+/// The prompt text, and whether its special-token markers are to be parsed (a chat
+/// template's own markers are; raw completion text never is).
+pub(super) fn render_prompt(
+    model: &LlamaModel,
+    renderer: &Renderer,
+    prompt: &Prompt,
+) -> Result<(String, bool), EngineError> {
+    let (messages, tools) = match prompt {
+        Prompt::Text(t) => return Ok((t.clone(), false)),
+        Prompt::Chat { messages, tools } => (messages, tools),
+    };
+    let text = match renderer {
+        Renderer::Jinja(t) => {
+            let text = t.render(messages, tools).map_err(|e| {
+                tracing::info!(error = %e, "chat template refused the messages");
+                EngineError::Template
+            })?;
+            // Templates that write the BOS text themselves: tokenizing adds it already.
+            let bos = model
+                .vocab()
+                .token_to_piece(model.vocab().bos(), true, None);
+            match text.as_bytes().strip_prefix(bos.as_slice()) {
+                Some(rest) if !bos.is_empty() => String::from_utf8_lossy(rest).into_owned(),
+                _ => text,
+            }
+        }
+        Renderer::Builtin(template) => {
+            let msgs = template::flatten(messages)
+                .into_iter()
+                .map(|m| LlamaChatMessage::new(m.role, m.content))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| EngineError::Template)?;
+            model
+                .apply_chat_template(template, &msgs, true)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "chat template failed");
+                    EngineError::Template
+                })?
+        }
+        Renderer::None => return Err(EngineError::Template),
+    };
+    Ok((text, true))
+}
