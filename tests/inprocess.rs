@@ -6,6 +6,9 @@
 //!
 //! Expected texts are written out here, not taken from the fake: `ANSWER` below is the
 //! fake's documented answer, one word per token.
+//!
+//! Built only with `--features fake-engine` (`make check`, and `make test` first of all);
+//! in the real-engine build this file is empty.
 #![cfg(feature = "fake-engine")]
 
 mod common;
