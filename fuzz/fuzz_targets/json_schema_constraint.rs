@@ -10,7 +10,8 @@
 //! or budget mid-walk is allowed (that request would end with a clean error).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llama_gguf_inference::api::request::{parse_json, ChatCompletionRequest};
+use llama_gguf_inference::api::chat::ChatCompletionRequest;
+use llama_gguf_inference::api::json::parse_json;
 use llama_gguf_inference::config::{ConstraintsConfig, LimitsConfig};
 use llama_gguf_inference::engine::constraint::{
     ApproximateTokEnv, CompileError, ConstraintCompiler, ConstraintError, TokenizerEnv,

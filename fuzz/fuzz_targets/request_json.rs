@@ -5,7 +5,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::embeddings::EmbeddingsRequest;
-use llama_gguf_inference::api::request::{parse_json, ChatCompletionRequest, CompletionRequest};
+use llama_gguf_inference::api::chat::ChatCompletionRequest;
+use llama_gguf_inference::api::completions::CompletionRequest;
+use llama_gguf_inference::api::json::parse_json;
 use llama_gguf_inference::config::LimitsConfig;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,8 +4,8 @@
 //! (`limits.max_prompt_bytes`) and, on the engine, in tokens (the context); token-id
 //! inputs are checked against the vocabulary there. Nothing is echoed into errors.
 
+use super::check::{check_text, check_user};
 use super::error::ApiError;
-use super::request::{check_text, check_user};
 use crate::config::LimitsConfig;
 use crate::engine::{EmbedInput, Embeddings};
 use serde::Deserialize;
@@ -147,7 +147,7 @@ pub fn response(model: &str, e: &Embeddings, base64: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::request::parse_json;
+    use crate::api::json::parse_json;
 
     fn validate(body: &str) -> Result<Embed, ApiError> {
         parse_json::<EmbeddingsRequest>(body.as_bytes())?.validate(&LimitsConfig::default())

@@ -16,11 +16,15 @@
 //! no body is read and no engine work happens before the caller is authenticated. The
 //! body is read under a size cap and a deadline; a full engine queue is a 503, never a wait.
 
+pub mod chat;
+pub mod check;
 pub mod choice;
+pub mod completions;
 pub mod cors;
 pub mod embeddings;
 pub mod error;
-pub mod request;
+pub mod generation;
+pub mod json;
 pub mod schema;
 pub mod stream;
 pub mod tools;
@@ -31,8 +35,11 @@ use crate::engine::constraint::Constraint;
 use crate::engine::{EngineHandle, Event, GenerateRequest, Usage};
 use crate::metrics::{Metrics, Trace};
 use bytes::Bytes;
+use chat::ChatCompletionRequest;
 use choice::Kind;
+use completions::CompletionRequest;
 use error::ApiError;
+use generation::{Generation, OutputSchema};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
@@ -40,7 +47,6 @@ use hyper::header::{
     RETRY_AFTER, TRANSFER_ENCODING,
 };
 use hyper::{Request, Response, StatusCode};
-use request::{ChatCompletionRequest, CompletionRequest, Generation, OutputSchema};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -370,11 +376,9 @@ async fn generate(
     })?;
     let body = read_body(req, state).await?;
     let generation: Generation = match kind {
-        Kind::Chat => {
-            request::parse_json::<ChatCompletionRequest>(&body)?.validate(&state.limits)?
-        }
+        Kind::Chat => json::parse_json::<ChatCompletionRequest>(&body)?.validate(&state.limits)?,
         Kind::Completion => {
-            request::parse_json::<CompletionRequest>(&body)?.validate(&state.limits)?
+            json::parse_json::<CompletionRequest>(&body)?.validate(&state.limits)?
         }
     };
     drop(body);
@@ -622,7 +626,7 @@ async fn embeddings(
             ApiError::too_many_generations(state.generations_per_key)
         })?;
     let body = read_body(req, state).await?;
-    let e = request::parse_json::<embeddings::EmbeddingsRequest>(&body)?.validate(&state.limits)?;
+    let e = json::parse_json::<embeddings::EmbeddingsRequest>(&body)?.validate(&state.limits)?;
     drop(body);
     if e.model != state.model_id {
         return Err(ApiError::model_not_found(&e.model));

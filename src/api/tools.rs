@@ -13,8 +13,8 @@
 //! SECURITY: tool definitions are client data rendered into the prompt; they are size-
 //! and count-capped and their schemas go through `schema::check` like response formats.
 
+use super::check::{check_text, valid_name};
 use super::error::ApiError;
-use super::request::check_text;
 use super::schema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -110,13 +110,6 @@ pub struct ToolSet {
 pub enum Answer {
     Calls(Vec<(String, String)>),
     Content(String),
-}
-
-/// OpenAI's rule for function and schema names: 1 to 64 of a-z, A-Z, 0-9, _ and -.
-pub fn valid_name(n: &str) -> bool {
-    (1..=64).contains(&n.len())
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Validate `tools`/`tool_choice`/`parallel_tool_calls`. None: no tool may be called
