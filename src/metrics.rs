@@ -25,15 +25,65 @@ const LATENCY_BUCKETS: [f64; 13] = [
 /// The throughput gauge averages completion tokens over this many recent seconds.
 const RATE_WINDOW_SECS: u64 = 60;
 
-/// The fixed route labels.
-pub const ROUTES: [&str; 6] = [
-    "chat_completions",
-    "completions",
-    "embeddings",
-    "models",
-    "model",
-    "other",
-];
+/// A fixed set of label values: an enum, so a typo is a compile error, not a dropped
+/// count, and each value indexes its counter directly.
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// The `route` label.
+    Route {
+        ChatCompletions => "chat_completions",
+        Completions => "completions",
+        Embeddings => "embeddings",
+        Models => "models",
+        Model => "model",
+        Other => "other",
+    }
+}
+
+labels! {
+    /// Why a request got 429 (the `limit` label of lgi_rate_limited_total).
+    RateLimit {
+        Requests => "requests",
+        Tokens => "tokens",
+        Generations => "generations",
+        Address => "address",
+        Verifier => "verifier",
+    }
+}
+
+labels! {
+    /// Why authentication failed (the `reason` label of lgi_auth_failures_total).
+    AuthFailure {
+        Missing => "missing",
+        Malformed => "malformed",
+        Invalid => "invalid",
+        Expired => "expired",
+    }
+}
+
+/// One counter (or histogram) per value of a label enum.
+const ROUTES: usize = 6;
+const RATE_LIMITS: usize = 5;
+const AUTH_FAILURES: usize = 4;
 
 /// A Prometheus histogram with fixed buckets (cumulative counts computed on export).
 struct Histogram {
@@ -95,21 +145,16 @@ pub struct SandboxGauges {
     pub running_as_root: bool,
 }
 
-/// Why a request got 429 (the `limit` label of lgi_rate_limited_total).
-pub const RATE_LIMITS: [&str; 5] = ["requests", "tokens", "generations", "address", "verifier"];
-/// Why authentication failed (the `reason` label of lgi_auth_failures_total).
-pub const AUTH_FAILURES: [&str; 4] = ["missing", "malformed", "invalid", "expired"];
-
 /// (route, status, key id) → requests answered.
 type RequestCounts = BTreeMap<(&'static str, u16, Arc<str>), u64>;
 
 /// Everything /metrics exports beyond the engine's own counters.
 pub struct Metrics {
     requests: Mutex<RequestCounts>,
-    ttft: [Histogram; ROUTES.len()],
-    total: [Histogram; ROUTES.len()],
-    auth_failures: [AtomicU64; AUTH_FAILURES.len()],
-    rate_limited: [AtomicU64; RATE_LIMITS.len()],
+    ttft: [Histogram; ROUTES],
+    total: [Histogram; ROUTES],
+    auth_failures: [AtomicU64; AUTH_FAILURES],
+    rate_limited: [AtomicU64; RATE_LIMITS],
     /// (unix second, completion tokens finished in it), one slot per second of the window.
     recent_tokens: Mutex<[(u64, u64); RATE_WINDOW_SECS as usize]>,
     sandbox: Mutex<Option<SandboxGauges>>,
@@ -122,10 +167,10 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             requests: Mutex::new(BTreeMap::new()),
-            ttft: [const { Histogram::new() }; ROUTES.len()],
-            total: [const { Histogram::new() }; ROUTES.len()],
-            auth_failures: [const { AtomicU64::new(0) }; AUTH_FAILURES.len()],
-            rate_limited: [const { AtomicU64::new(0) }; RATE_LIMITS.len()],
+            ttft: [const { Histogram::new() }; ROUTES],
+            total: [const { Histogram::new() }; ROUTES],
+            auth_failures: [const { AtomicU64::new(0) }; AUTH_FAILURES],
+            rate_limited: [const { AtomicU64::new(0) }; RATE_LIMITS],
             recent_tokens: Mutex::new([(0, 0); RATE_WINDOW_SECS as usize]),
             sandbox: Mutex::new(None),
             key_reloads: AtomicU64::new(0),
@@ -133,13 +178,6 @@ impl Default for Metrics {
             epoch: Instant::now(),
         }
     }
-}
-
-fn route_index(route: &str) -> usize {
-    ROUTES
-        .iter()
-        .position(|r| *r == route)
-        .unwrap_or(ROUTES.len() - 1)
 }
 
 impl Metrics {
@@ -158,19 +196,15 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn auth_failure(&self, reason: &str) {
-        if let Some(i) = AUTH_FAILURES.iter().position(|r| *r == reason) {
-            if let Some(c) = self.auth_failures.get(i) {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        if let Some(c) = self.auth_failures.get(reason as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn rate_limited(&self, limit: &str) {
-        if let Some(i) = RATE_LIMITS.iter().position(|r| *r == limit) {
-            if let Some(c) = self.rate_limited.get(i) {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
+    pub fn rate_limited(&self, limit: RateLimit) {
+        if let Some(c) = self.rate_limited.get(limit as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -207,12 +241,12 @@ impl Metrics {
         sum as f64 / span as f64
     }
 
-    fn finish(&self, t: &TraceState, route: &'static str, total: Duration) {
+    fn finish(&self, t: &TraceState, route: Route, total: Duration) {
         let key: Arc<str> = t.key_id.clone().unwrap_or_else(|| Arc::from(""));
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route, t.status, key)).or_insert(0) += 1;
+            *m.entry((route.label(), t.status, key)).or_insert(0) += 1;
         }
-        let i = route_index(route);
+        let i = route as usize;
         if let Some(h) = self.total.get(i) {
             h.observe(total);
         }
@@ -246,9 +280,9 @@ impl Metrics {
             "histogram",
             "time from request arrival to the first generated token",
         );
-        for (route, h) in ROUTES.iter().zip(&self.ttft) {
-            if matches!(*route, "chat_completions" | "completions") {
-                h.export(out, "lgi_time_to_first_token_seconds", route);
+        for (route, h) in Route::ALL.iter().zip(&self.ttft) {
+            if matches!(route, Route::ChatCompletions | Route::Completions) {
+                h.export(out, "lgi_time_to_first_token_seconds", route.label());
             }
         }
         header(
@@ -257,8 +291,8 @@ impl Metrics {
             "histogram",
             "time from request arrival to the last byte of the answer (stream end)",
         );
-        for (route, h) in ROUTES.iter().zip(&self.total) {
-            h.export(out, "lgi_request_duration_seconds", route);
+        for (route, h) in Route::ALL.iter().zip(&self.total) {
+            h.export(out, "lgi_request_duration_seconds", route.label());
         }
         let _ = write!(
             out,
@@ -271,10 +305,11 @@ impl Metrics {
             "counter",
             "requests refused with 401, by reason",
         );
-        for (reason, c) in AUTH_FAILURES.iter().zip(&self.auth_failures) {
+        for (reason, c) in AuthFailure::ALL.iter().zip(&self.auth_failures) {
             let _ = writeln!(
                 out,
-                "lgi_auth_failures_total{{reason=\"{reason}\"}} {}",
+                "lgi_auth_failures_total{{reason=\"{}\"}} {}",
+                reason.label(),
                 c.load(Ordering::Relaxed)
             );
         }
@@ -284,10 +319,11 @@ impl Metrics {
             "counter",
             "requests refused with 429, by the limit that refused them",
         );
-        for (limit, c) in RATE_LIMITS.iter().zip(&self.rate_limited) {
+        for (limit, c) in RateLimit::ALL.iter().zip(&self.rate_limited) {
             let _ = writeln!(
                 out,
-                "lgi_rate_limited_total{{limit=\"{limit}\"}} {}",
+                "lgi_rate_limited_total{{limit=\"{}\"}} {}",
+                limit.label(),
                 c.load(Ordering::Relaxed)
             );
         }
@@ -355,14 +391,14 @@ struct TraceState {
 /// and logged once, when the last holder drops it.
 pub struct Trace {
     metrics: Arc<Metrics>,
-    route: &'static str,
+    route: Route,
     started: Instant,
     span: tracing::Span,
     state: Mutex<TraceState>,
 }
 
 impl Trace {
-    pub fn new(metrics: Arc<Metrics>, route: &'static str, span: tracing::Span) -> Arc<Self> {
+    pub fn new(metrics: Arc<Metrics>, route: Route, span: tracing::Span) -> Arc<Self> {
         Arc::new(Self {
             metrics,
             route,
@@ -412,7 +448,7 @@ impl Drop for Trace {
         self.metrics.finish(&s, self.route, total);
         let _enter = self.span.enter();
         tracing::info!(
-            route = self.route,
+            route = self.route.label(),
             status = s.status,
             prompt_tokens = s.prompt_tokens,
             completion_tokens = s.completion_tokens,
@@ -430,7 +466,7 @@ mod tests {
     #[test]
     fn a_trace_counts_once_with_its_labels_and_latencies() {
         let m = Arc::new(Metrics::default());
-        let t = Trace::new(m.clone(), "chat_completions", tracing::Span::none());
+        let t = Trace::new(m.clone(), Route::ChatCompletions, tracing::Span::none());
         t.set_key(Arc::from("alice"));
         t.set_status(200);
         t.first_token();
@@ -494,13 +530,32 @@ mod tests {
     }
 
     #[test]
-    fn unknown_labels_are_not_created() {
+    fn every_label_value_has_its_own_counter() {
+        // The arrays are sized by hand; the enums must fit them exactly.
+        assert_eq!(Route::ALL.len(), ROUTES);
+        assert_eq!(RateLimit::ALL.len(), RATE_LIMITS);
+        assert_eq!(AuthFailure::ALL.len(), AUTH_FAILURES);
         let m = Metrics::default();
-        m.auth_failure("attacker-chosen");
-        m.rate_limited("attacker-chosen");
+        m.auth_failure(AuthFailure::Expired);
+        m.rate_limited(RateLimit::Verifier);
+        m.rate_limited(RateLimit::Verifier);
         let mut out = String::new();
         m.export(&mut out);
-        assert!(!out.contains("attacker-chosen"));
-        assert_eq!(route_index("nope"), ROUTES.len() - 1);
+        assert!(
+            out.contains("lgi_auth_failures_total{reason=\"expired\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("lgi_auth_failures_total{reason=\"missing\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("lgi_rate_limited_total{limit=\"verifier\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("lgi_rate_limited_total{limit=\"tokens\"} 0\n"),
+            "{out}"
+        );
     }
 }

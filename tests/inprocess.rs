@@ -392,3 +392,104 @@ async fn embeddings_and_completions_answer() {
     assert_eq!(body["choices"][0]["text"], "The quick ");
     assert_eq!(body["choices"][0]["finish_reason"], "length");
 }
+
+/// Opens a stream that the closed gate holds after its first token: one generation slot
+/// of `cred` stays taken until the returned body is dropped.
+async fn held_stream(s: &InProcess, c: &mut Client, cred: &str) -> hyper::body::Incoming {
+    use http_body_util::BodyExt;
+    s.gate.close();
+    let mut req = chat("hi");
+    req["stream"] = json!(true);
+    let resp = c
+        .send_raw(common::request(
+            "POST",
+            "/v1/chat/completions",
+            Some(cred),
+            Some(req.to_string()),
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // The first chunk proves the generation runs (and holds its slot).
+    body.frame().await.unwrap().unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_at_its_cap_is_429_before_its_body_is_read() {
+    let s = InProcess::start(Options {
+        auth_extra: "max_concurrent_generations_per_key = 1\n".into(),
+        ..Options::default()
+    });
+    let mut c1 = s.client().await;
+    let held = held_stream(&s, &mut c1, ALICE).await;
+    let mut c2 = s.client().await;
+    // Not even parsed: a broken body from a key at its cap is refused for the cap.
+    let r = c2
+        .send(common::request(
+            "POST",
+            "/v1/chat/completions",
+            Some(ALICE),
+            Some("{not json".into()),
+        ))
+        .await;
+    let e = assert_error(&r, 429, "rate_limit_error");
+    assert_eq!(e["code"], "rate_limit_exceeded", "{e}");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    // The same for embeddings, which share the gate.
+    let r = c2
+        .post(
+            "/v1/embeddings",
+            Some(ALICE),
+            &json!({"model": MODEL_ID, "input": "x"}),
+        )
+        .await;
+    assert_error(&r, 429, "rate_limit_error");
+    // Another key is not affected (one token: done before the closed gate matters).
+    let mut one = chat("hi");
+    one["max_tokens"] = json!(1);
+    let r = c2.post("/v1/chat/completions", Some(BOB), &one).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "The ");
+    s.gate.open();
+    drop(held);
+    let (_, metrics) = common::health_get(s.health, "/metrics");
+    assert!(
+        metrics.contains("lgi_rate_limited_total{limit=\"generations\"} 2\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_choice_of_n_takes_a_generation_slot() {
+    let s = InProcess::start(Options {
+        auth_extra: "max_concurrent_generations_per_key = 3\n".into(),
+        extra_toml: "[limits]\nmax_n = 3\n".into(),
+        ..Options::default()
+    });
+    let mut c = s.client().await;
+    let mut three = chat("hi");
+    three["n"] = json!(3);
+    three["max_tokens"] = json!(2);
+    let body = c
+        .post("/v1/chat/completions", Some(ALICE), &three)
+        .await
+        .json();
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{body}");
+    assert!(choices
+        .iter()
+        .all(|c| c["message"]["content"] == "The quick "));
+    // With one slot held by a stream, three choices no longer fit the cap of three.
+    let mut c2 = s.client().await;
+    let held = held_stream(&s, &mut c2, ALICE).await;
+    let r = c.post("/v1/chat/completions", Some(ALICE), &three).await;
+    assert_error(&r, 429, "rate_limit_error");
+    // Two still do.
+    let mut two = three.clone();
+    two["n"] = json!(2);
+    s.gate.open();
+    let r = c.post("/v1/chat/completions", Some(ALICE), &two).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    drop(held);
+}

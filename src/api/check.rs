@@ -253,16 +253,22 @@ pub(super) fn check_stream(
 
 /// Seeds are int64 in the API; llama.cpp takes u32. Fold deterministically. Without a
 /// seed, a fresh random one is drawn.
-pub(super) fn seed_of(seed: Option<i64>) -> u32 {
+/// SECURITY: a failing random source is a 500, not a seed of 0 for everyone.
+pub(super) fn seed_of(seed: Option<i64>) -> Result<u32, ApiError> {
     match seed {
         Some(s) => {
             let u = s as u64;
-            (u ^ (u >> 32)) as u32
+            Ok((u ^ (u >> 32)) as u32)
         }
         None => {
             let mut b = [0u8; 4];
-            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-            u32::from_le_bytes(b)
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(
+                |_| {
+                    tracing::error!("the system random source failed");
+                    ApiError::internal()
+                },
+            )?;
+            Ok(u32::from_le_bytes(b))
         }
     }
 }
@@ -293,7 +299,7 @@ pub(super) fn sampling(f: SamplingFields) -> Result<Sampling, ApiError> {
     Ok(Sampling {
         temperature: check_range(f.temperature, 0.0, 2.0, 1.0, "temperature")?,
         top_p: check_range(f.top_p, 0.0, 1.0, 1.0, "top_p")?,
-        seed: seed_of(f.seed),
+        seed: seed_of(f.seed)?,
         presence_penalty: check_range(f.presence, -2.0, 2.0, 0.0, "presence_penalty")?,
         frequency_penalty: check_range(f.frequency, -2.0, 2.0, 0.0, "frequency_penalty")?,
         top_k,
@@ -326,7 +332,7 @@ mod tests {
 
     #[test]
     fn seed_folding_is_deterministic() {
-        assert_eq!(seed_of(Some(42)), seed_of(Some(42)));
-        assert_ne!(seed_of(Some(42)), seed_of(Some(43)));
+        assert_eq!(seed_of(Some(42)).unwrap(), seed_of(Some(42)).unwrap());
+        assert_ne!(seed_of(Some(42)).unwrap(), seed_of(Some(43)).unwrap());
     }
 }

@@ -66,8 +66,14 @@ pub fn logprobs_json(kind: Kind, lps: &[TokenLogprob], offset: &mut usize) -> Va
 }
 
 /// The assistant message (or its delta) for an answer to a request with tools.
-/// Returns the message fields and whether tools were called.
-pub fn tool_message(text: &str, stream: bool) -> (Map<String, Value>, bool) {
+/// Returns the message fields and whether tools were called. Call ids are
+/// `call_{random}_{choice}_{i}`: the response's random part keeps them unique.
+pub fn tool_message(
+    text: &str,
+    stream: bool,
+    random: &str,
+    choice: usize,
+) -> (Map<String, Value>, bool) {
     let mut m = Map::new();
     match tools::parse_answer(text) {
         Some(Answer::Calls(calls)) => {
@@ -76,7 +82,7 @@ pub fn tool_message(text: &str, stream: bool) -> (Map<String, Value>, bool) {
                 .enumerate()
                 .map(|(i, (name, args))| {
                     let mut call = json!({
-                        "id": tools::call_id(),
+                        "id": tools::call_id(random, choice, i),
                         "type": "function",
                         "function": {"name": name, "arguments": args},
                     });

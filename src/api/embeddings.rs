@@ -4,12 +4,20 @@
 //! (`limits.max_prompt_bytes`) and, on the engine, in tokens (the context); token-id
 //! inputs are checked against the vocabulary there. Nothing is echoed into errors.
 
+use super::admission::{admit, Admissible, Admitted};
 use super::check::{check_text, check_user};
 use super::error::ApiError;
+use super::json::parse_json;
+use super::{json_response, ApiBody, AppState};
+use crate::auth::Principal;
 use crate::config::LimitsConfig;
 use crate::engine::{EmbedInput, Embeddings};
+use crate::metrics::Trace;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -142,6 +150,62 @@ pub fn response(model: &str, e: &Embeddings, base64: bool) -> Value {
         "model": model,
         "usage": {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens},
     })
+}
+
+impl Admissible for Embed {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// POST /v1/embeddings.
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    state: &AppState,
+    principal: &Principal,
+    trace: &Trace,
+) -> Result<Response<ApiBody>, ApiError> {
+    if !state.embeddings {
+        return Err(ApiError::unknown_url("POST", "/v1/embeddings"));
+    }
+    let Admitted {
+        request: e,
+        slots: slot,
+    } = admit(req, state, principal, |body, limits| {
+        parse_json::<EmbeddingsRequest>(body)?.validate(limits)
+    })
+    .await?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state
+        .engine
+        .submit_embed(crate::engine::EmbedRequest {
+            key_id: principal.key_id.clone(),
+            inputs: e.inputs,
+            reply: tx,
+            deadline: Duration::from_secs(state.limits.max_generation_secs),
+        })
+        .map_err(|_| ApiError::overloaded(1))?;
+    let result = rx
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|err| match err {
+            crate::engine::EngineError::UnknownToken(id) => ApiError::invalid(
+                format!("Token id {id} is not in the model's vocabulary"),
+                "input",
+            ),
+            other => ApiError::from_engine(&other),
+        })?;
+    drop(slot);
+    trace.add_tokens(result.prompt_tokens, 0);
+    if let Some(bucket) = &principal.tokens {
+        if let Ok(mut b) = bucket.lock() {
+            b.charge(result.prompt_tokens, Instant::now());
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &response(&state.model_id, &result, e.base64),
+    ))
 }
 
 #[cfg(test)]

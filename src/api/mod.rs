@@ -16,6 +16,7 @@
 //! no body is read and no engine work happens before the caller is authenticated. The
 //! body is read under a size cap and a deadline; a full engine queue is a 503, never a wait.
 
+mod admission;
 pub mod chat;
 pub mod check;
 pub mod choice;
@@ -23,6 +24,7 @@ pub mod completions;
 pub mod cors;
 pub mod embeddings;
 pub mod error;
+mod generate;
 pub mod generation;
 pub mod json;
 pub mod schema;
@@ -31,28 +33,22 @@ pub mod tools;
 
 use crate::auth::{KeyStore, Principal};
 use crate::config::LimitsConfig;
-use crate::engine::constraint::Constraint;
-use crate::engine::{EngineHandle, Event, GenerateRequest, Usage};
-use crate::metrics::{Metrics, Trace};
+use crate::engine::EngineHandle;
+use crate::metrics::{self, AuthFailure, Metrics, RateLimit, Trace};
 use bytes::Bytes;
-use chat::ChatCompletionRequest;
 use choice::Kind;
-use completions::CompletionRequest;
 use error::ApiError;
-use generation::{Generation, OutputSchema};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
-    RETRY_AFTER, TRANSFER_ENCODING,
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER,
+    TRANSFER_ENCODING,
 };
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use stream::{ChunkMeta, SseBody, StreamShape};
-use tokio::sync::mpsc::UnboundedReceiver;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
 pub type ApiBody = BoxBody<Bytes, Infallible>;
@@ -125,14 +121,14 @@ enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The metrics label (a fixed set; see `metrics::ROUTES`).
-    fn label(&self) -> &'static str {
+    /// The metrics label.
+    fn metric(&self) -> metrics::Route {
         match self {
-            Route::Chat => "chat_completions",
-            Route::Completions => "completions",
-            Route::Embeddings => "embeddings",
-            Route::Models => "models",
-            Route::Model(_) => "model",
+            Route::Chat => metrics::Route::ChatCompletions,
+            Route::Completions => metrics::Route::Completions,
+            Route::Embeddings => metrics::Route::Embeddings,
+            Route::Models => metrics::Route::Models,
+            Route::Model(_) => metrics::Route::Model,
         }
     }
 }
@@ -166,7 +162,7 @@ pub async fn handle(
         client,
         key: crate::http::address_key(client),
     };
-    let label = route(&path).map_or("other", |(r, _)| r.label());
+    let label = route(&path).map_or(metrics::Route::Other, |(r, _)| r.metric());
     // Logged and counted when the last holder drops it (for a stream: when it ends).
     let trace = Trace::new(state.metrics.clone(), label, span.clone());
     let origin = cors::allowed_origin(req.headers(), &state.cors_allowed_origins).cloned();
@@ -249,9 +245,11 @@ async fn dispatch(
                 Err(ApiError::model_not_found(id))
             }
         }
-        Route::Chat => generate(req, state, Kind::Chat, &principal, trace).await,
-        Route::Completions => generate(req, state, Kind::Completion, &principal, trace).await,
-        Route::Embeddings => embeddings(req, state, &principal, trace).await,
+        Route::Chat => generate::generate(req, state, Kind::Chat, &principal, trace).await,
+        Route::Completions => {
+            generate::generate(req, state, Kind::Completion, &principal, trace).await
+        }
+        Route::Embeddings => embeddings::handle(req, state, &principal, trace).await,
     }?;
     if let Some((limit, remaining)) = principal.rate {
         let h = response.headers_mut();
@@ -281,13 +279,13 @@ async fn authenticate(
             let e = &refusal.error;
             use crate::auth::AuthError::*;
             match e {
-                Missing => state.metrics.auth_failure("missing"),
-                Malformed => state.metrics.auth_failure("malformed"),
-                Invalid => state.metrics.auth_failure("invalid"),
-                Expired => state.metrics.auth_failure("expired"),
-                RateLimited { .. } => state.metrics.rate_limited("requests"),
-                TooManyFailures { .. } => state.metrics.rate_limited("address"),
-                VerifierBusy { .. } => state.metrics.rate_limited("verifier"),
+                Missing => state.metrics.auth_failure(AuthFailure::Missing),
+                Malformed => state.metrics.auth_failure(AuthFailure::Malformed),
+                Invalid => state.metrics.auth_failure(AuthFailure::Invalid),
+                Expired => state.metrics.auth_failure(AuthFailure::Expired),
+                RateLimited { .. } => state.metrics.rate_limited(RateLimit::Requests),
+                TooManyFailures { .. } => state.metrics.rate_limited(RateLimit::Address),
+                VerifierBusy { .. } => state.metrics.rate_limited(RateLimit::Verifier),
                 Internal => {}
             }
             if matches!(e, RateLimited { .. }) {
@@ -320,364 +318,17 @@ fn model_object(state: &AppState) -> Value {
     })
 }
 
-/// Read the whole body: JSON content type, size cap, deadline.
-async fn read_body(req: Request<Incoming>, state: &AppState) -> Result<Bytes, ApiError> {
-    let headers = req.headers();
-    if !is_json(headers) {
-        return Err(ApiError::unsupported_media_type());
-    }
-    let limit = state.limits.max_body_bytes;
-    if let Some(len) = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::payload_too_large(limit));
-        }
-    }
-    let body = Limited::new(req.into_body(), limit as usize);
-    match tokio::time::timeout(state.body_read_timeout, body.collect()).await {
-        Err(_) => Err(ApiError::body_timeout()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::payload_too_large(limit))
-        }
-        Ok(Err(_)) => Err(ApiError::bad_request("The request body could not be read")),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-    }
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let mime = v.split(';').next().unwrap_or("").trim();
-            mime.eq_ignore_ascii_case("application/json")
-        })
-        .unwrap_or(false)
-}
-
-async fn generate(
-    req: Request<Incoming>,
-    state: &AppState,
-    kind: Kind,
-    principal: &Principal,
-    trace: &Arc<Trace>,
-) -> Result<Response<ApiBody>, ApiError> {
-    if !state.engine.stats.is_ready() {
-        return Err(ApiError::not_ready());
-    }
-    // Tokens-per-minute: a key still in debt from earlier requests waits.
-    check_token_budget(principal).inspect_err(|e| {
-        if e.status == StatusCode::TOO_MANY_REQUESTS {
-            state.metrics.rate_limited("tokens");
-        }
-    })?;
-    let body = read_body(req, state).await?;
-    let generation: Generation = match kind {
-        Kind::Chat => json::parse_json::<ChatCompletionRequest>(&body)?.validate(&state.limits)?,
-        Kind::Completion => {
-            json::parse_json::<CompletionRequest>(&body)?.validate(&state.limits)?
-        }
-    };
-    drop(body);
-    if generation.model != state.model_id {
-        return Err(ApiError::model_not_found(&generation.model));
-    }
-    if let Some(user) = &generation.user {
-        // SECURITY: the end-user id is the client's data; only a short hash is logged.
-        tracing::info!(user_tag = %user_tag(&state.user_tag_key, user), "end-user tag");
-    }
-    if state.log_prompts {
-        // SECURITY: only with `logging.log_prompts = true`, which the operator chose.
-        tracing::info!(prompt = ?generation.prompt, "prompt (logging.log_prompts)");
-    }
-    // SECURITY: a key's generations in progress are capped (each choice of `n` is one),
-    // so one key within its rate limits cannot fill the shared engine queue. The slots
-    // live as long as the request (for a stream: until its body is dropped).
-    let slots = principal
-        .generations
-        .clone()
-        .try_acquire_many_owned(generation.n)
-        .map_err(|_| {
-            state.metrics.rate_limited("generations");
-            ApiError::too_many_generations(state.generations_per_key)
-        })?;
-    let constraint = compile_constraint(state, generation.json_schema.as_ref()).await?;
-    let mut receivers = Vec::with_capacity(generation.n as usize);
-    for choice in 0..generation.n {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut sampling = generation.sampling;
-        // Choices differ by seed (consecutive, so a seeded request stays reproducible).
-        sampling.seed = sampling.seed.wrapping_add(choice);
-        state
-            .engine
-            .submit(GenerateRequest {
-                key_id: principal.key_id.clone(),
-                owner: principal.owner.clone(),
-                prompt: generation.prompt.clone(),
-                max_tokens: generation.max_tokens,
-                default_max_tokens: state.limits.max_tokens,
-                stop: generation.stop.clone(),
-                sampling,
-                constraint: constraint.as_ref().map(Constraint::fork),
-                logit_bias: generation.logit_bias.clone(),
-                logprobs: generation.logprobs,
-                events: tx,
-                deadline: Duration::from_secs(state.limits.max_generation_secs),
-            })
-            .map_err(|_| ApiError::overloaded(1))?;
-        receivers.push(rx);
-    }
-    // Wait for the engine to accept the prompt (or refuse it) before choosing a status.
-    let mut prompt_tokens = 0;
-    for rx in &mut receivers {
-        prompt_tokens = match rx.recv().await {
-            Some(Event::Started { prompt_tokens }) => prompt_tokens,
-            Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
-            Some(_) | None => return Err(ApiError::internal()),
-        };
-    }
-    // Charged as OpenAI counts it: prompt tokens plus the completion budget asked for.
-    let token_budget = principal.tokens.as_ref().and_then(|bucket| {
-        let mut b = bucket.lock().ok()?;
-        let asked = generation
-            .max_tokens
-            .unwrap_or(state.limits.max_tokens)
-            .saturating_mul(generation.n);
-        b.charge(prompt_tokens.saturating_add(asked), Instant::now());
-        Some((b.capacity(), b.remaining()))
-    });
-    let meta = ChunkMeta {
-        id: response_id(kind),
-        created: unix_now(),
-        model: state.model_id.clone(),
-        kind,
-        include_usage: generation.include_usage,
-        system_fingerprint: state.system_fingerprint.clone(),
-    };
-    let shape = StreamShape {
-        logprobs: generation.logprobs.is_some(),
-        tools: generation.tools.is_some(),
-    };
-    let mut response = if generation.stream {
-        let mut response =
-            Response::new(SseBody::new(meta, shape, receivers, slots, trace.clone()).boxed());
-        let h = response.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        secure_headers(h);
-        response
-    } else {
-        let r = collect_completion(meta, shape, receivers, trace).await?;
-        drop(slots);
-        r
-    };
-    if let Some((limit, remaining)) = token_budget {
-        let h = response.headers_mut();
-        h.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
-        h.insert("x-ratelimit-remaining-tokens", HeaderValue::from(remaining));
-    }
-    Ok(response)
-}
-
-/// Compile the output constraint (JSON schema or tools) on the blocking pool, within
-/// `constraints.compile_timeout_ms`; a schema that does not compile is a 400 naming it.
-/// SECURITY: after the key's generation slots are taken, so a key at its cap cannot make
-/// the server compile; never on the engine thread.
-async fn compile_constraint(
-    state: &AppState,
-    schema: Option<&OutputSchema>,
-) -> Result<Option<Constraint>, ApiError> {
-    let Some(s) = schema else {
-        return Ok(None);
-    };
-    let compiler = state.engine.constraints().ok_or_else(ApiError::not_ready)?;
-    let timeout_ms = compiler.settings().compile_timeout.as_millis();
-    compiler
-        .compile(s.schema.clone())
-        .await
-        .map(Some)
-        .map_err(|e| ApiError::from_compile(&e, s.param, timeout_ms))
-}
-
-fn check_token_budget(principal: &Principal) -> Result<(), ApiError> {
-    if let Some(bucket) = &principal.tokens {
-        let mut b = bucket.lock().map_err(|_| ApiError::internal())?;
-        if let Err(wait) = b.check(Instant::now()) {
-            return Err(ApiError::token_rate_limited(b.capacity(), wait));
-        }
-    }
-    Ok(())
-}
-
-/// A short, stable tag for an end-user id: the first 8 bytes of HMAC-SHA256 under the
-/// deployment's `user_tag_key`, in hex. SECURITY: keyed, so it cannot be reversed by
-/// hashing guessed ids.
-fn user_tag(key: &ring::hmac::Key, user: &str) -> String {
-    let d = ring::hmac::sign(key, user.as_bytes());
-    d.as_ref()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Wait for every choice (they run in parallel on the engine) and build the response.
-async fn collect_completion(
-    meta: ChunkMeta,
-    shape: StreamShape,
-    receivers: Vec<UnboundedReceiver<Event>>,
-    trace: &Trace,
-) -> Result<Response<ApiBody>, ApiError> {
-    let mut choices = Vec::with_capacity(receivers.len());
-    let mut total = Usage::default();
-    for (i, mut rx) in receivers.into_iter().enumerate() {
-        let mut text = String::new();
-        let mut lps = Vec::new();
-        let (reason, usage) = loop {
-            match rx.recv().await {
-                Some(Event::Text(t)) => {
-                    trace.first_token();
-                    text.push_str(&t)
-                }
-                Some(Event::Token(t)) => {
-                    trace.first_token();
-                    lps.push(t)
-                }
-                Some(Event::Finished { reason, usage }) => break (reason, usage),
-                Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
-                Some(Event::Started { .. }) => {}
-                None => return Err(ApiError::internal()),
-            }
-        };
-        stream::add_usage(&mut total, &usage, i == 0);
-        trace.add_tokens(
-            if i == 0 { usage.prompt_tokens } else { 0 },
-            usage.completion_tokens,
-        );
-        let logprobs = if shape.logprobs {
-            choice::logprobs_json(meta.kind, &lps, &mut 0)
-        } else {
-            Value::Null
-        };
-        let (body, called) = match meta.kind {
-            Kind::Chat if shape.tools => {
-                let (mut m, called) = choice::tool_message(&text, false);
-                m.insert("role".into(), json!("assistant"));
-                m.insert("refusal".into(), Value::Null);
-                (("message", Value::Object(m)), called)
-            }
-            Kind::Chat => (
-                (
-                    "message",
-                    json!({"role": "assistant", "content": text, "refusal": null}),
-                ),
-                false,
-            ),
-            Kind::Completion => (("text", Value::String(text)), false),
-        };
-        let mut c = serde_json::Map::new();
-        c.insert("index".into(), json!(i));
-        c.insert(body.0.into(), body.1);
-        c.insert("logprobs".into(), logprobs);
-        c.insert(
-            "finish_reason".into(),
-            json!(choice::finish_str(reason, called)),
-        );
-        choices.push(Value::Object(c));
-    }
-    let body = json!({
-        "id": meta.id,
-        "object": meta.object(false),
-        "created": meta.created,
-        "model": meta.model,
-        "system_fingerprint": meta.system_fingerprint,
-        "choices": choices,
-        "usage": stream::usage(&total),
-    });
-    Ok(json_response(StatusCode::OK, &body))
-}
-
-/// POST /v1/embeddings.
-async fn embeddings(
-    req: Request<Incoming>,
-    state: &AppState,
-    principal: &Principal,
-    trace: &Trace,
-) -> Result<Response<ApiBody>, ApiError> {
-    if !state.embeddings {
-        return Err(ApiError::unknown_url("POST", "/v1/embeddings"));
-    }
-    if !state.engine.stats.is_ready() {
-        return Err(ApiError::not_ready());
-    }
-    check_token_budget(principal).inspect_err(|e| {
-        if e.status == StatusCode::TOO_MANY_REQUESTS {
-            state.metrics.rate_limited("tokens");
-        }
-    })?;
-    let slot = principal
-        .generations
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            state.metrics.rate_limited("generations");
-            ApiError::too_many_generations(state.generations_per_key)
-        })?;
-    let body = read_body(req, state).await?;
-    let e = json::parse_json::<embeddings::EmbeddingsRequest>(&body)?.validate(&state.limits)?;
-    drop(body);
-    if e.model != state.model_id {
-        return Err(ApiError::model_not_found(&e.model));
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    state
-        .engine
-        .submit_embed(crate::engine::EmbedRequest {
-            key_id: principal.key_id.clone(),
-            inputs: e.inputs,
-            reply: tx,
-            deadline: Duration::from_secs(state.limits.max_generation_secs),
-        })
-        .map_err(|_| ApiError::overloaded(1))?;
-    let result = rx
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|err| match err {
-            crate::engine::EngineError::UnknownToken(id) => ApiError::invalid(
-                format!("Token id {id} is not in the model's vocabulary"),
-                "input",
-            ),
-            other => ApiError::from_engine(&other),
-        })?;
-    drop(slot);
-    trace.add_tokens(result.prompt_tokens, 0);
-    if let Some(bucket) = &principal.tokens {
-        if let Ok(mut b) = bucket.lock() {
-            b.charge(result.prompt_tokens, Instant::now());
-        }
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        &embeddings::response(&state.model_id, &result, e.base64),
-    ))
-}
-
 /// 12 bytes from the system CSPRNG as 24 hex digits: the random part of response and
 /// tool-call ids.
-pub(crate) fn random_hex() -> String {
+/// SECURITY: a failing random source is a 500, never an all-zero (guessable, colliding)
+/// id.
+pub(crate) fn random_hex() -> Result<String, ApiError> {
     let mut b = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn response_id(kind: Kind) -> String {
-    let hex = random_hex();
-    match kind {
-        Kind::Chat => format!("chatcmpl-{hex}"),
-        Kind::Completion => format!("cmpl-{hex}"),
-    }
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(|_| {
+        tracing::error!("the system random source failed");
+        ApiError::internal()
+    })?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 pub fn unix_now() -> u64 {

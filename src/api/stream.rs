@@ -27,6 +27,8 @@ pub struct ChunkMeta {
     pub kind: Kind,
     pub include_usage: bool,
     pub system_fingerprint: String,
+    /// The id's random part (24 hex digits), also the base of tool-call ids.
+    pub random: String,
 }
 
 impl ChunkMeta {
@@ -216,7 +218,8 @@ impl SseBody {
                 let mut called = false;
                 if self.shape.tools {
                     let text = std::mem::take(&mut c.buffered);
-                    let (delta, calls) = choice::tool_message(&text, true);
+                    let (delta, calls) =
+                        choice::tool_message(&text, true, &meta.random, index as usize);
                     called = calls;
                     let lp = c.take_logprobs(logprobs, meta.kind);
                     out.push_str(&sse_string(&meta.chunk(

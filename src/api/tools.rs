@@ -303,9 +303,10 @@ pub fn parse_answer(text: &str) -> Option<Answer> {
         .map(|s| Answer::Content(s.to_string()))
 }
 
-/// A fresh call id (`call_` + 24 hex digits from the system CSPRNG).
-pub fn call_id() -> String {
-    format!("call_{}", super::random_hex())
+/// A tool-call id: `call_`, the response's random part (24 hex digits from the system
+/// CSPRNG), the choice and the call's index.
+pub fn call_id(random: &str, choice: usize, i: usize) -> String {
+    format!("call_{random}_{choice}_{i}")
 }
 
 #[cfg(test)]

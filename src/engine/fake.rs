@@ -9,6 +9,7 @@
 //! - a constrained generation (JSON schema, tools) walks its real llguidance constraint
 //!   over a one-byte-per-token vocabulary, preferring the token that closes a value, so
 //!   the output is valid for the schema;
+//! - generations run side by side (a thread each), as the real engine batches them;
 //! - embeddings are a fixed unit vector per input;
 //! - the prompt counts one token per 4 bytes of its text (at least 1).
 //!
@@ -94,7 +95,12 @@ pub fn spawn(params: &EngineParams, stats: Arc<EngineStats>) -> Result<Spawned, 
         .spawn(move || {
             while let Some(job) = intake.next(true) {
                 match job {
-                    Job::Generate(g) => generate(*g, eos, &gate, &stats),
+                    // Each generation on its own thread, so one held by the gate does
+                    // not hold the others (the real engine batches them).
+                    Job::Generate(g) => {
+                        let (gate, stats) = (gate.clone(), stats.clone());
+                        std::thread::spawn(move || generate(*g, eos, &gate, &stats));
+                    }
                     Job::Embed(e) => {
                         let vectors = e.inputs.iter().map(|_| vec![0.6, 0.8]).collect();
                         let prompt_tokens = e.inputs.iter().map(input_tokens).sum();
