@@ -25,6 +25,7 @@
 //! | `health`      | plain-HTTP /health, /ready, /metrics from atomics only              |
 //! | `healthcheck` | the `healthcheck` command: probes /ready, exit 0 or 1 (containers)  |
 //! | `metrics`     | request counters and histograms, Prometheus text for the health port |
+//! | `sanitize`    | the one rule for showing untrusted text: bounded, no control/bidi    |
 //! | `logging`     | tracing to stderr, text or JSON, no secrets                         |
 //! | `sandbox`     | lock-down: identity, capabilities, no_new_privs, Landlock, seccomp  |
 //!
@@ -69,6 +70,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sandbox;
+pub mod sanitize;
 pub mod server;
 pub mod settings;
 pub mod signals;

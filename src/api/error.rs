@@ -63,11 +63,7 @@ impl ApiError {
 
     pub fn unknown_url(method: &str, path: &str) -> Self {
         // The path is echoed only after being reduced to safe characters and length.
-        let shown: String = path
-            .chars()
-            .take(128)
-            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-            .collect();
+        let shown = crate::sanitize::shown(path, 128);
         Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -88,11 +84,7 @@ impl ApiError {
     }
 
     pub fn model_not_found(requested: &str) -> Self {
-        let shown: String = requested
-            .chars()
-            .take(128)
-            .filter(|c| !c.is_control())
-            .collect();
+        let shown = crate::sanitize::shown(requested, 128);
         Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",

@@ -27,7 +27,7 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         // SECURITY: a field name is client-chosen; bound what is echoed in `param`.
-        let path: String = e.path().to_string().chars().take(64).collect();
+        let path = crate::sanitize::shown(&e.path().to_string(), 64);
         let inner = e.into_inner();
         let msg = describe_json_error(&inner);
         if path.is_empty() || path == "." {
@@ -88,7 +88,7 @@ fn describe_json_error(e: &serde_json::Error) -> String {
         }
     };
     // SECURITY: bounded, and never a quoted client string (it may be prompt text).
-    msg.chars().take(MAX_ERROR_MESSAGE).collect()
+    crate::sanitize::shown(&msg, MAX_ERROR_MESSAGE)
 }
 
 /// Replace serde's quoted values (`string "..."`) with a placeholder.
@@ -110,7 +110,7 @@ fn redact_strings(text: &str) -> String {
 
 fn unknown_field_name(msg: &str) -> Option<String> {
     let rest = msg.split("unknown field `").nth(1)?;
-    Some(rest.split('`').next()?.chars().take(64).collect())
+    Some(crate::sanitize::shown(rest.split('`').next()?, 64))
 }
 
 #[cfg(test)]

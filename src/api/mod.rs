@@ -157,7 +157,7 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     // The client address is on every request line (operators of an internet-facing
     // service need to know who asked); the key id is added once authenticated.
-    let span = tracing::info_span!("request", %client, %method, path = %truncate(&path, 64), key_id = tracing::field::Empty);
+    let span = tracing::info_span!("request", %client, %method, path = %crate::sanitize::shown(&path, 64), key_id = tracing::field::Empty);
     let peer = Peer {
         client,
         key: crate::http::address_key(client),
@@ -186,13 +186,6 @@ pub async fn handle(
     .instrument(span)
     .await;
     Ok(response)
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars()
-        .take(n)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
 }
 
 /// Who is on the other end of the connection.

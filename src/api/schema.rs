@@ -19,6 +19,7 @@
 //!   constraint that accepts some output, or is refused.
 
 use super::error::ApiError;
+use crate::sanitize::shown;
 use serde_json::Value;
 
 /// Keywords with an effect the converter enforces.
@@ -112,7 +113,7 @@ fn walk(v: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<(), Ap
         _ => return Err(fail("A schema must be an object (or `true`)".into(), path)),
     };
     for (key, value) in obj {
-        let here = format!("{path}.{}", bounded(key));
+        let here = format!("{path}.{}", shown(key, KEY_SHOWN));
         if ANNOTATIONS.contains(&key.as_str()) {
             continue;
         }
@@ -120,7 +121,7 @@ fn walk(v: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<(), Ap
             return Err(fail(
                 format!(
                     "JSON Schema keyword `{}` is not supported by this server's grammar-constrained sampling",
-                    bounded(key)
+                    shown(key, KEY_SHOWN)
                 ),
                 &here,
             ));
@@ -132,7 +133,12 @@ fn walk(v: &Value, path: &str, depth: usize, nodes: &mut usize) -> Result<(), Ap
                     return Err(fail(format!("`{key}` must be an object"), &here));
                 };
                 for (name, sub) in map {
-                    walk(sub, &format!("{here}.{}", bounded(name)), depth + 1, nodes)?;
+                    walk(
+                        sub,
+                        &format!("{here}.{}", shown(name, KEY_SHOWN)),
+                        depth + 1,
+                        nodes,
+                    )?;
                 }
             }
             "additionalProperties" => match value {
@@ -457,13 +463,9 @@ fn check_type(v: &Value, path: &str) -> Result<(), ApiError> {
     }
 }
 
-/// SECURITY: names come from the client; bound what is echoed.
-fn bounded(s: &str) -> String {
-    s.chars()
-        .take(32)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
-}
+/// SECURITY: schema keys come from the client: at most this many characters of one are
+/// echoed in a `param` path (`sanitize::shown`).
+const KEY_SHOWN: usize = 32;
 
 /// Does `schema` use `$ref`/`$defs` anywhere (which only resolve at the schema's root)?
 pub fn uses_refs(schema: &Value) -> bool {

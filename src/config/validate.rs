@@ -145,7 +145,7 @@ impl Config {
                         key,
                         format!(
                             "{:?} is not a user/group name or numeric id (1-32 of A-Z a-z 0-9 _ . -, not starting with -)",
-                            bounded(v)
+                            crate::sanitize::shown(v, 64)
                         ),
                     );
                 }
@@ -397,11 +397,6 @@ fn is_account_name(v: &str) -> bool {
         && !v.starts_with('-')
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
-/// At most 64 characters of an operator-supplied value, for messages.
-fn bounded(v: &str) -> String {
-    v.chars().take(64).collect()
 }
 
 fn range(bad: &mut impl FnMut(&str, String), key: &str, value: u64, min: u64, max: u64) {

@@ -312,21 +312,7 @@ const MAX_MESSAGE: usize = 300;
 /// SECURITY: it may quote the client's own schema (property names, patterns) back to the
 /// client; it is never logged.
 fn client_message(raw: &str) -> String {
-    let mut out = String::with_capacity(MAX_MESSAGE);
-    for c in raw.chars().take(MAX_MESSAGE) {
-        out.push(if c.is_control() || is_format_char(c) {
-            ' '
-        } else {
-            c
-        });
-    }
-    out
-}
-
-/// Unicode format characters (bidi overrides, zero-width joiners, …) that could make an
-/// error message display differently from what it says.
-fn is_format_char(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    crate::sanitize::shown(raw, MAX_MESSAGE)
 }
 
 /// The limits llguidance uses by default, with the reasons the operator reads in
@@ -515,7 +501,7 @@ mod tests {
     #[test]
     fn client_messages_are_one_printable_line() {
         let m = client_message("a\nb\u{202E}c\u{0007}");
-        assert_eq!(m, "a b c ");
+        assert_eq!(m, "a?b?c?");
         assert_eq!(client_message(&"x".repeat(1000)).len(), MAX_MESSAGE);
     }
 }
