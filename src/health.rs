@@ -41,37 +41,29 @@ pub async fn serve_health(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HEALTH_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
-        };
-        let tcp = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "health accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &state)) }
+    crate::http::accept_loop(
+        &listener,
+        &permits,
+        &mut shutdown,
+        "health",
+        |tcp, _, permit| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(answer(&req, &state)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEALTH_HEADER_TIMEOUT)
+                    .max_buf_size(8192)
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEALTH_HEADER_TIMEOUT)
-                .max_buf_size(8192)
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
+        },
+    )
+    .await;
 }
 
 fn answer(req: &Request<Incoming>, state: &HealthState) -> Response<Full<Bytes>> {

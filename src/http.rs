@@ -22,18 +22,19 @@
 //! - HTTP/2 is capped at `H2_MAX_STREAMS` concurrent streams and a small header list,
 //!   with hyper's reset-flood protections (pending/local-error reset limits) set.
 
+use crate::address::{address_key, ipv6_48};
 use crate::api::{self, AppState};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -92,32 +93,6 @@ fn count_down(table: &mut HashMap<IpAddr, u32>, key: IpAddr) {
     }
 }
 
-/// The address a per-address limit counts: IPv4 as is (also when IPv4-mapped), IPv6 by
-/// its /64, which one host or customer usually owns whole.
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
-/// The IPv6 /48 an address belongs to (None for IPv4 and IPv4-mapped addresses).
-fn ipv6_48(ip: IpAddr) -> Option<IpAddr> {
-    match address_key(ip) {
-        IpAddr::V4(_) => None,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            Some(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0)))
-        }
-    }
-}
-
 impl PerAddress {
     fn try_open(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         let key = address_key(ip);
@@ -172,62 +147,52 @@ pub async fn serve_api(
         cap: limits.max_connections_per_address,
         cap_48: limits.max_connections_per_ipv6_48,
     });
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = ACCEPT_BACKOFF_MIN; x }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        // SECURITY: one address cannot take the whole global cap. Unlike the global cap
-        // (where we stop accepting), this needs the peer address, so the connection is
-        // accepted and closed at once, before any TLS work.
-        let Some(slot) = per_address.try_open(peer.ip()) else {
-            tracing::debug!(%peer, "per-address (or per-/48) connection cap reached; closing");
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = tls.clone();
-        let state = state.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _slot = slot;
-            let stream = match tokio::time::timeout(
-                limits.tls_handshake_timeout,
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+    // Each connection watches its own copy of the shutdown signal.
+    let connections_shutdown = shutdown.clone();
+    accept_loop(
+        &listener,
+        &permits,
+        &mut shutdown,
+        "API",
+        |tcp, peer, permit| {
+            // SECURITY: one address cannot take the whole global cap. Unlike the global cap
+            // (where we stop accepting), this needs the peer address, so the connection is
+            // accepted and closed at once, before any TLS work.
+            let Some(slot) = per_address.try_open(peer.ip()) else {
+                tracing::debug!(%peer, "per-address (or per-/48) connection cap reached; closing");
+                drop(tcp);
+                return;
             };
-            // SECURITY: the protocol comes from ALPN, never from sniffing the first bytes:
-            // the auto builder's sniffing waits for those bytes with no timeout (a silent
-            // client would be held forever). No ALPN means HTTP/1.1 (h2 over TLS needs it).
-            let h2 = limits.http2 && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            serve_connection(stream, h2, peer, state, limits, shutdown).await;
-        });
-    }
+            let acceptor = tls.clone();
+            let state = state.clone();
+            let shutdown = connections_shutdown.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _slot = slot;
+                let stream =
+                    match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                // SECURITY: the protocol comes from ALPN, never from sniffing the first bytes:
+                // the auto builder's sniffing waits for those bytes with no timeout (a silent
+                // client would be held forever). No ALPN means HTTP/1.1 (h2 over TLS needs it).
+                let h2 =
+                    limits.http2 && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                serve_connection(stream, h2, peer, state, limits, shutdown).await;
+            });
+        },
+    )
+    .await;
     drop(listener);
     let open = limits.max_connections as usize - permits.available_permits();
     tracing::info!(
@@ -240,6 +205,42 @@ pub async fn serve_api(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// The accept loop of both listeners (API and health), until `shutdown` flips.
+/// SECURITY: a connection permit is taken *before* `accept`, so at the cap the loop
+/// stops accepting and the kernel backlog absorbs the burst; a failed `accept` (e.g. out
+/// of file descriptors) backs off, doubling from `ACCEPT_BACKOFF_MIN` to
+/// `ACCEPT_BACKOFF_MAX`, instead of spinning. `on_connection` gets the permit and must
+/// keep it for as long as the connection lives.
+pub(crate) async fn accept_loop(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+    name: &'static str,
+    mut on_connection: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = ACCEPT_BACKOFF_MIN; x }
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        on_connection(tcp, peer, permit);
     }
 }
 

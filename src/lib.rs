@@ -13,6 +13,7 @@
 //! | `signals`     | SIGTERM/SIGINT stop, SIGHUP keys reload, seccomp-denial log          |
 //! | `config`      | the one TOML file: strict, defaulted, every error names its key      |
 //! | `settings`    | the config resolved once into every runtime value                    |
+//! | `address`     | per-address keys: IPv4 as is, IPv6 by /64 (and /48 for connections)  |
 //! | `keys`        | keys file: argon2id-only hashes with bounded parameters              |
 //! | `auth`        | Bearer/Basic credentials, dummy-hash timing, HMAC verified cache    |
 //! | `ratelimit`   | per-key requests-per-minute token bucket                             |
@@ -55,6 +56,7 @@
     clippy::unimplemented
 )]
 
+pub mod address;
 pub mod api;
 pub mod auth;
 pub mod cli;

@@ -160,7 +160,7 @@ pub async fn handle(
     let span = tracing::info_span!("request", %client, %method, path = %crate::sanitize::shown(&path, 64), key_id = tracing::field::Empty);
     let peer = Peer {
         client,
-        key: crate::http::address_key(client),
+        key: crate::address::address_key(client),
     };
     let label = route(&path).map_or(metrics::Route::Other, |(r, _)| r.metric());
     // Logged and counted when the last holder drops it (for a stream: when it ends).
@@ -193,7 +193,7 @@ pub async fn handle(
 struct Peer {
     /// The address itself, for logs.
     client: std::net::IpAddr,
-    /// What per-address limits count (`http::address_key`).
+    /// What per-address limits count (`address::address_key`).
     key: std::net::IpAddr,
 }
 

@@ -190,111 +190,32 @@ impl Config {
 
 /// Every numeric key with its allowed range: (key, value, min, max). One table, so a new
 /// key cannot be forgotten by one copy of a check, and every range reads the same.
+#[rustfmt::skip]
 fn bounded_keys(c: &Config) -> Vec<(&'static str, u64, u64, u64)> {
     let (s, a, m, l, c) = (&c.server, &c.auth, &c.model, &c.limits, &c.constraints);
     vec![
         // [server]
-        (
-            "server.max_connections",
-            u64::from(s.max_connections),
-            1,
-            1_000_000,
-        ),
-        (
-            "server.max_connections_per_address",
-            u64::from(s.max_connections_per_address),
-            1,
-            u64::from(s.max_connections.max(1)),
-        ),
-        (
-            "server.max_connections_per_ipv6_48",
-            u64::from(s.max_connections_per_ipv6_48),
-            1,
-            1_000_000,
-        ),
+        ("server.max_connections", u64::from(s.max_connections), 1, 1_000_000),
+        ("server.max_connections_per_address", u64::from(s.max_connections_per_address), 1, u64::from(s.max_connections.max(1))),
+        ("server.max_connections_per_ipv6_48", u64::from(s.max_connections_per_ipv6_48), 1, 1_000_000),
         ("server.idle_timeout_secs", s.idle_timeout_secs, 1, 3600),
-        (
-            "server.max_connection_lifetime_secs",
-            s.max_connection_lifetime_secs,
-            s.idle_timeout_secs,
-            7 * 24 * 3600,
-        ),
-        (
-            "server.max_requests_per_connection",
-            u64::from(s.max_requests_per_connection),
-            1,
-            10_000_000,
-        ),
+        ("server.max_connection_lifetime_secs", s.max_connection_lifetime_secs, s.idle_timeout_secs, 7 * 24 * 3600),
+        ("server.max_requests_per_connection", u64::from(s.max_requests_per_connection), 1, 10_000_000),
         // hyper needs at least 8 KiB of read buffer.
-        (
-            "server.max_header_bytes",
-            u64::from(s.max_header_bytes),
-            8 * 1024,
-            1024 * 1024,
-        ),
+        ("server.max_header_bytes", u64::from(s.max_header_bytes), 8 * 1024, 1024 * 1024),
         ("server.max_headers", u64::from(s.max_headers), 8, 1000),
-        (
-            "server.tls_handshake_timeout_secs",
-            s.tls_handshake_timeout_secs,
-            1,
-            300,
-        ),
-        (
-            "server.header_read_timeout_secs",
-            s.header_read_timeout_secs,
-            1,
-            300,
-        ),
-        (
-            "server.body_read_timeout_secs",
-            s.body_read_timeout_secs,
-            1,
-            3600,
-        ),
+        ("server.tls_handshake_timeout_secs", s.tls_handshake_timeout_secs, 1, 300),
+        ("server.header_read_timeout_secs", s.header_read_timeout_secs, 1, 300),
+        ("server.body_read_timeout_secs", s.body_read_timeout_secs, 1, 3600),
         ("server.async_workers", u64::from(s.async_workers), 0, 64),
         // [auth]
-        (
-            "auth.default_requests_per_minute",
-            u64::from(a.default_requests_per_minute),
-            0,
-            1_000_000,
-        ),
-        (
-            "auth.default_tokens_per_minute",
-            u64::from(a.default_tokens_per_minute),
-            0,
-            1_000_000_000,
-        ),
-        (
-            "auth.max_concurrent_generations_per_key",
-            u64::from(a.max_concurrent_generations_per_key),
-            1,
-            10_000,
-        ),
-        (
-            "auth.failed_auth_per_minute_per_address",
-            u64::from(a.failed_auth_per_minute_per_address),
-            1,
-            100_000,
-        ),
-        (
-            "auth.max_concurrent_verifications",
-            u64::from(a.max_concurrent_verifications),
-            1,
-            64,
-        ),
-        (
-            "auth.max_queued_verifications",
-            u64::from(a.max_queued_verifications),
-            0,
-            1024,
-        ),
-        (
-            "auth.failed_auth_tracked_addresses",
-            u64::from(a.failed_auth_tracked_addresses),
-            1,
-            10_000_000,
-        ),
+        ("auth.default_requests_per_minute", u64::from(a.default_requests_per_minute), 0, 1_000_000),
+        ("auth.default_tokens_per_minute", u64::from(a.default_tokens_per_minute), 0, 1_000_000_000),
+        ("auth.max_concurrent_generations_per_key", u64::from(a.max_concurrent_generations_per_key), 1, 10_000),
+        ("auth.failed_auth_per_minute_per_address", u64::from(a.failed_auth_per_minute_per_address), 1, 100_000),
+        ("auth.max_concurrent_verifications", u64::from(a.max_concurrent_verifications), 1, 64),
+        ("auth.max_queued_verifications", u64::from(a.max_queued_verifications), 0, 1024),
+        ("auth.failed_auth_tracked_addresses", u64::from(a.failed_auth_tracked_addresses), 1, 10_000_000),
         // [model]
         ("model.context", u64::from(m.context), 64, 1 << 20),
         ("model.parallel", u64::from(m.parallel), 1, 256),
@@ -302,91 +223,26 @@ fn bounded_keys(c: &Config) -> Vec<(&'static str, u64, u64, u64)> {
         ("model.threads_batch", u64::from(m.threads_batch), 0, 1024),
         ("model.batch", u64::from(m.batch), 1, 1 << 16),
         // [limits]
-        (
-            "limits.max_body_bytes",
-            l.max_body_bytes,
-            1024,
-            64 * 1024 * 1024,
-        ),
+        ("limits.max_body_bytes", l.max_body_bytes, 1024, 64 * 1024 * 1024),
         ("limits.max_tokens", u64::from(l.max_tokens), 1, 1 << 20),
         ("limits.max_messages", u64::from(l.max_messages), 1, 100_000),
-        (
-            "limits.max_prompt_bytes",
-            u64::from(l.max_prompt_bytes),
-            1,
-            64 * 1024 * 1024,
-        ),
+        ("limits.max_prompt_bytes", u64::from(l.max_prompt_bytes), 1, 64 * 1024 * 1024),
         ("limits.max_stop", u64::from(l.max_stop), 0, 16),
-        (
-            "limits.max_stop_bytes",
-            u64::from(l.max_stop_bytes),
-            1,
-            4096,
-        ),
-        (
-            "limits.max_generation_secs",
-            l.max_generation_secs,
-            1,
-            86_400,
-        ),
+        ("limits.max_stop_bytes", u64::from(l.max_stop_bytes), 1, 4096),
+        ("limits.max_generation_secs", l.max_generation_secs, 1, 86_400),
         ("limits.queue_depth", u64::from(l.queue_depth), 1, 100_000),
         ("limits.max_n", u64::from(l.max_n), 1, 64),
-        (
-            "limits.max_embedding_inputs",
-            u64::from(l.max_embedding_inputs),
-            1,
-            2048,
-        ),
+        ("limits.max_embedding_inputs", u64::from(l.max_embedding_inputs), 1, 2048),
         // [constraints]
-        (
-            "constraints.compile_timeout_ms",
-            c.compile_timeout_ms,
-            10,
-            60_000,
-        ),
-        (
-            "constraints.max_concurrent_compiles",
-            u64::from(c.max_concurrent_compiles),
-            1,
-            64,
-        ),
+        ("constraints.compile_timeout_ms", c.compile_timeout_ms, 10, 60_000),
+        ("constraints.max_concurrent_compiles", u64::from(c.max_concurrent_compiles), 1, 64),
         ("constraints.mask_budget_ms", c.mask_budget_ms, 1, 10_000),
-        (
-            "constraints.max_items_in_row",
-            u64::from(c.max_items_in_row),
-            10,
-            100_000,
-        ),
-        (
-            "constraints.initial_lexer_fuel",
-            c.initial_lexer_fuel,
-            1_000,
-            100_000_000,
-        ),
-        (
-            "constraints.step_lexer_fuel",
-            c.step_lexer_fuel,
-            1_000,
-            10_000_000,
-        ),
-        (
-            "constraints.step_max_items",
-            u64::from(c.step_max_items),
-            100,
-            1_000_000,
-        ),
-        (
-            "constraints.max_lexer_states",
-            u64::from(c.max_lexer_states),
-            100,
-            10_000_000,
-        ),
-        (
-            "constraints.max_grammar_size",
-            u64::from(c.max_grammar_size),
-            100,
-            10_000_000,
-        ),
+        ("constraints.max_items_in_row", u64::from(c.max_items_in_row), 10, 100_000),
+        ("constraints.initial_lexer_fuel", c.initial_lexer_fuel, 1_000, 100_000_000),
+        ("constraints.step_lexer_fuel", c.step_lexer_fuel, 1_000, 10_000_000),
+        ("constraints.step_max_items", u64::from(c.step_max_items), 100, 1_000_000),
+        ("constraints.max_lexer_states", u64::from(c.max_lexer_states), 100, 10_000_000),
+        ("constraints.max_grammar_size", u64::from(c.max_grammar_size), 100, 10_000_000),
     ]
 }
 
