@@ -88,3 +88,40 @@ async fn with_http2_off_alpn_offers_only_http_1_1() {
     let tls = tls_connect(&server, &[b"h2", b"http/1.1"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
+
+/// `server.max_requests_per_connection` holds for HTTP/2 too: after that many streams
+/// the server sends GOAWAY and the connection ends; a new connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_gets_goaway_after_its_request_budget() {
+    let server = Server::start_with(Options {
+        server_extra: "max_requests_per_connection = 3\n".into(),
+        ..Options::default()
+    });
+    let (client, ended) = h2_connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    for i in 0..3 {
+        if i > 0 {
+            client = client.ready().await.unwrap();
+        }
+        let (resp, _) = client.send_request(h2_get_models(), true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 200, "request {i}");
+    }
+    // The connection ends by itself (GOAWAY, then close): no fourth request is served.
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the connection stayed open after its request budget")
+        .unwrap();
+    let fourth = match client.ready().await {
+        Ok(mut c) => match c.send_request(h2_get_models(), true) {
+            Ok((resp, _)) => resp.await.map(|r| r.status()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    assert!(fourth.is_err(), "a fourth request was served: {fourth:?}");
+    // Another connection starts with a fresh budget.
+    let (client, _) = h2_connect(&server).await;
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(h2_get_models(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+}

@@ -248,26 +248,10 @@ async fn chat_stream_chunks_in_order_then_done() {
 async fn a_held_stream_is_open_mid_way_and_finishes_when_released() {
     use http_body_util::BodyExt;
     let s = InProcess::start(Options::default());
-    s.gate.close();
     let mut c = s.client().await;
-    let mut req = chat("hi");
-    req["stream"] = json!(true);
-    let resp = c
-        .send_raw(common::request(
-            "POST",
-            "/v1/chat/completions",
-            Some(ALICE),
-            Some(req.to_string()),
-        ))
-        .await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut seen = String::new();
     // Held after its first token: the stream has begun and cannot have ended.
-    while !seen.contains("The ") {
-        let frame = body.frame().await.unwrap().unwrap();
-        seen.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
-    }
+    let (mut body, mut seen) = held_stream(&s, &mut c, ALICE).await;
+    assert!(seen.contains("\"role\":\"assistant\""), "{seen}");
     assert!(!seen.contains("[DONE]"), "{seen}");
     let (_, metrics) = common::health_get(s.health, "/metrics");
     assert!(
@@ -395,7 +379,8 @@ async fn embeddings_and_completions_answer() {
 
 /// Opens a stream that the closed gate holds after its first token: one generation slot
 /// of `cred` stays taken until the returned body is dropped.
-async fn held_stream(s: &InProcess, c: &mut Client, cred: &str) -> hyper::body::Incoming {
+/// Returns the body and what it sent so far (up to and including the first token).
+async fn held_stream(s: &InProcess, c: &mut Client, cred: &str) -> (hyper::body::Incoming, String) {
     use http_body_util::BodyExt;
     s.gate.close();
     let mut req = chat("hi");
@@ -410,9 +395,13 @@ async fn held_stream(s: &InProcess, c: &mut Client, cred: &str) -> hyper::body::
         .await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    // The first chunk proves the generation runs (and holds its slot).
-    body.frame().await.unwrap().unwrap();
-    body
+    // The first token ("The ") proves the generation runs (and holds its slot).
+    let mut seen = String::new();
+    while !seen.contains("\"The \"") {
+        let frame = body.frame().await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
+    }
+    (body, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +411,7 @@ async fn a_key_at_its_cap_is_429_before_its_body_is_read() {
         ..Options::default()
     });
     let mut c1 = s.client().await;
-    let held = held_stream(&s, &mut c1, ALICE).await;
+    let (held, _) = held_stream(&s, &mut c1, ALICE).await;
     let mut c2 = s.client().await;
     // Not even parsed: a broken body from a key at its cap is refused for the cap.
     let r = c2
@@ -482,7 +471,7 @@ async fn each_choice_of_n_takes_a_generation_slot() {
         .all(|c| c["message"]["content"] == "The quick "));
     // With one slot held by a stream, three choices no longer fit the cap of three.
     let mut c2 = s.client().await;
-    let held = held_stream(&s, &mut c2, ALICE).await;
+    let (held, _) = held_stream(&s, &mut c2, ALICE).await;
     let r = c.post("/v1/chat/completions", Some(ALICE), &three).await;
     assert_error(&r, 429, "rate_limit_error");
     // Two still do.
@@ -492,4 +481,21 @@ async fn each_choice_of_n_takes_a_generation_slot() {
     let r = c.post("/v1/chat/completions", Some(ALICE), &two).await;
     assert_eq!(r.status, 200, "{}", r.json());
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_over_32_kib_is_refused_naming_it() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    // One node with a 40 KiB description: within the body cap and the node cap, over
+    // the schema's byte cap.
+    let schema = json!({"type": "string", "description": "d".repeat(40 * 1024)});
+    assert!(schema.to_string().len() > 40 * 1024);
+    let mut req = chat("hi");
+    req["response_format"] = json!({"type": "json_schema",
+        "json_schema": {"name": "big", "schema": schema}});
+    let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+    let e = assert_error(&r, 400, "invalid_request_error");
+    assert_eq!(e["param"], "response_format.json_schema.schema", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("32768"), "{e}");
 }

@@ -65,7 +65,14 @@ check("tool call arguments", isinstance(ai.tool_calls[0]["args"].get("city"), st
 answer = ChatOpenAI(temperature=0, max_tokens=30, **common).bind_tools([get_weather]).invoke([
     HumanMessage("What is the weather in Paris?"), ai,
     ToolMessage("22 degrees and sunny", tool_call_id=ai.tool_calls[0]["id"])])
-check("tool result round trip", answer.response_metadata.get("finish_reason") in ("stop", "length", "tool_calls"),
+# The answer after the tool result agrees with its finish_reason: calls exactly when it
+# says tool_calls, else text (cut at max_tokens = 30 when it says length).
+finish = answer.response_metadata.get("finish_reason")
+usage = answer.response_metadata.get("token_usage") or {}
+check("tool result round trip",
+      (finish == "tool_calls" and len(answer.tool_calls) > 0) or
+      (finish == "stop" and not answer.tool_calls and bool(answer.content)) or
+      (finish == "length" and not answer.tool_calls and usage.get("completion_tokens") == 30),
       answer)
 
 # Streaming tool call.

@@ -74,7 +74,7 @@ fn metric_line(body: &str, prefix: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn sighup_rotates_keys_without_touching_requests_in_flight() {
-    let server = Server::start();
+    let server = Server::start_with(slow_steps());
     open_to_sandbox_user(server.dir.path());
 
     // A stream in flight with alice's current key.
@@ -291,10 +291,20 @@ async fn metrics_can_be_switched_off_and_prompts_logged_on_request() {
 
 #[tokio::test]
 async fn sigterm_drains_a_stream_in_flight_then_exits_zero() {
-    let mut server = Server::start();
+    let mut server = Server::start_with(slow_steps());
     let mut c = server.client().await;
     let resp = stream_in_flight(&server, &mut c, 60).await;
     signal(server.pid(), "TERM");
+    // New connections are refused while the stream drains (the listener is closed).
+    server.wait_for("the listener to close", Duration::from_secs(10), || {
+        server
+            .log_text()
+            .contains("API listener closed; draining connections")
+    });
+    assert!(
+        std::net::TcpStream::connect_timeout(&server.api, Duration::from_secs(2)).is_err(),
+        "a new connection was accepted while draining"
+    );
     // The stream still ends properly, with all its tokens.
     let body = match resp.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -305,7 +315,6 @@ async fn sigterm_drains_a_stream_in_flight_then_exits_zero() {
     assert!(events
         .iter()
         .any(|e| e.contains("\"finish_reason\":\"length\"")));
-    // New connections are refused while draining / after.
     let code = server.wait_exit(Duration::from_secs(40));
     assert_eq!(code, Some(0), "log:\n{}", server.log_text());
     let log = server.log_text();
@@ -349,12 +358,7 @@ fn parse_journal_datagram(mut d: &[u8]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn journald_target_writes_the_native_protocol_from_inside_the_sandbox() {
-    if !is_root() {
-        eprintln!(
-            "skipped: the journald stand-in is mounted over /run/systemd/journal, which needs root"
-        );
-        return;
-    }
+    require_root("the journald stand-in is mounted over /run/systemd/journal, which needs root");
     // A unix datagram socket standing in for journald, mounted (in a private mount
     // namespace of the server only) where journald's socket lives.
     let journal = tempfile::tempdir().unwrap();

@@ -253,10 +253,7 @@ fn policy_prints_every_rule_the_server_applies() {
 
 #[test]
 fn a_root_start_without_a_sandbox_user_is_refused_with_the_reason() {
-    if !is_root() {
-        eprintln!("skipped: only a root start switches users");
-        return;
-    }
+    require_root("only a root start switches users");
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         sandbox: String::new(),
@@ -279,10 +276,7 @@ fn a_root_start_without_a_sandbox_user_is_refused_with_the_reason() {
 
 #[test]
 fn a_model_the_sandbox_user_cannot_read_stops_start_up_with_a_clear_message() {
-    if !is_root() {
-        eprintln!("skipped: needs a root start that drops to another user");
-        return;
-    }
+    require_root("needs a root start that drops to another user");
     use std::os::unix::fs::PermissionsExt;
     // The model reached through a directory only root may enter.
     let private = tempfile::tempdir().unwrap();

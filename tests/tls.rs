@@ -45,9 +45,23 @@ async fn versions_alpn_and_fingerprint() {
         .next()
         .unwrap()
         .unwrap();
-    let expected = llama_gguf_inference::tls::fingerprint_of(der.as_ref());
     let served = s.get_ref().1.peer_certificates().unwrap()[0].clone();
     assert_eq!(served.as_ref(), der.as_ref());
+    // Computed here with coreutils' sha256sum over the certificate the handshake served,
+    // not with the crate's own function, in the form clients pin (AA:BB:…, as OpenSSL's
+    // `x509 -fingerprint -sha256` prints it).
+    let file = server.dir.path().join("served.der");
+    std::fs::write(&file, served.as_ref()).unwrap();
+    let out = std::process::Command::new("sha256sum")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hex = String::from_utf8(out.stdout).unwrap();
+    let hex = hex.split_whitespace().next().unwrap().to_uppercase();
+    assert_eq!(hex.len(), 64, "{hex}");
+    let expected: Vec<&str> = (0..32).map(|i| &hex[2 * i..2 * i + 2]).collect();
+    let expected = expected.join(":");
     assert!(
         server.log_text().contains(&format!("sha256={expected}")),
         "{}",

@@ -272,7 +272,11 @@ mod tests {
         let spin =
             "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
         let t = ChatTemplate::new(spin, "", "").unwrap();
-        assert!(t.render(&[], &[]).is_err());
+        let err = t.render(&[], &[]).unwrap_err();
+        assert!(
+            err.contains("fuel"),
+            "stopped by the fuel budget, not something else: {err}"
+        );
         let py = ChatTemplate::new(
             "{{ messages[0].content.strip().upper() }}{{ strftime_now('%Y') }}",
             "",

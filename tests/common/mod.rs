@@ -63,6 +63,15 @@ fn find_model() -> PathBuf {
     copy
 }
 
+/// For a test that only means something as root: fails (never passes silently) when not.
+/// CI runs the suite as root; run it as root (`sudo make test`) to cover these.
+pub fn require_root(why: &str) {
+    assert!(
+        is_root(),
+        "this test needs root ({why}); it fails rather than pass without checking anything"
+    );
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -144,6 +153,16 @@ impl Default for Options {
             wrapper: vec![],
             listening: None,
         }
+    }
+}
+
+/// A server whose engine sleeps 40 ms after every step (test hook), so a stream of N
+/// tokens lasts at least N × 40 ms on any hardware: the tests below catch it mid-way by
+/// waiting on events, not on how slow the CPU is.
+pub fn slow_steps() -> Options {
+    Options {
+        env: vec![("LGI_TEST_STEP_DELAY_MS".into(), "40".into())],
+        ..Options::default()
     }
 }
 

@@ -174,6 +174,8 @@ impl<'m> Batcher<'m> {
     }
 
     fn step(&mut self) {
+        #[cfg(feature = "test-hooks")]
+        test_step_delay();
         let dropped = self.intake.drop_abandoned();
         if dropped > 0 {
             self.stats
@@ -577,5 +579,22 @@ impl<'m> Batcher<'m> {
             self.slots[i].owner = None;
         }
         self.ctx.clear_kv_cache();
+    }
+}
+
+/// Test hook (never in a release): `LGI_TEST_STEP_DELAY_MS=N` sleeps N ms before every
+/// engine step (generation or embeddings), so a test that must catch a stream mid-way (drain on SIGTERM, a reload
+/// during a stream) holds it open on any hardware, instead of hoping the CPU is slow.
+#[cfg(feature = "test-hooks")]
+fn test_step_delay() {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("LGI_TEST_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(*d);
     }
 }
