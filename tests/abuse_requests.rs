@@ -148,14 +148,15 @@ async fn cors_is_off_by_default_and_exact_when_configured() {
 
 #[tokio::test]
 async fn a_generation_stops_at_its_deadline_and_the_engine_moves_on() {
+    // Slow steps (test hook, ≥ 40 ms a token): 3000 tokens would take ≥ 2 minutes on any
+    // hardware, so only the 1 s deadline can end this generation early.
     let server = Server::start_with(Options {
         extra_toml: "[limits]\nmax_generation_secs = 1\nmax_tokens = 3000\n".into(),
         model_section: "context = 4096\nthreads = 2\n".into(),
-        ..Options::default()
+        ..slow_steps()
     });
     let mut c = server.client().await;
-    // Greedy counting goes on for thousands of tokens (~20 s here); the deadline ends it
-    // after about 1 s with finish_reason "length".
+    // The deadline ends it after about 1 s with finish_reason "length".
     let body = serde_json::json!({"model": MODEL_ID, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,",
         "max_tokens": 3000, "temperature": 0});
     let started = std::time::Instant::now();

@@ -1,17 +1,16 @@
 //! A whole HTTP/1.1 connection through the real service (`http::serve_connection`: hyper
 //! with our limits, routing, authentication, body limits, JSON validation, responses,
-//! SSE), with the engine replaced by a deterministic fake thread. Input: one byte that
+//! SSE), with the library's deterministic fake engine (`engine::fake`). Input: one byte that
 //! sets the write size, then the bytes a client sends. Every input must end in a closed
 //! connection whose every response is HTTP/1.1 with a status, never a hang or panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::AppState;
-use llama_gguf_inference::auth::{AuthLimits, KeyStore};
-use llama_gguf_inference::config::LimitsConfig;
-use llama_gguf_inference::engine::{
-    EngineHandle, EngineStats, Event, FinishReason, Intake, Job, Usage,
-};
+use llama_gguf_inference::auth::KeyStore;
+use llama_gguf_inference::config::Config;
+use llama_gguf_inference::engine::{self, EngineStats};
 use llama_gguf_inference::http::{serve_connection, ConnLimits};
+use llama_gguf_inference::settings::Settings;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,100 +19,82 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The credential the seeds use: `Authorization: Bearer fuzz:fuzz-secret`.
 const SECRET: &str = "fuzz-secret";
 
+/// The server's settings, from a config as an operator writes one: small caps and
+/// one-second timeouts keep executions fast; one failed attempt per minute per address
+/// means wrong guesses are answered 429 without hashing after the first.
+const CONFIG: &str = r#"
+[server]
+max_connections = 16
+max_connections_per_address = 16
+max_connections_per_ipv6_48 = 16
+max_requests_per_connection = 8
+max_header_bytes = 8192
+max_headers = 32
+http2 = false
+tls_handshake_timeout_secs = 1
+header_read_timeout_secs = 1
+idle_timeout_secs = 1
+max_connection_lifetime_secs = 10
+body_read_timeout_secs = 1
+cors_allowed_origins = ["https://app.example"]
+[auth]
+keys_file = "keys"
+default_requests_per_minute = 0
+max_concurrent_generations_per_key = 4
+max_concurrent_verifications = 1
+max_queued_verifications = 4
+failed_auth_per_minute_per_address = 1
+failed_auth_tracked_addresses = 1024
+[model]
+path = "m.gguf"
+id = "m"
+context = 2048
+embeddings = true
+[limits]
+max_body_bytes = 16384
+max_prompt_bytes = 8192
+queue_depth = 4
+"#;
+
 struct World {
     rt: tokio::runtime::Runtime,
     state: Arc<AppState>,
+    limits: ConnLimits,
 }
 
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
+        let cfg = Config::parse(CONFIG, std::path::Path::new("/")).unwrap();
+        let settings = Settings::resolve(&cfg, 1);
         // Cheapest argon2 the keys file accepts, so the fuzzer gets past authentication
         // (like rustls fuzzing with a mock crypto provider).
         let params = argon2::Params::new(7 * 1024, 1, 1, None).unwrap();
         let hash = llama_gguf_inference::keys::hash_secret(SECRET.as_bytes(), params).unwrap();
         let entries = llama_gguf_inference::keys::parse_keys(&format!("fuzz:{hash}\n")).unwrap();
-        // One failed attempt per minute per address: wrong guesses are answered 429
-        // without hashing after the first, keeping executions fast.
-        let keys = KeyStore::new(
-            entries,
-            AuthLimits {
-                default_rpm: 0,
-                default_tpm: 0,
-                generations_per_key: 4,
-                verifications: 1,
-                queued_verifications: 4,
-                failed_per_minute_per_address: 1,
-                tracked_addresses: 1024,
-            },
-        )
-        .unwrap();
+        let keys = KeyStore::new(entries, settings.auth).unwrap();
+        // The library's deterministic fake engine (feature fake-engine): real constraint
+        // compiles over a byte vocabulary, a fixed answer, no model.
         let stats = Arc::new(EngineStats::default());
+        let (engine, _loaded) = engine::spawn(&settings.engine, stats.clone()).unwrap();
         stats.ready.store(true, Ordering::Release);
-        let intake = Intake::new(4, stats);
-        let engine_side = intake.clone();
-        std::thread::spawn(move || {
-            // The fake engine: every job gets the same short, well-formed answer.
-            while let Some(job) = engine_side.next(true) {
-                let job = match job {
-                    Job::Generate(g) => g,
-                    Job::Embed(e) => {
-                        let _ = e.reply.send(Ok(llama_gguf_inference::engine::Embeddings {
-                            vectors: vec![vec![0.6, 0.8]],
-                            prompt_tokens: 1,
-                        }));
-                        continue;
-                    }
-                };
-                let _ = job.events.send(Event::Started { prompt_tokens: 3 });
-                let _ = job.events.send(Event::Text("Hello, é!".into()));
-                let _ = job.events.send(Event::Finished {
-                    reason: FinishReason::Length,
-                    usage: Usage {
-                        prompt_tokens: 3,
-                        completion_tokens: 2,
-                        cached_tokens: 0,
-                    },
-                });
-            }
-        });
-        let limits = LimitsConfig {
-            max_body_bytes: 16 * 1024,
-            max_prompt_bytes: 8 * 1024,
-            ..LimitsConfig::default()
-        };
-        // Constrained decoding compiles for real, against an approximate byte-level
-        // vocabulary (no model here).
-        let engine = EngineHandle::new(intake, 2048);
-        let env = llama_gguf_inference::engine::constraint::ApproximateTokEnv::single_byte_env();
-        engine.set_constraints(
-            llama_gguf_inference::engine::constraint::ConstraintCompiler::new(
-                &env,
-                llama_gguf_inference::config::ConstraintsConfig::default().settings(),
-            )
-            .unwrap(),
-        );
-        let state = Arc::new(AppState {
+        let state = Arc::new(AppState::new(
+            &settings,
             keys,
             engine,
-            limits,
-            model_id: "m".into(),
-            created: 0,
-            body_read_timeout: Duration::from_secs(1),
-            cors_allowed_origins: vec!["https://app.example".into()],
-            generations_per_key: 4,
-            system_fingerprint: "fp_fuzz".into(),
-            embeddings: true,
-            metrics: Arc::new(llama_gguf_inference::metrics::Metrics::default()),
-            log_prompts: false,
-            auth_audit: llama_gguf_inference::auth::audit::AuthAudit::new(),
-            user_tag_key: llama_gguf_inference::logging::user_tag_key(None).unwrap(),
-        });
+            Arc::new(llama_gguf_inference::metrics::Metrics::default()),
+            llama_gguf_inference::logging::user_tag_key(None).unwrap(),
+            "fp_fuzz".into(),
+        ));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        World { rt, state }
+        World {
+            rt,
+            state,
+            limits: settings.connections,
+        }
     })
 }
 
@@ -122,19 +103,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let w = world();
-    let limits = ConnLimits {
-        max_connections: 16,
-        max_connections_per_address: 16,
-        max_requests_per_connection: 8,
-        max_header_bytes: 8 * 1024,
-        max_headers: 32,
-        http2: false,
-        tls_handshake_timeout: Duration::from_secs(1),
-        header_read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(1),
-        max_lifetime: Duration::from_secs(10),
-        max_connections_per_ipv6_48: 16,
-    };
+    let limits = w.limits;
     let state = w.state.clone();
     let output = w.rt.block_on(async move {
         let (mut client, server) = tokio::io::duplex(256 * 1024);
