@@ -160,8 +160,9 @@ impl Default for Options {
 /// tokens lasts at least N × 40 ms on any hardware: the tests below catch it mid-way by
 /// waiting on events, not on how slow the CPU is.
 pub fn slow_steps() -> Options {
-    #[cfg(not(feature = "test-hooks"))]
-    panic!("this test needs the test-hooks build (`cargo test --release --features test-hooks`, as make test runs it)");
+    if !cfg!(feature = "test-hooks") {
+        panic!("this test needs the test-hooks build (`cargo test --release --features test-hooks`, as make test runs it)");
+    }
     Options {
         env: vec![("LGI_TEST_STEP_DELAY_MS".into(), "40".into())],
         ..Options::default()
