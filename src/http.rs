@@ -24,6 +24,7 @@
 
 use crate::address::{address_key, ipv6_48};
 use crate::api::{self, AppState};
+use crate::settings::ConnLimits;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -50,22 +51,6 @@ const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// First and last delay after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Per-listener settings taken from the config.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    pub max_connections: u32,
-    pub max_connections_per_address: u32,
-    pub max_requests_per_connection: u32,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub http2: bool,
-    pub tls_handshake_timeout: Duration,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_lifetime: Duration,
-    pub max_connections_per_ipv6_48: u32,
-}
 
 /// Open connections per client address and per IPv6 /48. Entries exist only while a
 /// connection is open, so each table holds at most `max_connections` entries.

@@ -12,7 +12,6 @@
 use crate::auth::AuthLimits;
 use crate::config::{Config, GpuLayers, LimitsConfig};
 use crate::engine::EngineParams;
-use crate::http::ConnLimits;
 use std::time::Duration;
 
 /// Most async worker threads chosen automatically (`server.async_workers = 0`).
@@ -23,6 +22,22 @@ const MAX_ASYNC_WORKERS: usize = 4;
 /// Blocking-pool threads beyond the constraint compiles: one re-reads the keys file on
 /// SIGHUP, one spare so a reload never waits behind a full set of compiles.
 const EXTRA_BLOCKING_THREADS: usize = 2;
+
+/// The API listener's connection limits (`http::serve_api`, `http::serve_connection`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_connections: u32,
+    pub max_connections_per_address: u32,
+    pub max_requests_per_connection: u32,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub http2: bool,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub max_connections_per_ipv6_48: u32,
+}
 
 /// A runtime value that is not simply the configured one, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

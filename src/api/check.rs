@@ -4,7 +4,6 @@
 //! than one endpoint accepts. One copy of each rule, so the endpoints cannot drift apart.
 
 use super::error::ApiError;
-use super::generation::OutputSchema;
 use super::schema;
 use crate::config::LimitsConfig;
 use crate::engine::Sampling;
@@ -46,6 +45,14 @@ pub struct JsonSchemaFormat {
     /// Always enforced here (sampling is constrained); accepted for compatibility.
     #[serde(default)]
     pub strict: Option<bool>,
+}
+
+/// A JSON Schema to constrain the output to, and the request field it came from (named
+/// in the 400 when it does not compile).
+#[derive(Debug, Clone)]
+pub struct OutputSchema {
+    pub schema: Value,
+    pub param: &'static str,
 }
 
 /// Most `logit_bias` entries (OpenAI documents a map; each entry is one sampler bias).

@@ -8,10 +8,11 @@
 
 use super::admission::{admit, Admissible, Admitted};
 use super::chat::ChatCompletionRequest;
+use super::check::OutputSchema;
 use super::choice::{self, Kind};
 use super::completions::CompletionRequest;
 use super::error::ApiError;
-use super::generation::{Generation, OutputSchema};
+use super::generation::Generation;
 use super::json::parse_json;
 use super::stream::{self, ChunkMeta, SseBody, StreamShape};
 use super::{json_response, random_hex, secure_headers, unix_now, ApiBody, AppState};

@@ -2,9 +2,9 @@
 //! completions) translates its body into a `Generation`, which the admission path and
 //! the engine take from there. Everything in it is validated.
 
+use super::check::OutputSchema;
 use super::tools::ToolSet;
 use crate::engine::{Prompt, Sampling};
-use serde_json::Value;
 
 /// A validated generation request, ready for the engine.
 #[derive(Debug)]
@@ -28,12 +28,4 @@ pub struct Generation {
     pub tools: Option<ToolSet>,
     /// `user` / `safety_identifier`, for the log as a hashed tag only.
     pub user: Option<String>,
-}
-
-/// A JSON Schema to constrain the output to, and the request field it came from (named
-/// in the 400 when it does not compile).
-#[derive(Debug, Clone)]
-pub struct OutputSchema {
-    pub schema: Value,
-    pub param: &'static str,
 }
