@@ -62,6 +62,8 @@ pub(super) async fn generate(
         // SECURITY: only with `logging.log_prompts = true`, which the operator chose.
         tracing::info!(prompt = ?generation.prompt, "prompt (logging.log_prompts)");
     }
+    // The response's random id part first: a failing random source costs no engine work.
+    let random = random_hex()?;
     let constraint = compile_constraint(state, generation.json_schema.as_ref()).await?;
     let mut receivers = Vec::with_capacity(generation.n as usize);
     for choice in 0..generation.n {
@@ -107,7 +109,6 @@ pub(super) async fn generate(
         b.charge(prompt_tokens.saturating_add(asked), Instant::now());
         Some((b.capacity(), b.remaining()))
     });
-    let random = random_hex()?;
     let meta = ChunkMeta {
         id: response_id(kind, &random),
         created: unix_now(),

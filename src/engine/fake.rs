@@ -30,8 +30,6 @@ use tokio::sync::oneshot;
 
 /// What an unconstrained generation says, one word per token.
 pub const ANSWER: &str = "The quick brown fox jumps over the lazy dog.";
-/// Tokens a constrained walk may take before it is cut (as `max_tokens` would).
-const MAX_CONSTRAINED_STEPS: u32 = 4096;
 /// How long a held generation waits for the gate before it gives up (a test that
 /// forgets to open it fails with a truncated answer instead of hanging).
 const GATE_LIMIT: Duration = Duration::from_secs(60);
@@ -173,9 +171,6 @@ fn generate(mut job: GenerateRequest, eos: u32, gate: &Gate, stats: &EngineStats
                 None => break Some(FinishReason::Stop),
             },
         };
-        if job.constraint.is_some() && completion >= MAX_CONSTRAINED_STEPS {
-            break Some(FinishReason::Length);
-        }
         completion += 1;
         if job.events.send(Event::Text(piece)).is_err() {
             // The client left: stop, as the real engine frees the sequence.
