@@ -7,7 +7,6 @@
 //! CPU. It serves no request body, no credentials and no prompt text, has its own small
 //! connection cap and header timeout, and answers any other path with 404.
 
-use crate::engine::EngineStats;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,7 +16,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -28,11 +26,11 @@ const MAX_HEALTH_CONNECTIONS: usize = 64;
 /// A probe that cannot send its request line in this time is dropped.
 const HEALTH_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the health port reads: the engine's counters and, when enabled, the metrics.
+/// What the health port reads: the registry (readiness is the engine's counter there).
 pub struct HealthState {
-    pub stats: Arc<EngineStats>,
-    /// None: `[metrics] enabled = false`.
-    pub metrics: Option<Arc<Metrics>>,
+    pub metrics: Arc<Metrics>,
+    /// `[metrics] enabled`: false makes /metrics a 404.
+    pub export: bool,
 }
 
 pub async fn serve_health(
@@ -67,11 +65,11 @@ pub async fn serve_health(
 }
 
 fn answer(req: &Request<Incoming>, state: &HealthState) -> Response<Full<Bytes>> {
-    let stats = &state.stats;
+    let ready = state.metrics.engine().is_ready();
     let path = req.uri().path();
     let known = match path {
         "/health" | "/ready" => true,
-        "/metrics" => state.metrics.is_some(),
+        "/metrics" => state.export,
         _ => false,
     };
     if !known {
@@ -97,7 +95,7 @@ fn answer(req: &Request<Incoming>, state: &HealthState) -> Response<Full<Bytes>>
             "application/json",
             "{\"status\":\"ok\"}".into(),
         ),
-        "/ready" if stats.is_ready() => reply(
+        "/ready" if ready => reply(
             StatusCode::OK,
             "application/json",
             "{\"status\":\"ready\"}".into(),
@@ -107,13 +105,11 @@ fn answer(req: &Request<Incoming>, state: &HealthState) -> Response<Full<Bytes>>
             "application/json",
             "{\"status\":\"loading\"}".into(),
         ),
-        _ => {
-            let mut text = metrics(stats);
-            if let Some(m) = &state.metrics {
-                m.export(&mut text);
-            }
-            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
-        }
+        _ => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            state.metrics.render(),
+        ),
     }
 }
 
@@ -125,90 +121,4 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// Prometheus exposition of the engine counters.
-pub fn metrics(s: &EngineStats) -> String {
-    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 12] = [
-        (
-            "lgi_ready",
-            "gauge",
-            "1 once the model is loaded",
-            u64::from(s.is_ready()),
-        ),
-        (
-            "lgi_queue_depth",
-            "gauge",
-            "requests waiting for the engine",
-            g(&s.queued),
-        ),
-        (
-            "lgi_active_requests",
-            "gauge",
-            "requests generating now",
-            g(&s.active),
-        ),
-        (
-            "lgi_requests_completed_total",
-            "counter",
-            "generations finished",
-            g(&s.completed),
-        ),
-        (
-            "lgi_requests_cancelled_total",
-            "counter",
-            "generations stopped because the client left",
-            g(&s.cancelled),
-        ),
-        (
-            "lgi_requests_failed_total",
-            "counter",
-            "generations that failed",
-            g(&s.failed),
-        ),
-        (
-            "lgi_prompt_tokens_total",
-            "counter",
-            "prompt tokens processed",
-            g(&s.prompt_tokens),
-        ),
-        (
-            "lgi_prompt_tokens_cached_total",
-            "counter",
-            "prompt tokens reused from the prefix cache instead of computed",
-            g(&s.cached_tokens),
-        ),
-        (
-            "lgi_completion_tokens_total",
-            "counter",
-            "tokens generated",
-            g(&s.completion_tokens),
-        ),
-        (
-            "lgi_argon2_verifications_total",
-            "counter",
-            "argon2 verifications run (first use of a key, failures, unknown ids)",
-            crate::auth::argon2_runs_total(),
-        ),
-        (
-            "lgi_auth_address_throttled_total",
-            "counter",
-            "requests refused with 429 for too many failed authentications from one address",
-            crate::auth::address_throttled_total(),
-        ),
-        (
-            "lgi_seccomp_denied_total",
-            "counter",
-            "syscalls denied by the seccomp filter (nonzero means a bug or an attack)",
-            crate::sandbox::seccomp::denied_total(),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in rows {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
-    out
 }

@@ -25,7 +25,7 @@
 //! | `engine`      | bounded queue to the engine thread; `engine::llama` is llama.cpp    |
 //! | `health`      | plain-HTTP /health, /ready, /metrics from atomics only              |
 //! | `healthcheck` | the `healthcheck` command: probes /ready, exit 0 or 1 (containers)  |
-//! | `metrics`     | request counters and histograms, Prometheus text for the health port |
+//! | `metrics`     | the one registry of every counter; Prometheus text for the health port |
 //! | `sanitize`    | the one rule for showing untrusted text: bounded, no control/bidi    |
 //! | `logging`     | tracing to stderr, text or JSON, no secrets                         |
 //! | `sandbox`     | lock-down: identity, capabilities, no_new_privs, Landlock, seccomp  |

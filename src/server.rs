@@ -13,7 +13,7 @@
 use crate::api::AppState;
 use crate::auth::KeyStore;
 use crate::config::SeccompMode;
-use crate::engine::{self, EngineStats, LoadedModel};
+use crate::engine::{self, LoadedModel};
 use crate::metrics::{Metrics, SandboxGauges};
 use crate::sandbox::{self, selftest, LockdownStatus};
 use crate::settings::Settings;
@@ -82,21 +82,20 @@ pub async fn run(
         lock,
         self_test,
     } = launch;
-    let stats = Arc::new(EngineStats::default());
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(Arc::default(), keys.counters()));
     let (drain_tx, drain_rx) = watch::channel(false);
 
     // Health first: it must answer (503 on /ready) while the model loads.
     let health = tokio::spawn(health::serve_health(
         health_listener,
         Arc::new(health::HealthState {
-            stats: stats.clone(),
-            metrics: settings.api.metrics_enabled.then(|| metrics.clone()),
+            metrics: metrics.clone(),
+            export: settings.api.metrics_enabled,
         }),
         drain_rx.clone(),
     ));
     let sighup = signals::hangup()?;
-    let (engine, loaded) = engine::spawn(&settings.engine, stats.clone())?;
+    let (engine, loaded) = engine::spawn(&settings.engine, metrics.engine().clone())?;
     let state = Arc::new(AppState::new(
         &settings,
         keys,
@@ -122,7 +121,7 @@ pub async fn run(
         loaded = loaded => match loaded {
             Ok(Ok(model)) => {
                 log_model(&model, settings.async_workers);
-                match go_live(seccomp, lock.as_ref(), &stats, &metrics) {
+                match go_live(seccomp, lock.as_ref(), &metrics) {
                     Ok(()) => {
                         api = Some(tokio::spawn(http::serve_api(
                             api_listener,
@@ -161,7 +160,6 @@ pub async fn run(
 fn go_live(
     mode: SeccompMode,
     lock: Option<&LockdownStatus>,
-    stats: &EngineStats,
     metrics: &Metrics,
 ) -> Result<(), String> {
     let seccomp = sandbox::seccomp::apply(mode)?;
@@ -178,7 +176,7 @@ fn go_live(
         None => tracing::warn!("sandbox: not locked down (in-process test server)"),
     }
     // SECURITY: ready only now, with every sandbox layer in force.
-    stats.ready.store(true, Ordering::Release);
+    metrics.engine().ready.store(true, Ordering::Release);
     Ok(())
 }
 

@@ -369,6 +369,71 @@ async fn idle_http2_connections_are_closed_even_when_they_answer_pings() {
     assert_normal_client_served(&server).await;
 }
 
+/// HTTP/2 keep-alive (`src/http.rs`: a PING after 30 s without frames, 20 s for its ACK):
+/// a peer that stops answering — gone without a FIN, behind a dead NAT entry — loses its
+/// connection slot long before the idle timeout would free it. The client here speaks
+/// raw frames so that it can leave the server's PING unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
+    // An idle timeout far beyond the PING's deadline: only the unanswered PING can close it.
+    let server = server_with("idle_timeout_secs = 300\n");
+    let mut tls = tls_connect(&server, &[b"h2"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const GOAWAY: u8 = 0x7;
+    const ACK: u8 = 0x1;
+    // The preface and an empty SETTINGS frame.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (mut ping_at, mut goaway) = (None, false);
+    loop {
+        let mut head = [0u8; 9];
+        let read = tokio::time::timeout(Duration::from_secs(120), tls.read_exact(&mut head)).await;
+        let Ok(read) = read else {
+            panic!(
+                "still open after {:?}; PING seen at {ping_at:?}",
+                started.elapsed()
+            );
+        };
+        if read.is_err() {
+            break; // closed
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let mut payload = vec![0; len];
+        if tls.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        match kind {
+            // Acknowledge the server's settings, as a peer must; never answer a PING.
+            SETTINGS if flags & ACK == 0 => tls
+                .write_all(&[0, 0, 0, SETTINGS, ACK, 0, 0, 0, 0])
+                .await
+                .unwrap(),
+            PING if flags & ACK == 0 => {
+                ping_at.get_or_insert(started.elapsed());
+            }
+            GOAWAY => goaway = true,
+            _ => {}
+        }
+    }
+    let closed_at = started.elapsed();
+    let ping_at = ping_at.expect("the connection closed without a PING");
+    eprintln!("PING after {ping_at:?}, unanswered; closed after {closed_at:?} (GOAWAY: {goaway})");
+    assert!(
+        closed_at < Duration::from_secs(300),
+        "closed by the idle timeout, not the keep-alive"
+    );
+    assert!(
+        closed_at > ping_at,
+        "closed before its PING went unanswered"
+    );
+    assert_normal_client_served(&server).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_connection_is_closed_gracefully_at_its_maximum_lifetime() {
     let server = server_with("idle_timeout_secs = 1\nmax_connection_lifetime_secs = 3\n");

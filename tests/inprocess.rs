@@ -499,3 +499,46 @@ async fn a_schema_over_32_kib_is_refused_naming_it() {
     assert_eq!(e["param"], "response_format.json_schema.schema", "{e}");
     assert!(e["message"].as_str().unwrap().contains("32768"), "{e}");
 }
+
+/// The health port's /metrics is one registry: the engine's counters, authentication's
+/// and the requests' are all there, each counting what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_registry_counts_engine_auth_and_requests() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let r = c
+        .post("/v1/chat/completions", Some(ALICE), &chat("hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    // Served from the verified cache: no second argon2 run for alice's right secret.
+    assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+    assert_eq!(
+        c.get("/v1/models", Some("alice:wrong-secret")).await.status,
+        401
+    );
+    let want = [
+        "\nlgi_ready 1\n",
+        "\nlgi_requests_completed_total 1\n",
+        "\nlgi_active_requests 0\n",
+        "\nlgi_argon2_verifications_total 2\n",
+        "\nlgi_auth_address_throttled_total 0\n",
+        "lgi_auth_failures_total{reason=\"invalid\"} 1\n",
+        "lgi_requests_total{route=\"chat_completions\",status=\"200\",key_id=\"alice\"} 1\n",
+        "lgi_requests_total{route=\"models\",status=\"200\",key_id=\"alice\"} 1\n",
+    ];
+    // A request is counted when its last holder lets go, just after the reply is sent.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, metrics) = common::health_get(s.health, "/metrics");
+        assert_eq!(status, 200);
+        let missing: Vec<&&str> = want.iter().filter(|w| !metrics.contains(**w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "missing {missing:?} in:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -9,8 +9,21 @@ use std::time::Duration;
 #[cfg(feature = "test-hooks")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_until_the_model_is_loaded() {
+    // The model load waits (test hook) until this test creates `release`: the loading
+    // state lasts as long as the checks below need, however fast the machine.
+    let gate = tempfile::tempdir().unwrap();
+    // Searchable by the unprivileged user the server drops to.
+    std::fs::set_permissions(
+        gate.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let release = gate.path().join("release");
     let server = Server::start_with(Options {
-        env: vec![("LGI_TEST_LOAD_DELAY_MS".into(), "4000".into())],
+        env: vec![(
+            "LGI_TEST_LOAD_GATE".into(),
+            release.to_str().unwrap().into(),
+        )],
         wait_ready: false,
         ..Options::default()
     });
@@ -50,6 +63,7 @@ async fn not_ready_until_the_model_is_loaded() {
         "the API answered while the model loaded"
     );
     assert_eq!(health_get(server.health, "/ready").0, 503);
+    std::fs::write(&release, "").unwrap();
     server.wait_ready(Duration::from_secs(60));
     // Once ready, the waiting connection is served; seccomp was in force before.
     let (status, _) = tokio::time::timeout(Duration::from_secs(30), early)

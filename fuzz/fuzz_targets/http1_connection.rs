@@ -8,8 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::AppState;
 use llama_gguf_inference::auth::KeyStore;
 use llama_gguf_inference::config::Config;
-use llama_gguf_inference::engine::{self, EngineStats};
+use llama_gguf_inference::engine;
 use llama_gguf_inference::http::serve_connection;
+use llama_gguf_inference::metrics::Metrics;
 use llama_gguf_inference::settings::{ConnLimits, Settings};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -75,14 +76,14 @@ fn world() -> &'static World {
         let keys = KeyStore::new(entries, settings.auth).unwrap();
         // The library's deterministic fake engine (feature fake-engine): real constraint
         // compiles over a byte vocabulary, a fixed answer, no model.
-        let stats = Arc::new(EngineStats::default());
-        let (engine, _loaded) = engine::spawn(&settings.engine, stats.clone()).unwrap();
-        stats.ready.store(true, Ordering::Release);
+        let metrics = Arc::new(Metrics::new(Arc::default(), keys.counters()));
+        let (engine, _loaded) = engine::spawn(&settings.engine, metrics.engine().clone()).unwrap();
+        metrics.engine().ready.store(true, Ordering::Release);
         let state = Arc::new(AppState::new(
             &settings,
             keys,
             engine,
-            Arc::new(llama_gguf_inference::metrics::Metrics::default()),
+            metrics,
             llama_gguf_inference::logging::user_tag_key(None).unwrap(),
             "fp_fuzz".into(),
         ));

@@ -32,6 +32,7 @@ pub mod audit;
 
 use crate::config::AuthConfig;
 use crate::keys::{self, KeyEntry};
+use crate::metrics::AuthCounters;
 use crate::ratelimit::{FailedAuthLimiter, TokenBucket};
 use argon2::password_hash::PasswordHashString;
 use argon2_pool::{Argon2Pool, PoolError};
@@ -39,7 +40,6 @@ use base64ct::{Base64, Base64Unpadded, Encoding};
 use ring::hmac;
 use ring::rand::SecureRandom;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -103,19 +103,6 @@ impl From<AuthError> for Refusal {
             key_id: None,
         }
     }
-}
-
-/// argon2 verifications run by every KeyStore in this process (for /metrics).
-static ARGON2_RUNS_TOTAL: AtomicU64 = AtomicU64::new(0);
-/// Requests refused by the failed-authentication limiter (for /metrics).
-static ADDRESS_THROTTLED_TOTAL: AtomicU64 = AtomicU64::new(0);
-
-pub fn argon2_runs_total() -> u64 {
-    ARGON2_RUNS_TOTAL.load(Ordering::Relaxed)
-}
-
-pub fn address_throttled_total() -> u64 {
-    ADDRESS_THROTTLED_TOTAL.load(Ordering::Relaxed)
 }
 
 /// Who a request is, once authenticated.
@@ -209,6 +196,8 @@ pub struct KeyStore {
     cache_key: hmac::Key,
     verifier: Argon2Pool,
     failures: Arc<FailedAuthLimiter>,
+    /// What /metrics shows of authentication (the registry holds the other end).
+    counters: Arc<AuthCounters>,
 }
 
 impl KeyStore {
@@ -226,6 +215,7 @@ impl KeyStore {
                 limits.failed_per_minute_per_address,
                 limits.tracked_addresses as usize,
             )),
+            counters: Arc::default(),
         })
     }
 
@@ -253,6 +243,11 @@ impl KeyStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The counters the metrics registry renders.
+    pub fn counters(&self) -> Arc<AuthCounters> {
+        Arc::clone(&self.counters)
     }
 
     /// How many argon2 verifications have run (cache misses and unknown ids).
@@ -289,7 +284,7 @@ impl KeyStore {
             // SECURITY: the failure is reserved before any argon2 work, refunded below if
             // the secret proves right.
             if let Err(retry_after) = self.failures.reserve(addr, Instant::now()) {
-                ADDRESS_THROTTLED_TOTAL.fetch_add(1, Ordering::Relaxed);
+                self.counters.address_throttled();
                 return Err(refuse(AuthError::TooManyFailures { retry_after }));
             }
             let hash = match &record {
@@ -307,8 +302,9 @@ impl KeyStore {
                 let record = record.clone();
                 let cache_key = self.cache_key.clone();
                 let tag_input = tag_input.clone();
+                let counters = Arc::clone(&self.counters);
                 Box::new(move |ok: bool| {
-                    ARGON2_RUNS_TOTAL.fetch_add(1, Ordering::Relaxed);
+                    counters.argon2_ran();
                     let Some(record) = record.filter(|_| ok) else {
                         return;
                     };

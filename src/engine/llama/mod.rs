@@ -46,11 +46,7 @@ pub fn spawn(
 ) -> Result<(EngineHandle, oneshot::Receiver<Result<LoadedModel, String>>), String> {
     let settings = params.clone();
     #[cfg(feature = "test-hooks")]
-    let load_delay = std::env::var("LGI_TEST_LOAD_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or_default();
+    let load_gate = std::env::var_os("LGI_TEST_LOAD_GATE").map(std::path::PathBuf::from);
     let intake = Intake::new(params.queue_depth, stats.clone());
     let (loaded_tx, loaded_rx) = oneshot::channel();
     let handle = EngineHandle::new(intake.clone(), params.context);
@@ -59,11 +55,25 @@ pub fn spawn(
         .name("engine".into())
         .spawn(move || {
             #[cfg(feature = "test-hooks")]
-            std::thread::sleep(load_delay);
+            hold_load_until(load_gate.as_deref());
             engine_thread(settings, intake, engine_handle, stats, loaded_tx)
         })
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
     Ok((handle, loaded_rx))
+}
+
+/// Test hook (never in a release): `LGI_TEST_LOAD_GATE=PATH` holds the model load until
+/// PATH exists, so a test sees the loading state for as long as it needs, on any
+/// hardware (at most two minutes, so a test that forgets to release cannot hang).
+#[cfg(feature = "test-hooks")]
+fn hold_load_until(gate: Option<&std::path::Path>) {
+    let Some(gate) = gate else {
+        return;
+    };
+    let until = Instant::now() + Duration::from_secs(120);
+    while !gate.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn engine_thread(

@@ -1,4 +1,9 @@
-//! Request metrics and the per-request log line.
+//! The one metrics registry: it owns every counter the server keeps — the engine's
+//! (shared with the engine thread), authentication's (shared with the key store), the
+//! requests' (fed by [`Trace`]), rate limits, key reloads, sandbox gauges — and renders
+//! all of them as the Prometheus text of the health port's `/metrics`. The one exception
+//! is the seccomp denial count: a SIGSYS handler may touch only statics, so it lives in
+//! `sandbox::seccomp` and is read from there here.
 //!
 //! Every API request gets one [`Trace`]; when its last holder lets go (the handler for a
 //! plain response, the stream body when an SSE stream ends or its client leaves) the
@@ -11,17 +16,20 @@
 //! recorded after authentication (unauthenticated requests count as key_id=""), so a
 //! client cannot grow the label space. Nothing here sees a prompt or a credential.
 
+mod histogram;
+mod trace;
+
+pub use trace::Trace;
+
+use crate::engine::EngineStats;
+use histogram::Histogram;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trace::TraceState;
 
-/// Upper bounds (seconds) of the latency histogram buckets: from a cached short answer
-/// on a GPU (tens of ms) to a long CPU generation (minutes, limits.max_generation_secs).
-const LATENCY_BUCKETS: [f64; 13] = [
-    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-];
 /// The throughput gauge averages completion tokens over this many recent seconds.
 const RATE_WINDOW_SECS: u64 = 60;
 
@@ -53,6 +61,9 @@ labels! {
         ChatCompletions => "chat_completions",
         Completions => "completions",
         Embeddings => "embeddings",
+        Responses => "responses",
+        InputTokens => "responses_input_tokens",
+        StoredResponse => "responses_stored",
         Models => "models",
         Model => "model",
         Other => "other",
@@ -81,60 +92,9 @@ labels! {
 }
 
 /// One counter (or histogram) per value of a label enum.
-const ROUTES: usize = 6;
+const ROUTES: usize = 9;
 const RATE_LIMITS: usize = 5;
 const AUTH_FAILURES: usize = 4;
-
-/// A Prometheus histogram with fixed buckets (cumulative counts computed on export).
-struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    const fn new() -> Self {
-        Self {
-            buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len()],
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            if let Some(b) = self.buckets.get(i) {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn export(&self, out: &mut String, name: &str, route: &str) {
-        let mut cumulative = 0;
-        for (bound, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{route=\"{route}\"}} {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
-    }
-}
 
 /// Sandbox state for the gauges, set once lock-down and seccomp are in place.
 #[derive(Debug, Clone, Copy, Default)]
@@ -148,8 +108,30 @@ pub struct SandboxGauges {
 /// (route, status, key id) → requests answered.
 type RequestCounts = BTreeMap<(&'static str, u16, Arc<str>), u64>;
 
-/// Everything /metrics exports beyond the engine's own counters.
+/// Authentication's counters, shared with the key store that counts them.
+#[derive(Debug, Default)]
+pub struct AuthCounters {
+    argon2_runs: AtomicU64,
+    address_throttled: AtomicU64,
+}
+
+impl AuthCounters {
+    /// One argon2 verification ran (first use of a key, a failure, an unknown id).
+    pub fn argon2_ran(&self) {
+        self.argon2_runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request was refused for too many failed authentications from its address.
+    pub fn address_throttled(&self) {
+        self.address_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The registry: every counter /metrics exports.
 pub struct Metrics {
+    /// The engine's counters and readiness, updated by the engine thread.
+    engine: Arc<EngineStats>,
+    auth: Arc<AuthCounters>,
     requests: Mutex<RequestCounts>,
     ttft: [Histogram; ROUTES],
     total: [Histogram; ROUTES],
@@ -165,7 +147,15 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(Arc::default(), Arc::default())
+    }
+}
+
+impl Metrics {
+    pub fn new(engine: Arc<EngineStats>, auth: Arc<AuthCounters>) -> Self {
         Self {
+            engine,
+            auth,
             requests: Mutex::new(BTreeMap::new()),
             ttft: [const { Histogram::new() }; ROUTES],
             total: [const { Histogram::new() }; ROUTES],
@@ -178,9 +168,12 @@ impl Default for Metrics {
             epoch: Instant::now(),
         }
     }
-}
 
-impl Metrics {
+    /// The engine's counters, for the engine to update and the health port to read.
+    pub fn engine(&self) -> &Arc<EngineStats> {
+        &self.engine
+    }
+
     pub fn set_sandbox(&self, g: SandboxGauges) {
         if let Ok(mut s) = self.sandbox.lock() {
             *s = Some(g);
@@ -258,8 +251,41 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text for this registry (appended after the engine counters).
-    pub fn export(&self, out: &mut String) {
+    /// The Prometheus text of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.export_engine(&mut out);
+        self.export_requests(&mut out);
+        out
+    }
+
+    /// The engine's and the authentication's counters, and the seccomp denials.
+    fn export_engine(&self, out: &mut String) {
+        let (e, a) = (&self.engine, &self.auth);
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        #[rustfmt::skip]
+        let rows: [(&str, &str, &str, u64); 12] = [
+            ("lgi_ready", "gauge", "1 once the model is loaded", u64::from(e.is_ready())),
+            ("lgi_queue_depth", "gauge", "requests waiting for the engine", g(&e.queued)),
+            ("lgi_active_requests", "gauge", "requests generating now", g(&e.active)),
+            ("lgi_requests_completed_total", "counter", "generations finished", g(&e.completed)),
+            ("lgi_requests_cancelled_total", "counter", "generations stopped because the client left", g(&e.cancelled)),
+            ("lgi_requests_failed_total", "counter", "generations that failed", g(&e.failed)),
+            ("lgi_prompt_tokens_total", "counter", "prompt tokens processed", g(&e.prompt_tokens)),
+            ("lgi_prompt_tokens_cached_total", "counter", "prompt tokens reused from the prefix cache instead of computed", g(&e.cached_tokens)),
+            ("lgi_completion_tokens_total", "counter", "tokens generated", g(&e.completion_tokens)),
+            ("lgi_argon2_verifications_total", "counter", "argon2 verifications run (first use of a key, failures, unknown ids)", g(&a.argon2_runs)),
+            ("lgi_auth_address_throttled_total", "counter", "requests refused with 429 for too many failed authentications from one address", g(&a.address_throttled)),
+            ("lgi_seccomp_denied_total", "counter", "syscalls denied by the seccomp filter (nonzero means a bug or an attack)", crate::sandbox::seccomp::denied_total()),
+        ];
+        for (name, kind, help, value) in rows {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+
+    /// Requests, latencies, throughput, refusals, reloads and the sandbox gauges.
+    fn export_requests(&self, out: &mut String) {
         header(
             out,
             "lgi_requests_total",
@@ -281,7 +307,10 @@ impl Metrics {
             "time from request arrival to the first generated token",
         );
         for (route, h) in Route::ALL.iter().zip(&self.ttft) {
-            if matches!(route, Route::ChatCompletions | Route::Completions) {
+            if matches!(
+                route,
+                Route::ChatCompletions | Route::Completions | Route::Responses
+            ) {
                 h.export(out, "lgi_time_to_first_token_seconds", route.label());
             }
         }
@@ -377,88 +406,6 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
 }
 
-/// What one request has done so far.
-#[derive(Debug, Default)]
-struct TraceState {
-    key_id: Option<Arc<str>>,
-    status: u16,
-    first_token: Option<Duration>,
-    prompt_tokens: u32,
-    completion_tokens: u32,
-}
-
-/// One API request, shared by the handler and (for a stream) the response body; counted
-/// and logged once, when the last holder drops it.
-pub struct Trace {
-    metrics: Arc<Metrics>,
-    route: Route,
-    started: Instant,
-    span: tracing::Span,
-    state: Mutex<TraceState>,
-}
-
-impl Trace {
-    pub fn new(metrics: Arc<Metrics>, route: Route, span: tracing::Span) -> Arc<Self> {
-        Arc::new(Self {
-            metrics,
-            route,
-            started: Instant::now(),
-            span,
-            state: Mutex::new(TraceState::default()),
-        })
-    }
-
-    fn with(&self, f: impl FnOnce(&mut TraceState)) {
-        if let Ok(mut s) = self.state.lock() {
-            f(&mut s);
-        }
-    }
-
-    pub fn set_key(&self, key_id: Arc<str>) {
-        self.with(|s| s.key_id = Some(key_id));
-    }
-
-    pub fn set_status(&self, status: u16) {
-        self.with(|s| s.status = status);
-    }
-
-    /// The first token of any choice arrived (later calls change nothing).
-    pub fn first_token(&self) {
-        let now = self.started.elapsed();
-        self.with(|s| {
-            s.first_token.get_or_insert(now);
-        });
-    }
-
-    pub fn add_tokens(&self, prompt: u32, completion: u32) {
-        self.with(|s| {
-            s.prompt_tokens = s.prompt_tokens.saturating_add(prompt);
-            s.completion_tokens = s.completion_tokens.saturating_add(completion);
-        });
-    }
-}
-
-impl Drop for Trace {
-    fn drop(&mut self) {
-        let total = self.started.elapsed();
-        let s = match self.state.get_mut() {
-            Ok(s) => std::mem::take(s),
-            Err(p) => std::mem::take(p.into_inner()),
-        };
-        self.metrics.finish(&s, self.route, total);
-        let _enter = self.span.enter();
-        tracing::info!(
-            route = self.route.label(),
-            status = s.status,
-            prompt_tokens = s.prompt_tokens,
-            completion_tokens = s.completion_tokens,
-            ttft_ms = s.first_token.map(|d| d.as_millis() as u64),
-            ms = total.as_millis() as u64,
-            "request done"
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,15 +420,13 @@ mod tests {
         t.add_tokens(10, 7);
         let held_by_stream = t.clone();
         drop(t);
-        let mut out = String::new();
-        m.export(&mut out);
+        let out = m.render();
         assert!(
             !out.contains("key_id=\"alice\""),
             "counted before the stream ended"
         );
         drop(held_by_stream);
-        let mut out = String::new();
-        m.export(&mut out);
+        let out = m.render();
         assert!(
             out.contains(
                 "lgi_requests_total{route=\"chat_completions\",status=\"200\",key_id=\"alice\"} 1"
@@ -499,37 +444,6 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::new();
-        h.observe(Duration::from_millis(30));
-        h.observe(Duration::from_secs(2));
-        h.observe(Duration::from_secs(1000));
-        let mut out = String::new();
-        h.export(&mut out, "x", "r");
-        assert!(
-            out.contains("x_bucket{route=\"r\",le=\"0.025\"} 0\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{route=\"r\",le=\"0.05\"} 1\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{route=\"r\",le=\"2.5\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{route=\"r\",le=\"300\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{route=\"r\",le=\"+Inf\"} 3\n"),
-            "{out}"
-        );
-        assert!(out.contains("x_count{route=\"r\"} 3\n"), "{out}");
-    }
-
-    #[test]
     fn every_label_value_has_its_own_counter() {
         // The arrays are sized by hand; the enums must fit them exactly.
         assert_eq!(Route::ALL.len(), ROUTES);
@@ -539,8 +453,7 @@ mod tests {
         m.auth_failure(AuthFailure::Expired);
         m.rate_limited(RateLimit::Verifier);
         m.rate_limited(RateLimit::Verifier);
-        let mut out = String::new();
-        m.export(&mut out);
+        let out = m.render();
         assert!(
             out.contains("lgi_auth_failures_total{reason=\"expired\"} 1\n"),
             "{out}"
