@@ -1,6 +1,10 @@
-"""The check helper both client scripts (openai_sdk.py, langchain_client.py) use: print
-one line per check, stop at the first failure with a non-zero exit, count the passes."""
+"""What the client scripts share: the check helper (print one line per check, stop at the
+first failure with a non-zero exit, count the passes) and an openai client that trusts
+exactly the test server's certificate."""
+import ssl
 import sys
+
+import openai
 
 passed = 0
 
@@ -12,3 +16,12 @@ def check(name, cond, detail=""):
         sys.exit(1)
     passed += 1
     print(f"ok   {name}")
+
+
+def openai_client(base_url, key, ca_pem):
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=key,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=ca_pem)),
+    )

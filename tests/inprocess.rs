@@ -542,3 +542,63 @@ async fn one_registry_counts_engine_auth_and_requests() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The Responses API over the same stack: a whole response and its typed stream agree
+/// on the text; an unknown item field is a 400 naming its path; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_whole_and_streamed() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let body = json!({"model": MODEL_ID, "input": [{"role": "user", "content": "hi"}]});
+    let r = c.post("/v1/responses", Some(ALICE), &body).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let v = r.json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["output"][0]["content"][0]["text"], ANSWER);
+    assert_eq!(v["usage"]["output_tokens"], 9);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = c.post("/v1/responses", Some(ALICE), &streamed).await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    let events: Vec<(&str, Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap();
+            let data = data.strip_prefix("data: ").unwrap();
+            (
+                name.strip_prefix("event: ").unwrap(),
+                serde_json::from_str(data).unwrap(),
+            )
+        })
+        .collect();
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| *n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, ANSWER);
+    assert_eq!(events.first().map(|e| e.0), Some("response.created"));
+    let (last, done) = events.last().unwrap();
+    assert_eq!(*last, "response.completed");
+    assert_eq!(done["response"]["output"][0]["content"][0]["text"], ANSWER);
+    assert_eq!(done["response"]["usage"], v["usage"]);
+    for (i, (_, d)) in events.iter().enumerate() {
+        assert_eq!(d["sequence_number"], i, "{text}");
+    }
+
+    let bad = json!({"model": MODEL_ID, "input": [{"role": "user", "content": "hi", "x": 1}]});
+    let r = c.post("/v1/responses", Some(ALICE), &bad).await;
+    assert_eq!(
+        assert_error(&r, 400, "invalid_request_error")["param"],
+        "input[0].x"
+    );
+    let r = c.get("/v1/responses/resp_1", Some(ALICE)).await;
+    assert_eq!(
+        assert_error(&r, 404, "invalid_request_error")["code"],
+        "response_not_found"
+    );
+}

@@ -5,7 +5,6 @@ Usage: openai_sdk.py BASE_URL CREDENTIAL CA_PEM MODEL_ID LIMITED_CREDENTIAL EXPI
 line per check and a count at the end.
 """
 import json
-import ssl
 import sys
 
 import client_checks
@@ -17,12 +16,7 @@ base_url, credential, ca_pem, model, limited, expired = sys.argv[1:7]
 
 
 def make_client(key=credential):
-    return openai.OpenAI(
-        base_url=base_url,
-        api_key=key,
-        max_retries=0,
-        http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=ca_pem)),
-    )
+    return client_checks.openai_client(base_url, key, ca_pem)
 
 
 client = make_client()

@@ -48,6 +48,12 @@ fn run_client(script: &str) -> (String, String) {
         "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         server.log_text()
     );
+    for line in stdout
+        .lines()
+        .filter(|l| l.starts_with("ttft ") || l.starts_with("final answer"))
+    {
+        eprintln!("{script}: {line}");
+    }
     eprintln!("{script}: {}", stdout.lines().last().unwrap_or_default());
     // SECURITY: whatever the clients sent, no credential reached the log.
     let log = server.log_text();
@@ -85,4 +91,23 @@ fn official_python_sdk_works_unchanged() {
 fn langchain_chat_openai_works_unchanged() {
     let (out, _) = run_client("langchain_client.py");
     assert!(out.contains("all LangChain checks passed"), "{out}");
+}
+
+#[test]
+fn official_python_sdk_speaks_the_responses_api() {
+    let (out, log) = run_client("responses_sdk.py");
+    assert!(out.contains("all Responses checks passed"), "{out}");
+    assert!(
+        out.lines().filter(|l| l.starts_with("ok ")).count() >= 40,
+        "{out}"
+    );
+    // The Responses routes are counted and logged like the others.
+    assert!(log.contains("route=\"responses\""), "{log}");
+    assert!(!log.contains("end-user-4711"), "end-user id in the log");
+}
+
+#[test]
+fn an_openai_agents_sdk_agent_runs_with_a_function_tool() {
+    let (out, _) = run_client("agents_client.py");
+    assert!(out.contains("all Agents SDK checks passed"), "{out}");
 }

@@ -56,7 +56,7 @@ pub(super) async fn admit<T: Admissible>(
     let body = read_body(req, state).await?;
     let request = parse(&body, &state.limits)?;
     drop(body);
-    if request.model() != state.model_id {
+    if request.model() != state.api.model_id {
         return Err(ApiError::model_not_found(request.model()));
     }
     if request.choices() > 1 {
@@ -110,7 +110,7 @@ async fn read_body(req: Request<Incoming>, state: &AppState) -> Result<Bytes, Ap
         }
     }
     let body = Limited::new(req.into_body(), limit as usize);
-    match tokio::time::timeout(state.body_read_timeout, body.collect()).await {
+    match tokio::time::timeout(state.api.body_read_timeout, body.collect()).await {
         Err(_) => Err(ApiError::body_timeout()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::payload_too_large(limit))

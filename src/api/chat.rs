@@ -7,8 +7,8 @@
 
 use super::check::{
     check_logit_bias, check_max_tokens, check_n, check_response_format, check_stop, check_stream,
-    check_text, check_user, output_schema, sampling, ResponseFormat, SamplingFields, StopField,
-    StreamOptions, MAX_TOP_LOGPROBS,
+    check_text, check_user, output_schema, sampling, FormatParams, OutputSchema, ResponseFormat,
+    SamplingFields, StopField, StreamOptions, CHAT_FORMAT, MAX_TOP_LOGPROBS,
 };
 use super::error::ApiError;
 use super::generation::Generation;
@@ -172,51 +172,19 @@ impl ChatCompletionRequest {
             }
             None => check_max_tokens(self.max_tokens, "max_tokens", limits)?,
         };
-        let format_schema = check_response_format(self.response_format)?;
+        let format_schema = check_response_format(self.response_format, &CHAT_FORMAT)?;
         let tools = tools::validate(self.tools, self.tool_choice, self.parallel_tool_calls)?;
-        if tools.is_some() && format_schema.is_some() {
-            return Err(ApiError::invalid(
-                "`response_format` json_object/json_schema cannot be combined with `tools` on this server",
-                "response_format",
-            ));
-        }
-        let mut messages = chat_messages(self.messages)?;
-        if let Some(t) = &tools {
-            // How to answer (the generic tool format) goes first, in a system message of
-            // its own; templates that render tools also get the tool objects.
-            messages.insert(0, ChatMessage::text("system", t.instructions()));
-        }
-        let tool_objects = tools
-            .as_ref()
-            .map(ToolSet::openai_objects)
-            .unwrap_or_default();
-        // SECURITY: everything rendered into the prompt counts against max_prompt_bytes:
-        // message text, names, tool-call ids and arguments, and the tool definitions
-        // (the instructions message above, and the tool objects templates render).
-        let total: usize = messages.iter().map(rendered_bytes).sum::<usize>()
-            + tool_objects
-                .iter()
-                .map(|t| t.to_string().len())
-                .sum::<usize>();
-        if total > limits.max_prompt_bytes as usize {
-            return Err(ApiError::invalid(
-                format!(
-                    "The messages and tools are longer than {} bytes in total",
-                    limits.max_prompt_bytes
-                ),
-                if tools.is_some() { "tools" } else { "messages" },
-            ));
-        }
-        let json_schema = match &tools {
-            Some(t) => output_schema(Some(t.answer_schema()), "tools")?,
-            None => output_schema(format_schema, "response_format.json_schema.schema")?,
-        };
+        let messages = chat_messages(self.messages)?;
+        let (prompt, json_schema) = chat_prompt(
+            messages,
+            tools.as_ref(),
+            format_schema,
+            &CHAT_FORMAT,
+            limits,
+        )?;
         Ok(Generation {
             model: self.model,
-            prompt: Prompt::Chat {
-                messages,
-                tools: tool_objects,
-            },
+            prompt,
             max_tokens,
             stop: check_stop(self.stop, limits)?,
             sampling: sampling(SamplingFields {
@@ -237,8 +205,65 @@ impl ChatCompletionRequest {
             logprobs,
             tools,
             user: self.user.or(self.safety_identifier),
+            echo: None,
         })
     }
+}
+
+/// The prompt of a chat-shaped request (chat completions, Responses) and the schema its
+/// output is constrained to: the tool instructions go first, in a system message of their
+/// own (templates that render tools also get the tool objects); a response format cannot
+/// be combined with tools.
+/// SECURITY: everything rendered into the prompt counts against max_prompt_bytes:
+/// message text, names, tool-call ids and arguments, and the tool definitions (the
+/// instructions message, and the tool objects templates render).
+pub(super) fn chat_prompt(
+    mut messages: Vec<ChatMessage>,
+    tools: Option<&ToolSet>,
+    format_schema: Option<serde_json::Value>,
+    format: &FormatParams,
+    limits: &LimitsConfig,
+) -> Result<(Prompt, Option<OutputSchema>), ApiError> {
+    if tools.is_some() && format_schema.is_some() {
+        return Err(ApiError::invalid(
+            format!(
+                "`{}` json_object/json_schema cannot be combined with `tools` on this server",
+                format.field
+            ),
+            format.field,
+        ));
+    }
+    if let Some(t) = tools {
+        messages.insert(0, ChatMessage::text("system", t.instructions()));
+    }
+    let tool_objects = tools.map(ToolSet::openai_objects).unwrap_or_default();
+    let total: usize = messages.iter().map(rendered_bytes).sum::<usize>()
+        + tool_objects
+            .iter()
+            .map(|t| t.to_string().len())
+            .sum::<usize>();
+    if total > limits.max_prompt_bytes as usize {
+        return Err(ApiError::invalid(
+            format!(
+                "The messages and tools are longer than {} bytes in total",
+                limits.max_prompt_bytes
+            ),
+            if tools.is_some() {
+                "tools"
+            } else {
+                format.messages
+            },
+        ));
+    }
+    let json_schema = match tools {
+        Some(t) => output_schema(Some(t.answer_schema()), "tools")?,
+        None => output_schema(format_schema, format.schema)?,
+    };
+    let prompt = Prompt::Chat {
+        messages,
+        tools: tool_objects,
+    };
+    Ok((prompt, json_schema))
 }
 
 /// Bytes of client text one message puts into the rendered prompt.

@@ -186,9 +186,42 @@ pub(super) fn check_logit_bias(
     Ok(out)
 }
 
+/// Where an endpoint keeps its output format, for the `param` of its errors.
+pub(super) struct FormatParams {
+    /// The format field itself.
+    pub field: &'static str,
+    pub kind: &'static str,
+    pub json_schema: &'static str,
+    pub name: &'static str,
+    pub schema: &'static str,
+    /// The conversation (for a prompt over `max_prompt_bytes`).
+    pub messages: &'static str,
+}
+
+/// Chat completions: `response_format`.
+pub(super) const CHAT_FORMAT: FormatParams = FormatParams {
+    field: "response_format",
+    kind: "response_format.type",
+    json_schema: "response_format.json_schema",
+    name: "response_format.json_schema.name",
+    schema: "response_format.json_schema.schema",
+    messages: "messages",
+};
+
+/// The Responses API: `text.format`, flat.
+pub(super) const RESPONSES_FORMAT: FormatParams = FormatParams {
+    field: "text.format",
+    kind: "text.format.type",
+    json_schema: "text.format",
+    name: "text.format.name",
+    schema: "text.format.schema",
+    messages: "input",
+};
+
 /// `response_format` → the JSON Schema the output is constrained to (None for text).
 pub(super) fn check_response_format(
     format: Option<ResponseFormat>,
+    params: &FormatParams,
 ) -> Result<Option<Value>, ApiError> {
     let Some(f) = format else {
         return Ok(None);
@@ -200,27 +233,27 @@ pub(super) fn check_response_format(
             if !valid_name(&js.name) {
                 return Err(ApiError::invalid(
                     "`name` must be 1 to 64 of a-z, A-Z, 0-9, _ and -",
-                    "response_format.json_schema.name",
+                    params.name,
                 ));
             }
             let _ = (js.description, js.strict);
             let schema = js
                 .schema
                 .unwrap_or_else(|| serde_json::json!({"type": "object"}));
-            schema::check(&schema, "response_format.json_schema.schema")?;
+            schema::check(&schema, params.schema)?;
             Ok(Some(schema))
         }
         ("json_schema", None) => Err(ApiError::invalid(
             "`json_schema` is required when `type` is json_schema",
-            "response_format.json_schema",
+            params.json_schema,
         )),
         (_, Some(_)) => Err(ApiError::invalid(
             "`json_schema` is only allowed when `type` is json_schema",
-            "response_format.json_schema",
+            params.json_schema,
         )),
         _ => Err(ApiError::invalid(
             "`type` must be one of text, json_object, json_schema",
-            "response_format.type",
+            params.kind,
         )),
     }
 }

@@ -141,6 +141,7 @@ impl CompletionRequest {
             logprobs,
             tools: None,
             user: self.user,
+            echo: None,
         })
     }
 }

@@ -165,7 +165,7 @@ pub(super) async fn handle(
     principal: &Principal,
     trace: &Trace,
 ) -> Result<Response<ApiBody>, ApiError> {
-    if !state.embeddings {
+    if !state.api.embeddings {
         return Err(ApiError::unknown_url("POST", "/v1/embeddings"));
     }
     let Admitted {
@@ -204,7 +204,7 @@ pub(super) async fn handle(
     }
     Ok(json_response(
         StatusCode::OK,
-        &response(&state.model_id, &result, e.base64),
+        &response(&state.api.model_id, &result, e.base64),
     ))
 }
 

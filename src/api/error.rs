@@ -53,6 +53,13 @@ impl ApiError {
         self
     }
 
+    /// The same error with `from` in its `param` replaced by `to` (an endpoint that
+    /// writes a shared field in its own shape, e.g. Responses' flat function tools).
+    pub fn with_param_renamed(mut self, from: &str, to: &str) -> Self {
+        self.param = self.param.map(|p| p.replacen(from, to, 1));
+        self
+    }
+
     pub fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).with_param(param)
     }
@@ -175,6 +182,16 @@ impl ApiError {
         .with_code("model_loading");
         e.retry_after = Some(5);
         e
+    }
+
+    /// `/v1/responses/{id}…`: nothing is stored, so nothing can be fetched by id.
+    pub fn response_not_stored() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "This server does not store responses: none can be retrieved, cancelled or deleted by id. Every response is returned (or streamed) in full when it is created.",
+        )
+        .with_code("response_not_found")
     }
 
     pub fn internal() -> Self {

@@ -1,6 +1,7 @@
-//! Generation (chat completions and completions): one request path for both endpoints,
-//! from the admission gate through the constraint compile and the engine queue to the
-//! answer — one JSON body, or an SSE stream (`stream.rs`).
+//! Generation (chat completions, completions, responses, and the Responses token count):
+//! one request path for every generating endpoint, from the admission gate through the
+//! constraint compile and the engine queue to the answer — one JSON body, or an SSE
+//! stream (`stream.rs`), in the endpoint's wire format (`wire/`).
 //!
 //! SECURITY: the output constraint compiles only after the key's slots are taken, on
 //! the blocking pool within its budget, never on the engine thread; a full engine queue
@@ -9,22 +10,25 @@
 use super::admission::{admit, Admissible, Admitted};
 use super::chat::ChatCompletionRequest;
 use super::check::OutputSchema;
-use super::choice::{self, Kind};
 use super::completions::CompletionRequest;
 use super::error::ApiError;
 use super::generation::Generation;
 use super::json::parse_json;
-use super::stream::{self, ChunkMeta, SseBody, StreamShape};
+use super::responses::ResponsesRequest;
+use super::stream::SseBody;
+use super::wire::completions::{Kind, Meta};
+use super::wire::responses::ResponsesWire;
+use super::wire::{self, Shape, Wire};
 use super::{json_response, random_hex, secure_headers, unix_now, ApiBody, AppState};
 use crate::auth::Principal;
 use crate::engine::constraint::Constraint;
-use crate::engine::{Event, GenerateRequest, Usage};
+use crate::engine::{Event, GenerateRequest};
 use crate::metrics::Trace;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -39,32 +43,50 @@ impl Admissible for Generation {
     }
 }
 
+/// The generating endpoints: one request path, three request and answer shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    Chat,
+    Completion,
+    Responses,
+    /// `POST /v1/responses/input_tokens`: a Responses body, counted, not generated.
+    InputTokens,
+}
+
 pub(super) async fn generate(
     req: Request<Incoming>,
     state: &AppState,
-    kind: Kind,
+    endpoint: Endpoint,
     principal: &Principal,
     trace: &Arc<Trace>,
 ) -> Result<Response<ApiBody>, ApiError> {
     let Admitted {
-        request: generation,
+        request: mut generation,
         slots,
-    } = admit(req, state, principal, |body, limits| match kind {
-        Kind::Chat => parse_json::<ChatCompletionRequest>(body)?.validate(limits),
-        Kind::Completion => parse_json::<CompletionRequest>(body)?.validate(limits),
+    } = admit(req, state, principal, |body, limits| match endpoint {
+        Endpoint::Chat => parse_json::<ChatCompletionRequest>(body)?.validate(limits),
+        Endpoint::Completion => parse_json::<CompletionRequest>(body)?.validate(limits),
+        Endpoint::Responses | Endpoint::InputTokens => {
+            parse_json::<ResponsesRequest>(body)?.validate(limits)
+        }
     })
     .await?;
+    let count_only = endpoint == Endpoint::InputTokens;
     if let Some(user) = &generation.user {
         // SECURITY: the end-user id is the client's data; only a short hash is logged.
         tracing::info!(user_tag = %user_tag(&state.user_tag_key, user), "end-user tag");
     }
-    if state.log_prompts {
+    if state.api.log_prompts {
         // SECURITY: only with `logging.log_prompts = true`, which the operator chose.
         tracing::info!(prompt = ?generation.prompt, "prompt (logging.log_prompts)");
     }
     // The response's random id part first: a failing random source costs no engine work.
     let random = random_hex()?;
-    let constraint = compile_constraint(state, generation.json_schema.as_ref()).await?;
+    // Counting needs no constraint: nothing is sampled.
+    let constraint = match count_only {
+        true => None,
+        false => compile_constraint(state, generation.json_schema.as_ref()).await?,
+    };
     let mut receivers = Vec::with_capacity(generation.n as usize);
     for choice in 0..generation.n {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -86,6 +108,7 @@ pub(super) async fn generate(
                 logprobs: generation.logprobs,
                 events: tx,
                 deadline: Duration::from_secs(state.limits.max_generation_secs),
+                count_only,
             })
             .map_err(|_| ApiError::overloaded(1))?;
         receivers.push(rx);
@@ -99,40 +122,59 @@ pub(super) async fn generate(
             Some(_) | None => return Err(ApiError::internal()),
         };
     }
-    // Charged as OpenAI counts it: prompt tokens plus the completion budget asked for.
+    // Charged as OpenAI counts it: prompt tokens plus the completion budget asked for
+    // (a count generates nothing).
     let token_budget = principal.tokens.as_ref().and_then(|bucket| {
         let mut b = bucket.lock().ok()?;
-        let asked = generation
-            .max_tokens
-            .unwrap_or(state.limits.max_tokens)
-            .saturating_mul(generation.n);
+        let asked = match count_only {
+            true => 0,
+            false => generation
+                .max_tokens
+                .unwrap_or(state.limits.max_tokens)
+                .saturating_mul(generation.n),
+        };
         b.charge(prompt_tokens.saturating_add(asked), Instant::now());
         Some((b.capacity(), b.remaining()))
     });
-    let meta = ChunkMeta {
-        id: response_id(kind, &random),
-        created: unix_now(),
-        model: state.model_id.clone(),
+    let shape = Shape {
+        logprobs: generation.logprobs.is_some(),
+        tools: generation.tools.is_some(),
+        stream: generation.stream,
+    };
+    let created = unix_now();
+    let chunks = |kind: Kind| Meta {
+        id: match kind {
+            Kind::Chat => format!("chatcmpl-{random}"),
+            Kind::Completion => format!("cmpl-{random}"),
+        },
+        created,
+        model: state.api.model_id.clone(),
         kind,
         include_usage: generation.include_usage,
         system_fingerprint: state.system_fingerprint.clone(),
-        random,
+        random: random.clone(),
     };
-    let shape = StreamShape {
-        logprobs: generation.logprobs.is_some(),
-        tools: generation.tools.is_some(),
+    let answer = Answer {
+        shape,
+        receivers,
+        slots,
+        trace,
     };
-    let mut response = if generation.stream {
-        let mut response =
-            Response::new(SseBody::new(meta, shape, receivers, slots, trace.clone()).boxed());
-        let h = response.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        secure_headers(h);
-        response
-    } else {
-        let r = collect_completion(meta, shape, receivers, trace).await?;
-        drop(slots);
-        r
+    let mut response = match endpoint {
+        Endpoint::Chat => answer.send(chunks(Kind::Chat)).await?,
+        Endpoint::Completion => answer.send(chunks(Kind::Completion)).await?,
+        Endpoint::Responses => {
+            let echo = generation.echo.take().unwrap_or_default();
+            let model = state.api.model_id.clone();
+            answer
+                .send(ResponsesWire::new(random, created, model, echo))
+                .await?
+        }
+        Endpoint::InputTokens => {
+            drop(answer);
+            let body = json!({"object": "response.input_tokens", "input_tokens": prompt_tokens});
+            json_response(StatusCode::OK, &body)
+        }
     };
     if let Some((limit, remaining)) = token_budget {
         let h = response.headers_mut();
@@ -140,6 +182,40 @@ pub(super) async fn generate(
         h.insert("x-ratelimit-remaining-tokens", HeaderValue::from(remaining));
     }
     Ok(response)
+}
+
+/// A generation the engine has started, to be answered in some wire format.
+struct Answer<'a> {
+    shape: Shape,
+    receivers: Vec<UnboundedReceiver<Event>>,
+    /// The key's generation slots: held by a stream until it ends, released here for a
+    /// whole body once it is complete.
+    slots: tokio::sync::OwnedSemaphorePermit,
+    trace: &'a Arc<Trace>,
+}
+
+impl Answer<'_> {
+    /// One JSON body once every choice finished, or an SSE stream as they run.
+    async fn send<W: Wire>(self, mut wire: W) -> Result<Response<ApiBody>, ApiError> {
+        if self.shape.stream {
+            let body = SseBody::new(
+                wire,
+                self.shape,
+                self.receivers,
+                self.slots,
+                self.trace.clone(),
+            );
+            let mut response = Response::new(body.boxed());
+            let h = response.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            secure_headers(h);
+            Ok(response)
+        } else {
+            let body = wire::collect(&mut wire, self.shape, self.receivers, self.trace).await?;
+            drop(self.slots);
+            Ok(json_response(StatusCode::OK, &body))
+        }
+    }
 }
 
 /// Compile the output constraint (JSON schema or tools) on the blocking pool, within
@@ -172,87 +248,4 @@ fn user_tag(key: &ring::hmac::Key, user: &str) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Wait for every choice (they run in parallel on the engine) and build the response.
-async fn collect_completion(
-    meta: ChunkMeta,
-    shape: StreamShape,
-    receivers: Vec<UnboundedReceiver<Event>>,
-    trace: &Trace,
-) -> Result<Response<ApiBody>, ApiError> {
-    let mut choices = Vec::with_capacity(receivers.len());
-    let mut total = Usage::default();
-    for (i, mut rx) in receivers.into_iter().enumerate() {
-        let mut text = String::new();
-        let mut lps = Vec::new();
-        let (reason, usage) = loop {
-            match rx.recv().await {
-                Some(Event::Text(t)) => {
-                    trace.first_token();
-                    text.push_str(&t)
-                }
-                Some(Event::Token(t)) => {
-                    trace.first_token();
-                    lps.push(t)
-                }
-                Some(Event::Finished { reason, usage }) => break (reason, usage),
-                Some(Event::Failed(e)) => return Err(ApiError::from_engine(&e)),
-                Some(Event::Started { .. }) => {}
-                None => return Err(ApiError::internal()),
-            }
-        };
-        stream::add_usage(&mut total, &usage, i == 0);
-        trace.add_tokens(
-            if i == 0 { usage.prompt_tokens } else { 0 },
-            usage.completion_tokens,
-        );
-        let logprobs = if shape.logprobs {
-            choice::logprobs_json(meta.kind, &lps, &mut 0)
-        } else {
-            Value::Null
-        };
-        let (body, called) = match meta.kind {
-            Kind::Chat if shape.tools => {
-                let (mut m, called) = choice::tool_message(&text, false, &meta.random, i);
-                m.insert("role".into(), json!("assistant"));
-                m.insert("refusal".into(), Value::Null);
-                (("message", Value::Object(m)), called)
-            }
-            Kind::Chat => (
-                (
-                    "message",
-                    json!({"role": "assistant", "content": text, "refusal": null}),
-                ),
-                false,
-            ),
-            Kind::Completion => (("text", Value::String(text)), false),
-        };
-        let mut c = serde_json::Map::new();
-        c.insert("index".into(), json!(i));
-        c.insert(body.0.into(), body.1);
-        c.insert("logprobs".into(), logprobs);
-        c.insert(
-            "finish_reason".into(),
-            json!(choice::finish_str(reason, called)),
-        );
-        choices.push(Value::Object(c));
-    }
-    let body = json!({
-        "id": meta.id,
-        "object": meta.object(false),
-        "created": meta.created,
-        "model": meta.model,
-        "system_fingerprint": meta.system_fingerprint,
-        "choices": choices,
-        "usage": stream::usage(&total),
-    });
-    Ok(json_response(StatusCode::OK, &body))
-}
-
-fn response_id(kind: Kind, random: &str) -> String {
-    match kind {
-        Kind::Chat => format!("chatcmpl-{random}"),
-        Kind::Completion => format!("cmpl-{random}"),
-    }
 }

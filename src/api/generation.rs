@@ -1,5 +1,5 @@
 //! The one internal request model: every generating endpoint (chat completions,
-//! completions) translates its body into a `Generation`, which the admission path and
+//! completions, responses) translates its body into a `Generation`, which the admission path and
 //! the engine take from there. Everything in it is validated.
 
 use super::check::OutputSchema;
@@ -28,4 +28,7 @@ pub struct Generation {
     pub tools: Option<ToolSet>,
     /// `user` / `safety_identifier`, for the log as a hashed tag only.
     pub user: Option<String>,
+    /// The request's settings as the Responses API echoes them in its response object
+    /// (None for the other endpoints).
+    pub echo: Option<serde_json::Map<String, serde_json::Value>>,
 }

@@ -25,24 +25,41 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
         )));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        // SECURITY: a field name is client-chosen; bound what is echoed in `param`.
-        let path = crate::sanitize::shown(&e.path().to_string(), 64);
-        let inner = e.into_inner();
-        let msg = describe_json_error(&inner);
-        if path.is_empty() || path == "." {
-            let param = unknown_field_name(&msg);
-            match param {
-                Some(p) => ApiError::invalid(msg.clone(), p),
-                None => ApiError::bad_request(msg),
-            }
-        } else {
-            ApiError::invalid(msg, path)
-        }
-    })?;
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(e, ""))?;
     de.end()
         .map_err(|_| ApiError::bad_request("Unexpected data after the JSON body"))?;
     Ok(value)
+}
+
+/// Read a part of a body already parsed (e.g. one item of a list whose shape depends on
+/// its `type`) into `T`, as strictly as `parse_json`; `at` is where it sits (`input[2]`),
+/// so the error names the whole path.
+pub fn from_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    at: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(e, at))
+}
+
+/// A serde error as a 400 naming its field (below `at`).
+fn field_error(e: serde_path_to_error::Error<serde_json::Error>, at: &str) -> ApiError {
+    // SECURITY: a field name is client-chosen; bound what is echoed in `param`.
+    let path = crate::sanitize::shown(&e.path().to_string(), 64);
+    let inner = e.into_inner();
+    let msg = describe_json_error(&inner);
+    let join = |field: &str| match at {
+        "" => field.to_string(),
+        _ => format!("{at}.{field}"),
+    };
+    if path.is_empty() || path == "." {
+        match unknown_field_name(&msg) {
+            Some(p) => ApiError::invalid(msg.clone(), join(&p)),
+            None if at.is_empty() => ApiError::bad_request(msg),
+            None => ApiError::invalid(msg, at.to_string()),
+        }
+    } else {
+        ApiError::invalid(msg, join(&path))
+    }
 }
 
 /// Deepest `[`/`{` nesting in `body`, ignoring brackets inside strings. A linear scan

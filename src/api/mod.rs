@@ -6,6 +6,9 @@
 //! | POST   | /v1/chat/completions     |
 //! | POST   | /v1/completions          |
 //! | POST   | /v1/embeddings           |
+//! | POST   | /v1/responses            |
+//! | POST   | /v1/responses/input_tokens |
+//! | GET, POST, DELETE | /v1/responses/{id}… (404: nothing is stored) |
 //! | GET    | /v1/models               |
 //! | GET    | /v1/models/{id}          |
 //!
@@ -19,7 +22,6 @@
 mod admission;
 pub mod chat;
 pub mod check;
-pub mod choice;
 pub mod completions;
 pub mod cors;
 pub mod embeddings;
@@ -27,17 +29,20 @@ pub mod error;
 mod generate;
 pub mod generation;
 pub mod json;
+pub mod responses;
 pub mod schema;
 pub mod stream;
 pub mod tools;
+pub mod wire;
 
 use crate::auth::{KeyStore, Principal};
 use crate::config::LimitsConfig;
 use crate::engine::EngineHandle;
 use crate::metrics::{self, AuthFailure, Metrics, RateLimit, Trace};
+use crate::settings::{ApiSettings, Settings};
 use bytes::Bytes;
-use choice::Kind;
 use error::ApiError;
+use generate::Endpoint;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
@@ -48,7 +53,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
 pub type ApiBody = BoxBody<Bytes, Infallible>;
@@ -57,23 +62,18 @@ pub type ApiBody = BoxBody<Bytes, Infallible>;
 pub struct AppState {
     pub keys: KeyStore,
     pub engine: EngineHandle,
+    /// Model id, body deadline, CORS origins, embeddings on/off, prompt logging.
+    pub api: ApiSettings,
+    /// Request limits (`max_n` the effective one).
     pub limits: LimitsConfig,
-    pub model_id: String,
-    /// Unix time the model was registered (server start), for /v1/models.
-    pub created: u64,
-    pub body_read_timeout: Duration,
-    /// Exact origins allowed to call the API from a browser (empty: no CORS).
-    pub cors_allowed_origins: Vec<String>,
     /// `auth.max_concurrent_generations_per_key`, for the 429 message.
     pub generations_per_key: usize,
+    /// Unix time the model was registered (server start), for /v1/models.
+    pub created: u64,
     /// Stable per model file and build (OpenAI's `system_fingerprint`).
     pub system_fingerprint: String,
-    /// POST /v1/embeddings is served (`model.embeddings`).
-    pub embeddings: bool,
     /// Request counts, latency histograms and the per-request log line.
     pub metrics: Arc<Metrics>,
-    /// `logging.log_prompts`: log each request's prompt (off by default).
-    pub log_prompts: bool,
     /// The rate-limited `auth failed` trail.
     pub auth_audit: crate::auth::audit::AuthAudit,
     /// Keys the end-user `user_tag` HMAC (`logging.user_tag_key_file`).
@@ -84,27 +84,22 @@ impl AppState {
     /// The state every connection shares, from the resolved settings (the one place
     /// start-up and the in-process tests build it).
     pub fn new(
-        settings: &crate::settings::Settings,
+        settings: &Settings,
         keys: KeyStore,
         engine: EngineHandle,
         metrics: Arc<Metrics>,
         user_tag_key: ring::hmac::Key,
         system_fingerprint: String,
     ) -> AppState {
-        let api = &settings.api;
         AppState {
             keys,
             engine,
+            api: settings.api.clone(),
             limits: settings.limits.clone(),
-            model_id: api.model_id.clone(),
-            created: unix_now(),
-            body_read_timeout: api.body_read_timeout,
-            cors_allowed_origins: api.cors_allowed_origins.clone(),
             generations_per_key: settings.auth.generations_per_key as usize,
+            created: unix_now(),
             system_fingerprint,
-            embeddings: api.embeddings,
             metrics,
-            log_prompts: api.log_prompts,
             auth_audit: crate::auth::audit::AuthAudit::new(),
             user_tag_key,
         }
@@ -116,6 +111,10 @@ enum Route<'a> {
     Chat,
     Completions,
     Embeddings,
+    Responses,
+    InputTokens,
+    /// `/v1/responses/{id}` and below: retrieve, cancel, delete, list input items.
+    StoredResponse,
     Models,
     Model(&'a str),
 }
@@ -127,6 +126,9 @@ impl Route<'_> {
             Route::Chat => metrics::Route::ChatCompletions,
             Route::Completions => metrics::Route::Completions,
             Route::Embeddings => metrics::Route::Embeddings,
+            Route::Responses => metrics::Route::Responses,
+            Route::InputTokens => metrics::Route::InputTokens,
+            Route::StoredResponse => metrics::Route::StoredResponse,
             Route::Models => metrics::Route::Models,
             Route::Model(_) => metrics::Route::Model,
         }
@@ -138,11 +140,17 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/chat/completions" => Some((Route::Chat, "POST")),
         "/v1/completions" => Some((Route::Completions, "POST")),
         "/v1/embeddings" => Some((Route::Embeddings, "POST")),
+        "/v1/responses" => Some((Route::Responses, "POST")),
+        "/v1/responses/input_tokens" => Some((Route::InputTokens, "POST")),
         "/v1/models" => Some((Route::Models, "GET")),
-        _ => path
-            .strip_prefix("/v1/models/")
-            .filter(|id| !id.is_empty())
-            .map(|id| (Route::Model(id), "GET")),
+        _ => {
+            if let Some(id) = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()) {
+                return Some((Route::Model(id), "GET"));
+            }
+            path.strip_prefix("/v1/responses/")
+                .filter(|rest| !rest.is_empty())
+                .map(|_| (Route::StoredResponse, "GET, POST, DELETE"))
+        }
     }
 }
 
@@ -165,7 +173,7 @@ pub async fn handle(
     let label = route(&path).map_or(metrics::Route::Other, |(r, _)| r.metric());
     // Logged and counted when the last holder drops it (for a stream: when it ends).
     let trace = Trace::new(state.metrics.clone(), label, span.clone());
-    let origin = cors::allowed_origin(req.headers(), &state.cors_allowed_origins).cloned();
+    let origin = cors::allowed_origin(req.headers(), &state.api.cors_allowed_origins).cloned();
     let response = async {
         let result = dispatch(req, &state, peer, &trace).await;
         let mut response = match result {
@@ -215,7 +223,7 @@ async fn dispatch(
         return Err(ApiError::unknown_url(req.method().as_str(), path));
     };
     if req.method() == hyper::Method::OPTIONS {
-        if let Some(origin) = cors::allowed_origin(req.headers(), &state.cors_allowed_origins) {
+        if let Some(origin) = cors::allowed_origin(req.headers(), &state.api.cors_allowed_origins) {
             let mut r = Response::new(Full::new(Bytes::new()).boxed());
             *r.status_mut() = StatusCode::NO_CONTENT;
             secure_headers(r.headers_mut());
@@ -223,7 +231,7 @@ async fn dispatch(
             return Ok(r);
         }
     }
-    if req.method().as_str() != allowed {
+    if !allowed.split(", ").any(|m| m == req.method().as_str()) {
         return Err(ApiError::method_not_allowed(allowed));
     }
     let principal = authenticate(&req, state, peer).await?;
@@ -232,16 +240,23 @@ async fn dispatch(
     let mut response = match route {
         Route::Models => Ok(json_response(StatusCode::OK, &models_list(state))),
         Route::Model(id) => {
-            if id == state.model_id {
+            if id == state.api.model_id {
                 Ok(json_response(StatusCode::OK, &model_object(state)))
             } else {
                 Err(ApiError::model_not_found(id))
             }
         }
-        Route::Chat => generate::generate(req, state, Kind::Chat, &principal, trace).await,
+        Route::Chat => generate::generate(req, state, Endpoint::Chat, &principal, trace).await,
         Route::Completions => {
-            generate::generate(req, state, Kind::Completion, &principal, trace).await
+            generate::generate(req, state, Endpoint::Completion, &principal, trace).await
         }
+        Route::Responses => {
+            generate::generate(req, state, Endpoint::Responses, &principal, trace).await
+        }
+        Route::InputTokens => {
+            generate::generate(req, state, Endpoint::InputTokens, &principal, trace).await
+        }
+        Route::StoredResponse => Err(ApiError::response_not_stored()),
         Route::Embeddings => embeddings::handle(req, state, &principal, trace).await,
     }?;
     if let Some((limit, remaining)) = principal.rate {
@@ -304,7 +319,7 @@ fn models_list(state: &AppState) -> Value {
 
 fn model_object(state: &AppState) -> Value {
     json!({
-        "id": state.model_id,
+        "id": state.api.model_id,
         "object": "model",
         "created": state.created,
         "owned_by": "llama-gguf-inference",

@@ -145,6 +145,15 @@ fn generate(mut job: GenerateRequest, eos: u32, gate: &Gate, stats: &EngineStats
         stats.cancelled.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    if job.count_only {
+        let usage = Usage {
+            prompt_tokens,
+            ..Usage::default()
+        };
+        let reason = FinishReason::Stop;
+        let _ = job.events.send(Event::Finished { reason, usage });
+        return;
+    }
     stats.active.fetch_add(1, Ordering::Relaxed);
     let mut completion = 0u32;
     let mut words = ANSWER.split_inclusive(' ');

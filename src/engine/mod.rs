@@ -200,6 +200,9 @@ pub struct GenerateRequest {
     /// Longest the engine spends generating for this request (from when it starts on it);
     /// beyond it the completion ends with finish_reason "length".
     pub deadline: std::time::Duration,
+    /// Only count: render and tokenize the prompt, report `Started`, then finish with no
+    /// completion (`POST /v1/responses/input_tokens`).
+    pub count_only: bool,
 }
 
 /// One embeddings job: every input is embedded with the model's pooling, L2-normalised.
@@ -522,6 +525,7 @@ mod tests {
                 logprobs: None,
                 events,
                 deadline: std::time::Duration::from_secs(1),
+                count_only: false,
             }
         };
         assert!(h.submit(make()).is_ok());

@@ -237,6 +237,16 @@ impl<'m> Batcher<'m> {
             return Err(EngineError::EmptyPrompt);
         }
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        if job.count_only {
+            let _ = job.events.send(Event::Started { prompt_tokens });
+            let usage = Usage {
+                prompt_tokens,
+                ..Usage::default()
+            };
+            let reason = FinishReason::Stop;
+            let _ = job.events.send(Event::Finished { reason, usage });
+            return Ok(());
+        }
         let budget = completion_budget(
             prompt_tokens,
             job.max_tokens,

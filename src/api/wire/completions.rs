@@ -1,0 +1,457 @@
+//! The chat completions and completions wire: whole bodies (`chat.completion`,
+//! `text_completion`) and stream chunks (`chat.completion.chunk`), with log-probabilities
+//! and parsed tool calls, in the shapes the OpenAI SDKs parse.
+
+use super::{sse_event, usage_json, ChoiceBuilder, Totals, Wire};
+use crate::api::error::ApiError;
+use crate::api::tools::{self, Answer};
+use crate::engine::{FinishReason, TokenLogprob};
+use serde_json::{json, Map, Value};
+/// Which endpoint's shape to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+/// Identity shared by the body or every chunk of one response.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub kind: Kind,
+    /// `stream_options.include_usage`: a last chunk carries the usage.
+    pub include_usage: bool,
+    pub system_fingerprint: String,
+    /// The id's random part (24 hex digits), also the base of tool-call ids.
+    pub random: String,
+}
+
+impl Meta {
+    pub fn object(&self, stream: bool) -> &'static str {
+        match (self.kind, stream) {
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+
+    /// The envelope every body and chunk shares, with its choices.
+    fn envelope(&self, stream: bool, choices: Vec<Value>) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("id".into(), json!(self.id));
+        m.insert("object".into(), json!(self.object(stream)));
+        m.insert("created".into(), json!(self.created));
+        m.insert("model".into(), json!(self.model));
+        m.insert("system_fingerprint".into(), json!(self.system_fingerprint));
+        m.insert("choices".into(), Value::Array(choices));
+        m
+    }
+
+    /// A stream chunk with one choice: `body` is the chat delta or the completion text.
+    fn chunk(&self, index: usize, body: Value, logprobs: Value, finish: Option<&str>) -> Value {
+        let field = match self.kind {
+            Kind::Chat => "delta",
+            Kind::Completion => "text",
+        };
+        let mut choice = Map::new();
+        choice.insert("index".into(), json!(index));
+        choice.insert(field.into(), body);
+        choice.insert("logprobs".into(), logprobs);
+        choice.insert("finish_reason".into(), json!(finish));
+        let mut m = self.envelope(true, vec![Value::Object(choice)]);
+        if self.include_usage {
+            // OpenAI sends `usage: null` on every chunk but the last when usage is asked.
+            m.insert("usage".into(), Value::Null);
+        }
+        Value::Object(m)
+    }
+
+    fn empty_body(&self) -> Value {
+        match self.kind {
+            Kind::Chat => Value::Object(Map::new()),
+            Kind::Completion => Value::String(String::new()),
+        }
+    }
+
+    fn logprobs(&self, choice: &mut ChoiceBuilder) -> Value {
+        match choice.take_logprobs() {
+            Some((lps, offset)) => logprobs_json(self.kind, &lps, offset),
+            None => Value::Null,
+        }
+    }
+}
+
+impl Wire for Meta {
+    fn open(&mut self, choices: usize, out: &mut String) {
+        if self.kind == Kind::Chat {
+            // The first chunk of each chat choice announces the role.
+            for i in 0..choices {
+                let body = json!({"role": "assistant", "content": ""});
+                sse_event(out, None, &self.chunk(i, body, Value::Null, None));
+            }
+        }
+    }
+
+    fn text(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String) {
+        let logprobs = self.logprobs(choice);
+        let body = match self.kind {
+            Kind::Chat => json!({"content": text}),
+            Kind::Completion => Value::String(text),
+        };
+        sse_event(out, None, &self.chunk(choice.index(), body, logprobs, None));
+    }
+
+    /// With tools, the parsed answer first; then the finish reason (with any
+    /// log-probabilities not yet sent); after the last choice, the usage and [DONE].
+    fn finished(
+        &mut self,
+        choice: &mut ChoiceBuilder,
+        reason: FinishReason,
+        totals: &Totals,
+        last: bool,
+        out: &mut String,
+    ) {
+        let index = choice.index();
+        let mut called = false;
+        if choice.shape().tools {
+            let text = choice.take_held();
+            let (delta, calls) = tool_message(&text, true, &self.random, index);
+            called = calls;
+            let logprobs = self.logprobs(choice);
+            sse_event(
+                out,
+                None,
+                &self.chunk(index, Value::Object(delta), logprobs, None),
+            );
+        }
+        let logprobs = if choice.has_pending() {
+            self.logprobs(choice)
+        } else {
+            Value::Null
+        };
+        let finish = finish_str(reason, called);
+        let empty = self.empty_body();
+        sse_event(out, None, &self.chunk(index, empty, logprobs, Some(finish)));
+        if last {
+            if self.include_usage {
+                let mut m = self.envelope(true, Vec::new());
+                m.insert("usage".into(), usage_json(totals.usage()));
+                sse_event(out, None, &Value::Object(m));
+            }
+            out.push_str("data: [DONE]\n\n");
+        }
+    }
+
+    fn failed(&mut self, error: &ApiError, out: &mut String) {
+        sse_event(out, None, &error.body());
+        out.push_str("data: [DONE]\n\n");
+    }
+
+    fn whole(&mut self, choices: Vec<(ChoiceBuilder, FinishReason)>, totals: &Totals) -> Value {
+        let choices = choices
+            .into_iter()
+            .map(|(mut c, reason)| self.whole_choice(&mut c, reason))
+            .collect();
+        let mut m = self.envelope(false, choices);
+        m.insert("usage".into(), usage_json(totals.usage()));
+        Value::Object(m)
+    }
+}
+
+impl Meta {
+    /// One finished choice of a whole body.
+    fn whole_choice(&self, choice: &mut ChoiceBuilder, reason: FinishReason) -> Value {
+        let logprobs = self.logprobs(choice);
+        let text = choice.take_held();
+        let index = choice.index();
+        let (field, body, called) = match self.kind {
+            Kind::Chat if choice.shape().tools => {
+                let (mut m, called) = tool_message(&text, false, &self.random, index);
+                m.insert("role".into(), json!("assistant"));
+                m.insert("refusal".into(), Value::Null);
+                ("message", Value::Object(m), called)
+            }
+            Kind::Chat => (
+                "message",
+                json!({"role": "assistant", "content": text, "refusal": null}),
+                false,
+            ),
+            Kind::Completion => ("text", Value::String(text), false),
+        };
+        let mut c = Map::new();
+        c.insert("index".into(), json!(index));
+        c.insert(field.into(), body);
+        c.insert("logprobs".into(), logprobs);
+        c.insert("finish_reason".into(), json!(finish_str(reason, called)));
+        Value::Object(c)
+    }
+}
+
+/// The end of a choice as the API reports it.
+fn finish_str(reason: FinishReason, called_tools: bool) -> &'static str {
+    if called_tools {
+        "tool_calls"
+    } else {
+        reason.as_str()
+    }
+}
+
+/// Log-probabilities in the endpoint's format.
+/// `offset`: bytes of completion text before the first of these tokens (legacy format).
+fn logprobs_json(kind: Kind, lps: &[TokenLogprob], offset: &mut usize) -> Value {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match kind {
+        Kind::Chat => {
+            let content: Vec<Value> = lps
+                .iter()
+                .map(|t| {
+                    let top: Vec<Value> = t
+                        .top
+                        .iter()
+                        .map(|(b, lp)| json!({"token": text(b), "logprob": lp, "bytes": b}))
+                        .collect();
+                    json!({"token": text(&t.bytes), "logprob": t.logprob, "bytes": t.bytes, "top_logprobs": top})
+                })
+                .collect();
+            json!({"content": content, "refusal": null})
+        }
+        Kind::Completion => {
+            let mut offsets = Vec::with_capacity(lps.len());
+            for t in lps {
+                offsets.push(*offset);
+                *offset += t.bytes.len();
+            }
+            let top: Vec<Value> = lps
+                .iter()
+                .map(|t| {
+                    let m: Map<String, Value> =
+                        t.top.iter().map(|(b, lp)| (text(b), json!(lp))).collect();
+                    Value::Object(m)
+                })
+                .collect();
+            json!({
+                "tokens": lps.iter().map(|t| text(&t.bytes)).collect::<Vec<_>>(),
+                "token_logprobs": lps.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                "top_logprobs": top,
+                "text_offset": offsets,
+            })
+        }
+    }
+}
+
+/// The assistant message (or its delta) for an answer to a request with tools.
+/// Returns the message fields and whether tools were called. Call ids are
+/// `call_{random}_{choice}_{i}`: the response's random part keeps them unique.
+fn tool_message(
+    text: &str,
+    stream: bool,
+    random: &str,
+    choice: usize,
+) -> (Map<String, Value>, bool) {
+    let mut m = Map::new();
+    match tools::parse_answer(text) {
+        Some(Answer::Calls(calls)) => {
+            let list: Vec<Value> = calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, args))| {
+                    let mut call = json!({
+                        "id": tools::call_id(random, choice, i),
+                        "type": "function",
+                        "function": {"name": name, "arguments": args},
+                    });
+                    if let (true, Some(o)) = (stream, call.as_object_mut()) {
+                        o.insert("index".into(), json!(i));
+                    }
+                    call
+                })
+                .collect();
+            m.insert("content".into(), Value::Null);
+            m.insert("tool_calls".into(), Value::Array(list));
+            (m, true)
+        }
+        Some(Answer::Content(c)) => {
+            m.insert("content".into(), Value::String(c));
+            (m, false)
+        }
+        // Cut short (max_tokens) before the JSON closed: the raw text, as content.
+        None => {
+            m.insert("content".into(), Value::String(text.to_string()));
+            (m, false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{testing, Shape};
+    use super::*;
+    use crate::engine::{Event, Usage};
+
+    fn lp(b: &str, l: f32) -> TokenLogprob {
+        TokenLogprob {
+            bytes: b.as_bytes().to_vec(),
+            logprob: l,
+            top: vec![(b.as_bytes().to_vec(), l), (b"x".to_vec(), -3.0)],
+        }
+    }
+
+    fn meta(kind: Kind) -> Meta {
+        Meta {
+            id: "chatcmpl-r".into(),
+            created: 7,
+            model: "m".into(),
+            kind,
+            include_usage: true,
+            system_fingerprint: "fp".into(),
+            random: "r".into(),
+        }
+    }
+
+    fn usage(prompt: u32, completion: u32) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: 0,
+        }
+    }
+
+    /// The same events, fed to a whole body and to a stream, as the SDKs reassemble them.
+    fn run(kind: Kind, tools: bool, events: impl Fn() -> Vec<Event>) -> (Value, Vec<Value>) {
+        let shape = |stream| Shape {
+            logprobs: true,
+            tools,
+            stream,
+        };
+        let whole = testing::whole(&mut meta(kind), shape(false), events());
+        let (text, chunks) = testing::stream(&mut meta(kind), shape(true), events());
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert!(chunks.iter().all(|(name, _)| name.is_none()), "{text}");
+        (whole, chunks.into_iter().map(|(_, v)| v).collect())
+    }
+
+    fn answer(words: &[&str], reason: FinishReason) -> Vec<Event> {
+        let mut v = vec![Event::Started { prompt_tokens: 5 }];
+        for w in words {
+            v.push(Event::Token(lp(w, -0.5)));
+            v.push(Event::Text((*w).to_string()));
+        }
+        v.push(Event::Finished {
+            reason,
+            usage: usage(5, words.len() as u32),
+        });
+        v
+    }
+
+    #[test]
+    fn whole_and_streamed_chat_agree() {
+        let (whole, chunks) = run(Kind::Chat, false, || {
+            answer(&["Hi", " there"], FinishReason::Stop)
+        });
+        let c = &whole["choices"][0];
+        assert_eq!(c["message"]["content"], "Hi there");
+        assert_eq!(c["message"]["role"], "assistant");
+        assert_eq!(c["finish_reason"], "stop");
+        assert_eq!(c["logprobs"]["content"][1]["token"], " there");
+        assert_eq!(whole["usage"]["total_tokens"], 7);
+        assert_eq!(whole["object"], "chat.completion");
+        // role, two text chunks, the finish, the usage chunk.
+        assert_eq!(chunks.len(), 5, "{chunks:?}");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Hi there");
+        let tokens: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array())
+            .flatten()
+            .map(|t| &t["token"])
+            .collect();
+        assert_eq!(tokens, [&json!("Hi"), &json!(" there")]);
+        assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chunks[2]["usage"], Value::Null);
+        assert_eq!(chunks[4]["choices"], json!([]));
+        assert_eq!(chunks[4]["usage"], whole["usage"]);
+        assert_eq!(chunks[4]["object"], "chat.completion.chunk");
+    }
+
+    #[test]
+    fn whole_and_streamed_tool_calls_agree() {
+        let call = r#"{"tool_calls":[{"name":"f","arguments":{"a":1}}]}"#;
+        let (whole, chunks) = run(Kind::Chat, true, || answer(&[call], FinishReason::Stop));
+        let c = &whole["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls");
+        assert_eq!(c["message"]["content"], Value::Null);
+        assert_eq!(c["message"]["tool_calls"][0]["id"], "call_r_0_0");
+        assert_eq!(c["message"]["tool_calls"][0]["function"]["name"], "f");
+        // role, the parsed answer, the finish, the usage chunk: no raw JSON streamed.
+        assert_eq!(chunks.len(), 4, "{chunks:?}");
+        let delta = &chunks[1]["choices"][0]["delta"];
+        assert_eq!(delta["tool_calls"][0]["index"], 0);
+        assert_eq!(
+            delta["tool_calls"][0]["function"],
+            c["message"]["tool_calls"][0]["function"]
+        );
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn whole_and_streamed_completion_agree() {
+        let (whole, chunks) = run(Kind::Completion, false, || {
+            answer(&["a", "bc"], FinishReason::Length)
+        });
+        let c = &whole["choices"][0];
+        assert_eq!(c["text"], "abc");
+        assert_eq!(c["finish_reason"], "length");
+        assert_eq!(c["logprobs"]["text_offset"], json!([0, 1]));
+        assert_eq!(c["logprobs"]["top_logprobs"][1]["x"], json!(-3.0));
+        assert_eq!(whole["object"], "text_completion");
+        // No role chunk for completions: two texts, the finish, the usage chunk.
+        assert_eq!(chunks.len(), 4, "{chunks:?}");
+        assert_eq!(chunks[1]["choices"][0]["text"], "bc");
+        // The offset runs on across chunks.
+        assert_eq!(
+            chunks[1]["choices"][0]["logprobs"]["text_offset"],
+            json!([1])
+        );
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
+    fn failures_and_totals() {
+        let trace = testing::trace();
+        let shape = Shape {
+            logprobs: false,
+            tools: false,
+            stream: true,
+        };
+        let mut b = ChoiceBuilder::new(0, shape);
+        assert!(
+            b.feed(None, &trace).is_err(),
+            "a dropped channel is an error"
+        );
+        let mut t = Totals::default();
+        t.add(&usage(10, 3), &trace);
+        t.add(&usage(10, 4), &trace);
+        assert_eq!(t.finished(), 2);
+        // The prompt once, the completions summed.
+        assert_eq!(usage_json(t.usage())["total_tokens"], 17);
+        // A failure mid-stream: an error event, then [DONE].
+        let events = vec![
+            Event::Started { prompt_tokens: 1 },
+            Event::Text("a".into()),
+            Event::Failed(crate::engine::EngineError::Internal),
+        ];
+        let (text, chunks) = testing::stream(&mut meta(Kind::Chat), shape, events);
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert_eq!(
+            chunks.last().map(|c| &c.1["error"]["type"]),
+            Some(&json!("server_error")),
+            "{text}"
+        );
+    }
+}
