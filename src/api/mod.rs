@@ -29,6 +29,7 @@ pub mod error;
 mod generate;
 pub mod generation;
 pub mod json;
+mod prompt;
 pub mod responses;
 pub mod schema;
 pub mod stream;

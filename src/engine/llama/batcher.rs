@@ -27,7 +27,7 @@
 //! - Nothing here logs prompt or completion text; the per-request line carries counts.
 
 use super::embed::{EmbedMode, Embedder};
-use super::render::{render_prompt, Renderer};
+use super::render::{prompt_tokens, Renderer};
 use super::sampling::{build_sampler, constrained_sample, token_logprob};
 use crate::engine::constraint::{Constraint, ConstraintError};
 use crate::engine::prefix::{self, PrefixCache, SlotView};
@@ -227,15 +227,7 @@ impl<'m> Batcher<'m> {
     }
 
     fn start(&mut self, job: GenerateRequest) -> Result<(), EngineError> {
-        let (text, parse_special) = render_prompt(self.model, &self.renderer, &job.prompt)?;
-        let prompt = self
-            .model
-            .vocab()
-            .tokenize(text.as_bytes(), true, parse_special);
-        drop(text);
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
+        let prompt = prompt_tokens(self.model, &self.renderer, &job.prompt)?;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if job.count_only {
             let _ = job.events.send(Event::Started { prompt_tokens });

@@ -5,6 +5,7 @@
 use crate::engine::template::{self, ChatTemplate};
 use crate::engine::{EngineError, Prompt};
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
 
 /// How chat prompts are rendered: the model's Jinja template (minijinja), or llama.cpp's
 /// built-in renderer when the template does not compile or render there.
@@ -14,9 +15,23 @@ pub enum Renderer {
     None,
 }
 
+/// The prompt as the model's tokens; an empty one is refused.
+pub(super) fn prompt_tokens(
+    model: &LlamaModel,
+    renderer: &Renderer,
+    prompt: &Prompt,
+) -> Result<Vec<LlamaToken>, EngineError> {
+    let (text, parse_special) = render_prompt(model, renderer, prompt)?;
+    let tokens = model.vocab().tokenize(text.as_bytes(), true, parse_special);
+    if tokens.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+    Ok(tokens)
+}
+
 /// The prompt text, and whether its special-token markers are to be parsed (a chat
 /// template's own markers are; raw completion text never is).
-pub(super) fn render_prompt(
+fn render_prompt(
     model: &LlamaModel,
     renderer: &Renderer,
     prompt: &Prompt,
