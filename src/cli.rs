@@ -26,6 +26,8 @@ USAGE:
                                                    validate config, keys file, TLS files and
                                                    the model's GGUF header; exit 0 or 1
     llama-gguf-inference policy --config FILE      print the sandbox start-up will apply
+    llama-gguf-inference template --config FILE    print the chat template in use, its
+                                                   origin and SHA-256
     llama-gguf-inference healthcheck --config FILE probe the health port's /ready; exit 0
                                                    when the model is loaded, 1 otherwise
     llama-gguf-inference hash-key                  read an api_key on stdin, print its
@@ -59,6 +61,14 @@ llama-gguf-inference policy --config FILE
 Print the sandbox that `serve` would apply with FILE on this host: the identity switch,
 the capability sets cleared, every Landlock rule with its path, rights and reason, the
 TCP ports, the scopes, and the seccomp deny list. Changes nothing.
+";
+
+const TEMPLATE_HELP: &str = "\
+llama-gguf-inference template --config FILE
+
+Print the chat template `serve` would render chat prompts with: `model.chat_template_file`
+when set, else the model file's `tokenizer.chat_template`; a comment names its origin and
+its SHA-256 (compare deployments by it). Exit 1 when there is none.
 ";
 
 const CHECK_HELP: &str = "\
@@ -122,8 +132,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 0;
         }
         Some(
-            c @ ("serve" | "check-config" | "policy" | "healthcheck" | "hash-key" | "gen-key"
-            | "hash-keys"),
+            c @ ("serve" | "check-config" | "policy" | "template" | "healthcheck" | "hash-key"
+            | "gen-key" | "hash-keys"),
         ) => (c, &args[1..]),
         Some(flag) if flag.starts_with('-') => ("serve", &args[..]),
         Some(other) => return usage_error(&format!("unknown command {other:?}")),
@@ -135,6 +145,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 "serve" => SERVE_HELP,
                 "check-config" => CHECK_HELP,
                 "policy" => POLICY_HELP,
+                "template" => TEMPLATE_HELP,
                 "healthcheck" => HEALTHCHECK_HELP,
                 "hash-key" => HASH_KEY_HELP,
                 "gen-key" => GEN_KEY_HELP,
@@ -169,6 +180,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
         },
         "policy" => match config_arg(rest) {
             Ok(path) => match crate::startup::policy(&path) {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("llama-gguf-inference: {e}");
+                    1
+                }
+            },
+            Err(e) => usage_error(&e),
+        },
+        "template" => match config_arg(rest) {
+            Ok(path) => match crate::startup::template(&path) {
                 Ok(text) => {
                     print!("{text}");
                     0

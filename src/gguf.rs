@@ -5,7 +5,7 @@
 //! every tensor descriptor) and refuses counts, lengths, nesting or offsets that do not
 //! fit inside the file, so a truncated, corrupted or hostile file is rejected with a clear
 //! message before it reaches C++. It allocates only for short keys and the two values
-//! it reports; everything else is skipped by length.
+//! it reports (and the chat template); everything else is skipped by length.
 
 use std::fmt;
 use std::io::{BufReader, Read};
@@ -36,6 +36,9 @@ pub struct GgufSummary {
     pub architecture: Option<String>,
     pub name: Option<String>,
     pub has_chat_template: bool,
+    /// `tokenizer.chat_template` (at most `MAX_KEPT_STRING` bytes), for `check-config`
+    /// and the `template` command.
+    pub chat_template: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +120,7 @@ pub fn check<R: Read>(r: R, file_len: u64) -> Result<GgufSummary, GgufError> {
         architecture: None,
         name: None,
         has_chat_template: false,
+        chat_template: None,
     };
     for _ in 0..kv_count {
         let key_len = c.u64("metadata key")?;
@@ -125,7 +129,10 @@ pub fn check<R: Read>(r: R, file_len: u64) -> Result<GgufSummary, GgufError> {
         }
         let key = c.string(key_len, "metadata key")?;
         let vtype = c.u32("metadata value type")?;
-        let keep = matches!(key.as_str(), "general.architecture" | "general.name");
+        let keep = matches!(
+            key.as_str(),
+            "general.architecture" | "general.name" | "tokenizer.chat_template"
+        );
         if key == "tokenizer.chat_template" {
             summary.has_chat_template = vtype == 8;
         }
@@ -135,10 +142,10 @@ pub fn check<R: Read>(r: R, file_len: u64) -> Result<GgufSummary, GgufError> {
                 return Err(GgufError::TooLarge("metadata string length", n));
             }
             let v = c.string(n, "metadata string")?;
-            if key == "general.architecture" {
-                summary.architecture = Some(v);
-            } else {
-                summary.name = Some(v);
+            match key.as_str() {
+                "general.architecture" => summary.architecture = Some(v),
+                "general.name" => summary.name = Some(v),
+                _ => summary.chat_template = Some(v),
             }
         } else {
             c.skip_value(vtype, 0)?;
@@ -404,6 +411,9 @@ mod tests {
         let s = check_file(&p).unwrap();
         assert_eq!(s.architecture.as_deref(), Some("llama"));
         assert!(s.has_chat_template);
+        // The template text is kept (ChatML markers of the SmolLM2 family).
+        let t = s.chat_template.expect("the template text");
+        assert!(t.contains("<|im_start|>"), "{t}");
         assert!(s.tensor_count > 10);
     }
 }

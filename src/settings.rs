@@ -160,6 +160,8 @@ impl Settings {
                 embeddings: m.embeddings,
                 queue_depth: cfg.limits.queue_depth as usize,
                 constraints: cfg.constraints.settings(),
+                // Filled by start-up from the file it read (`startup::prepare`).
+                chat_template: None,
                 #[cfg(feature = "fake-engine")]
                 fake_gate: Default::default(),
             },

@@ -9,6 +9,7 @@
 //! lock-down, because Landlock hides /proc and /sys afterwards.
 
 use crate::config::Config;
+use crate::engine::template;
 use crate::settings::Settings;
 use crate::{auth, gguf, keys, logging, sandbox, server, signals, tls};
 use std::path::Path;
@@ -21,6 +22,8 @@ struct Prepared {
     tls: tls::TlsMaterial,
     tls_config: Arc<rustls::ServerConfig>,
     gguf: gguf::GgufSummary,
+    /// `model.chat_template_file`'s text, when set (read and checked here).
+    chat_template: Option<String>,
     /// Keys the `user_tag` HMAC in logs (`logging.user_tag_key_file`, or random).
     user_tag_key: ring::hmac::Key,
 }
@@ -62,19 +65,26 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
         &mut problems,
         logging::user_tag_key(cfg.logging.user_tag_key_file.as_deref()),
     );
-    match (keys, tls, gguf, user_tag_key) {
-        (Some(keys), Some((tls, tls_config)), Some(gguf), Some(user_tag_key))
-            if problems.is_empty() =>
-        {
-            Ok(Prepared {
-                cfg,
-                keys,
-                tls,
-                tls_config,
-                gguf,
-                user_tag_key,
-            })
-        }
+    let chat_template = match &cfg.model.chat_template_file {
+        Some(path) => keep(&mut problems, template::read_file(path)).map(Some),
+        None => Some(None),
+    };
+    match (keys, tls, gguf, user_tag_key, chat_template) {
+        (
+            Some(keys),
+            Some((tls, tls_config)),
+            Some(gguf),
+            Some(user_tag_key),
+            Some(chat_template),
+        ) if problems.is_empty() => Ok(Prepared {
+            cfg,
+            keys,
+            tls,
+            tls_config,
+            gguf,
+            chat_template,
+            user_tag_key,
+        }),
         _ => {
             let mut msg = format!("cannot start with {}:\n", config_path.display());
             for p in problems {
@@ -107,8 +117,9 @@ pub fn check_config(config_path: &Path) -> Result<String, String> {
         p.gguf.version,
         p.gguf.tensor_count,
         p.gguf.architecture.as_deref().unwrap_or("unknown"),
-        if p.gguf.has_chat_template { "present" } else { "missing (chat completions will fail)" },
+        if p.gguf.has_chat_template { "present" } else { "missing" },
     );
+    out.push_str(&template_check(&p));
     for d in &settings.derived {
         out.push_str(&format!(
             "\n  {} = {} on this machine ({})",
@@ -116,6 +127,69 @@ pub fn check_config(config_path: &Path) -> Result<String, String> {
         ));
     }
     Ok(out)
+}
+
+/// The effective chat template for `check-config`: where it comes from, its hash, and
+/// the sample conversation (system, user, a tool call, its result) rendered with it.
+fn template_check(p: &Prepared) -> String {
+    let file = p.cfg.model.chat_template_file.as_deref();
+    let file = file.zip(p.chat_template.as_deref());
+    let Some((origin, source)) = template::effective(file, p.gguf.chat_template.as_deref()) else {
+        return "\n  chat template: none (the model file has none; set model.chat_template_file, or chat requests get a 400)".into();
+    };
+    let mut out = format!(
+        "\n  chat template: {} (SHA-256 {})",
+        origin_text(&origin),
+        template::sha256_hex(&source)
+    );
+    let rendered = template::ChatTemplate::new(&source, "", "")
+        .and_then(|t| t.render(&template::sample_conversation(), &template::sample_tools()));
+    match rendered {
+        Ok(text) => {
+            out.push_str(
+                "\n  sample conversation (system, user, tool call, tool result, reply) renders as:",
+            );
+            for line in text.lines() {
+                out.push_str("\n    | ");
+                out.push_str(line);
+            }
+        }
+        Err(e) => out.push_str(&format!(
+            "\n  WARNING: the sample conversation does not render: {e}"
+        )),
+    }
+    out
+}
+
+fn origin_text(o: &template::TemplateOrigin) -> String {
+    match o {
+        template::TemplateOrigin::File(p) => format!("model.chat_template_file {}", p.display()),
+        template::TemplateOrigin::ModelFile => "the model file's tokenizer.chat_template".into(),
+    }
+}
+
+/// `template`: the chat template start-up would use, its origin and SHA-256, then its
+/// source.
+pub fn template(config_path: &Path) -> Result<String, String> {
+    let cfg = Config::load(config_path).map_err(|e| e.to_string())?;
+    let path = &cfg.model.path;
+    let g = gguf::check_file(path).map_err(|e| format!("model.path ({}): {e}", path.display()))?;
+    let text = match &cfg.model.chat_template_file {
+        Some(p) => Some((p.as_path(), template::read_file(p)?)),
+        None => None,
+    };
+    let file = text.as_ref().map(|(p, t)| (*p, t.as_str()));
+    match template::effective(file, g.chat_template.as_deref()) {
+        Some((origin, source)) => Ok(format!(
+            "# chat template: {}\n# SHA-256 {}\n{source}\n",
+            origin_text(&origin),
+            template::sha256_hex(&source)
+        )),
+        None => Err(format!(
+            "{} has no chat template and model.chat_template_file is not set",
+            path.display()
+        )),
+    }
 }
 
 /// `policy`: print the sandbox start-up would apply for this config.
@@ -177,7 +251,17 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         )?),
         Mode::Serve => None,
     };
-    let settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
+    let mut settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
+    // The one file setting that is not a value: read (and checked) by `prepare`.
+    settings.engine.chat_template = p.chat_template.clone();
+    if let Some(path) = &p.cfg.model.chat_template_file {
+        let sha256 = p
+            .chat_template
+            .as_deref()
+            .map(template::sha256_hex)
+            .unwrap_or_default();
+        tracing::info!(file = %path.display(), sha256 = %sha256, "chat template from model.chat_template_file");
+    }
     for d in &settings.derived {
         tracing::info!(key = d.key, value = %d.value, why = %d.why, "setting derived");
     }

@@ -256,6 +256,12 @@ impl ApiError {
                 "The model's chat template cannot render these messages",
                 "messages",
             ),
+            EngineError::NoTemplate => Self::invalid(
+                "This model file has no chat template, so chat messages cannot be rendered; \
+                 the operator must set `model.chat_template_file` (raw /v1/completions work)",
+                "messages",
+            )
+            .with_code("no_chat_template"),
             EngineError::Constraint(ConstraintError::TooExpensive) => Self::bad_request(
                 "The output constraint (JSON schema or tools) was too expensive to enforce at \
                  one step (constraints.mask_budget_ms or its fuel limits); simplify the schema",

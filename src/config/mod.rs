@@ -260,6 +260,10 @@ pub struct ModelConfig {
     /// attention for V, so "off" with a quantized type is refused.
     #[serde(default)]
     pub kv_cache_type: KvCacheType,
+    /// A Jinja chat template to use instead of the model file's (which may have none):
+    /// read once before lock-down, compiled and tried on a sample conversation.
+    #[serde(default)]
+    pub chat_template_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

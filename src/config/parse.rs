@@ -62,6 +62,9 @@ impl Config {
         };
         fix(&mut self.auth.keys_file);
         fix(&mut self.model.path);
+        if let Some(p) = self.model.chat_template_file.as_mut() {
+            fix(p);
+        }
         if let Some(p) = self.tls.cert.as_mut() {
             fix(p);
         }

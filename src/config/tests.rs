@@ -22,6 +22,12 @@ fn minimal_config_gets_defaults_and_resolves_paths() {
         vec!["localhost", "127.0.0.1", "::1"]
     );
     assert_eq!(c.model.gpu_layers, GpuLayers::All);
+    assert_eq!(c.model.chat_template_file, None);
+    let c = parse(&format!("{MINIMAL}chat_template_file = \"chatml.jinja\"\n")).unwrap();
+    assert_eq!(
+        c.model.chat_template_file.as_deref(),
+        Some(Path::new("/etc/lgi/chatml.jinja"))
+    );
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub struct EngineParams {
     /// Requests that may wait for a slot (`limits.queue_depth`).
     pub queue_depth: usize,
     pub constraints: constraint::ConstraintSettings,
+    /// The text of `model.chat_template_file`, which start-up reads (before lock-down)
+    /// and puts here; None: the model file's own template.
+    pub chat_template: Option<String>,
     /// The fake engine's hold on generations, for the in-process tests to observe a
     /// stream mid-way (`fake::Gate`).
     #[cfg(feature = "fake-engine")]
@@ -316,6 +319,9 @@ pub enum EngineError {
     EmptyPrompt,
     /// The model's chat template could not render these messages.
     Template,
+    /// There is no chat template: the model file has none and `model.chat_template_file`
+    /// is not set.
+    NoTemplate,
     /// The output constraint ended the request mid-generation (no token could continue
     /// it, or one mask was over its budget).
     Constraint(ConstraintError),

@@ -21,6 +21,100 @@ const FUEL: u64 = 2_000_000;
 /// Deepest nesting of template constructs.
 const RECURSION_LIMIT: usize = 100;
 
+/// Largest `model.chat_template_file` read (model templates are a few KiB; the largest
+/// published ones are tens of KiB).
+pub const MAX_TEMPLATE_FILE_BYTES: u64 = 256 * 1024;
+
+/// Where the chat template in use comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateOrigin {
+    /// `model.chat_template_file`.
+    File(std::path::PathBuf),
+    /// The GGUF's `tokenizer.chat_template`.
+    ModelFile,
+}
+
+/// The chat template start-up will use: the configured file's text, else the model
+/// file's; None when neither exists.
+pub fn effective(
+    file: Option<(&std::path::Path, &str)>,
+    gguf: Option<&str>,
+) -> Option<(TemplateOrigin, String)> {
+    match (file, gguf) {
+        (Some((path, text)), _) => {
+            Some((TemplateOrigin::File(path.to_path_buf()), text.to_string()))
+        }
+        (None, Some(text)) => Some((TemplateOrigin::ModelFile, text.to_string())),
+        (None, None) => None,
+    }
+}
+
+/// Read `model.chat_template_file`: UTF-8, at most `MAX_TEMPLATE_FILE_BYTES`, compiling
+/// and rendering the probe conversation. Errors name the key.
+pub fn read_file(path: &std::path::Path) -> Result<String, String> {
+    let named = |e: String| format!("model.chat_template_file ({}): {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| named(e.to_string()))?;
+    if meta.len() > MAX_TEMPLATE_FILE_BYTES {
+        return Err(named(format!(
+            "larger than {MAX_TEMPLATE_FILE_BYTES} bytes"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| named(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| named("not UTF-8".into()))?;
+    ChatTemplate::new(&text, "", "")
+        .and_then(|t| t.render(&probe(), &[]))
+        .map_err(named)?;
+    Ok(text)
+}
+
+/// The conversation a template must render to be used at all: a system and a user turn.
+pub fn probe() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::text("system", "probe".into()),
+        ChatMessage::text("user", "probe".into()),
+    ]
+}
+
+/// A short conversation with every kind of turn (system, user, an assistant tool call,
+/// its result, a reply), for `check-config` and the start-up check of a template file.
+pub fn sample_conversation() -> Vec<ChatMessage> {
+    let mut call = ChatMessage::text("assistant", String::new());
+    call.tool_calls.push(ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city":"Paris"}"#.into(),
+    });
+    let mut result = ChatMessage::text("tool", r#"{"temp_c":21}"#.into());
+    result.tool_call_id = Some("call_1".into());
+    result.name = Some("get_weather".into());
+    vec![
+        ChatMessage::text("system", "You are a helpful assistant.".into()),
+        ChatMessage::text("user", "What is the weather in Paris?".into()),
+        call,
+        result,
+        ChatMessage::text("assistant", "It is 21 °C in Paris.".into()),
+        ChatMessage::text("user", "Thanks!".into()),
+    ]
+}
+
+/// The one tool the sample conversation calls, as an OpenAI tool object.
+pub fn sample_tools() -> Vec<Value> {
+    vec![
+        json!({"type": "function", "function": {"name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}),
+    ]
+}
+
+/// SHA-256 of a template's text, in hex (what `template` prints, to compare deployments).
+pub fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     supports_tools: bool,
@@ -287,5 +381,57 @@ mod tests {
             .render(&[ChatMessage::text("user", "  hi ".into())], &[])
             .unwrap();
         assert!(out.starts_with("HI2"), "{out}");
+    }
+
+    #[test]
+    fn a_template_file_is_bounded_utf8_and_must_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jinja");
+        std::fs::write(&path, SMOLLM2).unwrap();
+        assert_eq!(read_file(&path).unwrap(), SMOLLM2);
+        for (content, why) in [
+            (
+                vec![b'{'; MAX_TEMPLATE_FILE_BYTES as usize + 1],
+                "larger than",
+            ),
+            (vec![0xff, 0xfe], "not UTF-8"),
+            (b"{% for %}".to_vec(), "does not compile"),
+            (b"{{ raise_exception('no') }}".to_vec(), "no"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let e = read_file(&path).unwrap_err();
+            assert!(e.starts_with("model.chat_template_file ("), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
+        let e = read_file(&dir.path().join("missing")).unwrap_err();
+        assert!(e.starts_with("model.chat_template_file ("), "{e}");
+    }
+
+    #[test]
+    fn the_configured_file_wins_over_the_model_files_template() {
+        let p = std::path::Path::new("/t.jinja");
+        assert_eq!(
+            effective(Some((p, "file")), Some("gguf")),
+            Some((TemplateOrigin::File(p.to_path_buf()), "file".into()))
+        );
+        assert_eq!(
+            effective(None, Some("gguf")),
+            Some((TemplateOrigin::ModelFile, "gguf".into()))
+        );
+        assert_eq!(effective(None, None), None);
+        // SHA-256 of "abc" (FIPS 180-2 test vector).
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn the_sample_conversation_renders_every_kind_of_turn() {
+        let t = ChatTemplate::new(HERMES, "", "").unwrap();
+        let text = t.render(&sample_conversation(), &sample_tools()).unwrap();
+        assert!(text.contains("<tools>get_weather;</tools>"), "{text}");
+        assert!(text.contains("<tool_call>"), "{text}");
+        assert!(text.contains("<|tool|>"), "{text}");
     }
 }

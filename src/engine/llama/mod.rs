@@ -164,7 +164,13 @@ fn engine_thread(
         build_ms = trie_started.elapsed().as_millis() as u64,
         "constrained decoding ready (llguidance token trie)"
     );
-    let renderer = chat_renderer(&model);
+    let renderer = match chat_renderer(&model, s.chat_template.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = loaded.send(Err(e));
+            return;
+        }
+    };
     let info = LoadedModel {
         context: s.context,
         n_ctx_train: model.n_ctx_train(),
@@ -237,31 +243,36 @@ fn token_env(model: &LlamaModel) -> toktrie::TokEnv {
     Arc::new(super::constraint::ApproximateTokEnv::new(trie))
 }
 
-/// The model's chat template, compiled with minijinja and tried on a probe conversation;
-/// llama.cpp's built-in renderer if that fails (logged), none without a template.
-fn chat_renderer(model: &LlamaModel) -> render::Renderer {
-    use crate::engine::{template::ChatTemplate, ChatMessage};
-    let Ok(builtin) = model.chat_template(None) else {
-        return render::Renderer::None;
-    };
-    let source = builtin.to_string().unwrap_or_default();
+/// The chat template: `model.chat_template_file`'s text when set (an error if it does not
+/// work with this model's special tokens), else the model file's, compiled with minijinja
+/// and tried on a probe conversation; llama.cpp's built-in renderer if that fails
+/// (logged); none without any template (warned once: chat requests get a 400 naming the
+/// key).
+fn chat_renderer(model: &LlamaModel, configured: Option<&str>) -> Result<render::Renderer, String> {
+    use crate::engine::template::{self, ChatTemplate};
     let piece =
         |t| String::from_utf8_lossy(&model.vocab().token_to_piece(t, true, None)).into_owned();
-    let probe = [
-        ChatMessage::text("system", "probe".into()),
-        ChatMessage::text("user", "probe".into()),
-    ];
-    match ChatTemplate::new(
-        &source,
-        &piece(model.vocab().bos()),
-        &piece(model.vocab().eos()),
-    )
-    .and_then(|t| t.render(&probe, &[]).map(|_| t))
-    {
-        Ok(t) => render::Renderer::Jinja(Box::new(t)),
+    let (bos, eos) = (piece(model.vocab().bos()), piece(model.vocab().eos()));
+    let probe = template::probe();
+    if let Some(source) = configured {
+        return ChatTemplate::new(source, &bos, &eos)
+            .and_then(|t| t.render(&probe, &[]).map(|_| t))
+            .map(|t| render::Renderer::Jinja(Box::new(t)))
+            .map_err(|e| format!("model.chat_template_file: {e}"));
+    }
+    let Ok(builtin) = model.chat_template(None) else {
+        tracing::warn!(
+            "the model file has no chat template and model.chat_template_file is not set: \
+             chat requests (/v1/chat/completions, /v1/responses) get a 400 until it is"
+        );
+        return Ok(render::Renderer::None);
+    };
+    let source = builtin.to_string().unwrap_or_default();
+    match ChatTemplate::new(&source, &bos, &eos).and_then(|t| t.render(&probe, &[]).map(|_| t)) {
+        Ok(t) => Ok(render::Renderer::Jinja(Box::new(t))),
         Err(e) => {
             tracing::warn!(error = %e, "the model's Jinja chat template cannot be used; falling back to llama.cpp's built-in renderer");
-            render::Renderer::Builtin(builtin)
+            Ok(render::Renderer::Builtin(builtin))
         }
     }
 }

@@ -68,7 +68,7 @@ fn render_prompt(
                     EngineError::Template
                 })?
         }
-        Renderer::None => return Err(EngineError::Template),
+        Renderer::None => return Err(EngineError::NoTemplate),
     };
     Ok((text, true))
 }
