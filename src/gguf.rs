@@ -288,12 +288,13 @@ fn scalar_size(vtype: u32) -> Option<u64> {
     }
 }
 
-/// OpenAI's `system_fingerprint`: changes when the model file or the build changes.
-/// Derived from the file's size and GGUF header summary plus this build's version (not a
-/// hash of the weights: reading gigabytes at every start would delay it by minutes).
-pub fn system_fingerprint(model: &Path, g: &GgufSummary) -> String {
+/// OpenAI's `system_fingerprint`: changes when the model file, the chat template from
+/// `model.chat_template_file` (`template`) or the build changes. Derived from the file's
+/// size and GGUF header summary plus this build's version (not a hash of the weights:
+/// reading gigabytes at every start would delay it by minutes).
+pub fn system_fingerprint(model: &Path, g: &GgufSummary, template: Option<&str>) -> String {
     let size = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
-    let identity = format!(
+    let mut identity = format!(
         "{size}|{}|{}|{}|{:?}|{:?}|{}|{}",
         g.version,
         g.tensor_count,
@@ -307,6 +308,10 @@ pub fn system_fingerprint(model: &Path, g: &GgufSummary) -> String {
             "cpu"
         },
     );
+    if let Some(t) = template {
+        identity.push_str(&format!("|template {}", t.len()));
+        identity.push_str(t);
+    }
     let d = ring::digest::digest(&ring::digest::SHA256, identity.as_bytes());
     let hex: String = d
         .as_ref()
@@ -415,5 +420,26 @@ mod tests {
         let t = s.chat_template.expect("the template text");
         assert!(t.contains("<|im_start|>"), "{t}");
         assert!(s.tensor_count > 10);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_configured_template() {
+        let g = GgufSummary {
+            version: 3,
+            tensor_count: 1,
+            kv_count: 1,
+            architecture: Some("llama".into()),
+            name: None,
+            has_chat_template: false,
+            chat_template: None,
+        };
+        let p = Path::new("/nonexistent.gguf");
+        let plain = system_fingerprint(p, &g, None);
+        assert!(plain.starts_with("fp_"), "{plain}");
+        assert_eq!(plain, system_fingerprint(p, &g, None), "stable");
+        let a = system_fingerprint(p, &g, Some("A"));
+        assert_ne!(a, plain);
+        assert_ne!(a, system_fingerprint(p, &g, Some("B")));
+        assert_eq!(a, system_fingerprint(p, &g, Some("A")));
     }
 }

@@ -279,7 +279,11 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let launch = server::Launch {
-        system_fingerprint: gguf::system_fingerprint(&p.cfg.model.path, &p.gguf),
+        system_fingerprint: gguf::system_fingerprint(
+            &p.cfg.model.path,
+            &p.gguf,
+            p.chat_template.as_deref(),
+        ),
         settings,
         keys: p.keys,
         tls: p.tls_config,
