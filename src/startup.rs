@@ -22,7 +22,8 @@ struct Prepared {
     tls: tls::TlsMaterial,
     tls_config: Arc<rustls::ServerConfig>,
     gguf: gguf::GgufSummary,
-    /// `model.chat_template_file`'s text, when set (read and checked here).
+    /// The configured chat template's text: `model.chat_template_file` (read and checked
+    /// here) or the `model.chat_template` family's; None: the model file's own.
     chat_template: Option<String>,
     /// Keys the `user_tag` HMAC in logs (`logging.user_tag_key_file`, or random).
     user_tag_key: ring::hmac::Key,
@@ -65,9 +66,10 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
         &mut problems,
         logging::user_tag_key(cfg.logging.user_tag_key_file.as_deref()),
     );
-    let chat_template = match &cfg.model.chat_template_file {
-        Some(path) => keep(&mut problems, template::read_file(path)).map(Some),
-        None => Some(None),
+    let chat_template = match (&cfg.model.chat_template_file, cfg.model.chat_template) {
+        (Some(path), _) => keep(&mut problems, template::read_file(path)).map(Some),
+        (None, Some(family)) => Some(Some(family.source().to_string())),
+        (None, None) => Some(None),
     };
     match (keys, tls, gguf, user_tag_key, chat_template) {
         (
@@ -132,10 +134,10 @@ pub fn check_config(config_path: &Path) -> Result<String, String> {
 /// The effective chat template for `check-config`: where it comes from, its hash, and
 /// the sample conversation (system, user, a tool call, its result) rendered with it.
 fn template_check(p: &Prepared) -> String {
-    let file = p.cfg.model.chat_template_file.as_deref();
-    let file = file.zip(p.chat_template.as_deref());
-    let Some((origin, source)) = template::effective(file, p.gguf.chat_template.as_deref()) else {
-        return "\n  chat template: none (the model file has none; set model.chat_template_file, or chat requests get a 400)".into();
+    let configured = configured(&p.cfg, p.chat_template.as_deref());
+    let Some((origin, source)) = template::effective(configured, p.gguf.chat_template.as_deref())
+    else {
+        return "\n  chat template: none (the model file has none; set model.chat_template_file or model.chat_template, or chat requests get a 400)".into();
     };
     let mut out = format!(
         "\n  chat template: {} (SHA-256 {})",
@@ -161,9 +163,21 @@ fn template_check(p: &Prepared) -> String {
     out
 }
 
+/// The template the config names, if any (`text`: the file's, as `prepare` read it).
+fn configured<'a>(cfg: &'a Config, text: Option<&'a str>) -> template::Configured<'a> {
+    match (&cfg.model.chat_template_file, cfg.model.chat_template, text) {
+        (Some(path), _, Some(text)) => template::Configured::File(path, text),
+        (None, Some(family), _) => template::Configured::Family(family),
+        _ => template::Configured::None,
+    }
+}
+
 fn origin_text(o: &template::TemplateOrigin) -> String {
     match o {
         template::TemplateOrigin::File(p) => format!("model.chat_template_file {}", p.display()),
+        template::TemplateOrigin::Family(f) => {
+            format!("model.chat_template = \"{}\" (built in)", f.name())
+        }
         template::TemplateOrigin::ModelFile => "the model file's tokenizer.chat_template".into(),
     }
 }
@@ -175,18 +189,17 @@ pub fn template(config_path: &Path) -> Result<String, String> {
     let path = &cfg.model.path;
     let g = gguf::check_file(path).map_err(|e| format!("model.path ({}): {e}", path.display()))?;
     let text = match &cfg.model.chat_template_file {
-        Some(p) => Some((p.as_path(), template::read_file(p)?)),
+        Some(p) => Some(template::read_file(p)?),
         None => None,
     };
-    let file = text.as_ref().map(|(p, t)| (*p, t.as_str()));
-    match template::effective(file, g.chat_template.as_deref()) {
+    match template::effective(configured(&cfg, text.as_deref()), g.chat_template.as_deref()) {
         Some((origin, source)) => Ok(format!(
             "# chat template: {}\n# SHA-256 {}\n{source}\n",
             origin_text(&origin),
             template::sha256_hex(&source)
         )),
         None => Err(format!(
-            "{} has no chat template and model.chat_template_file is not set",
+            "{} has no chat template and neither model.chat_template_file nor model.chat_template is set",
             path.display()
         )),
     }
@@ -252,15 +265,15 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         Mode::Serve => None,
     };
     let mut settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
-    // The one file setting that is not a value: read (and checked) by `prepare`.
+    // The configured template (a file read and checked by `prepare`, or a family).
     settings.engine.chat_template = p.chat_template.clone();
-    if let Some(path) = &p.cfg.model.chat_template_file {
-        let sha256 = p
-            .chat_template
-            .as_deref()
-            .map(template::sha256_hex)
-            .unwrap_or_default();
-        tracing::info!(file = %path.display(), sha256 = %sha256, "chat template from model.chat_template_file");
+    if let Some(source) = &p.chat_template {
+        let origin = match &p.cfg.model.chat_template_file {
+            Some(path) => format!("model.chat_template_file {}", path.display()),
+            None => "model.chat_template (built in)".into(),
+        };
+        let sha256 = template::sha256_hex(source);
+        tracing::info!(origin = %origin, sha256 = %sha256, "chat template configured");
     }
     for d in &settings.derived {
         tracing::info!(key = d.key, value = %d.value, why = %d.why, "setting derived");

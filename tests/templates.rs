@@ -59,7 +59,7 @@ async fn a_model_without_a_template_is_served_once_the_operator_names_one() {
     });
     let log = server.log_text();
     assert!(
-        log.contains("the model file has no chat template and model.chat_template_file is not set"),
+        log.contains("the model file has no chat template and neither model.chat_template_file nor model.chat_template is set"),
         "{log}"
     );
     let mut c = server.client().await;
@@ -100,8 +100,40 @@ async fn a_model_without_a_template_is_served_once_the_operator_names_one() {
     assert!(out.contains("chat template: none"), "{out}");
     let (code, _, err) = run_cli(&["template", "--config", config.to_str().unwrap()], None);
     assert_eq!(code, 1);
-    assert!(err.contains("model.chat_template_file is not set"), "{err}");
+    assert!(
+        err.contains("neither model.chat_template_file nor model.chat_template is set"),
+        "{err}"
+    );
     drop(c);
+    drop(server);
+
+    // A built-in family instead of a file.
+    let server = Server::start_with(Options {
+        model: Some(model.clone()),
+        model_section: format!(
+            "{}chat_template = \"chatml\"\n",
+            Options::default().model_section
+        ),
+        ..Options::default()
+    });
+    let r = server
+        .client()
+        .await
+        .post("/v1/chat/completions", Some(ALICE), &chat())
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let log = server.log_text();
+    assert!(
+        log.contains("origin=model.chat_template (built in)"),
+        "{log}"
+    );
+    let config = server.dir.path().join("config.toml");
+    let (code, out, err) = run_cli(&["template", "--config", config.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("# chat template: model.chat_template = \"chatml\" (built in)"),
+        "{out}"
+    );
     drop(server);
 
     // With `model.chat_template_file`: chat works, rendered by that template.

@@ -258,7 +258,8 @@ impl ApiError {
             ),
             EngineError::NoTemplate => Self::invalid(
                 "This model file has no chat template, so chat messages cannot be rendered; \
-                 the operator must set `model.chat_template_file` (raw /v1/completions work)",
+                 the operator must set `model.chat_template_file` or `model.chat_template` \
+                 (raw /v1/completions work)",
                 "messages",
             )
             .with_code("no_chat_template"),

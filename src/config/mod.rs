@@ -264,6 +264,10 @@ pub struct ModelConfig {
     /// read once before lock-down, compiled and tried on a sample conversation.
     #[serde(default)]
     pub chat_template_file: Option<PathBuf>,
+    /// A built-in chat template by family ("chatml", "llama3", "mistral", "gemma") to
+    /// use instead of the model file's; not together with `chat_template_file`.
+    #[serde(default)]
+    pub chat_template: Option<crate::engine::template_families::Family>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

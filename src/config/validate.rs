@@ -175,6 +175,13 @@ impl Config {
                 "a quantized KV cache needs flash attention: set model.flash_attention = \"auto\" or \"on\", or kv_cache_type = \"f16\"".into(),
             );
         }
+        if self.model.chat_template.is_some() && self.model.chat_template_file.is_some() {
+            bad(
+                "model.chat_template",
+                "set model.chat_template (a built-in family) or model.chat_template_file, not both"
+                    .into(),
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             bad(
                 "logging.level",

@@ -15,6 +15,7 @@ pub mod constraint;
 pub mod prefix;
 pub mod queue;
 pub mod template;
+pub mod template_families;
 pub mod text;
 
 #[cfg(feature = "fake-engine")]

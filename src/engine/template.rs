@@ -11,6 +11,7 @@
 //! Templates that do not mention `tools` get the tool history flattened into plain text
 //! messages (`flatten`): the generic tool format (see `api::tools`).
 
+use super::template_families::Family;
 use super::{ChatMessage, ToolCall};
 use minijinja::{Environment, ErrorKind, Value as JValue};
 use serde_json::{json, Value};
@@ -30,22 +31,34 @@ pub const MAX_TEMPLATE_FILE_BYTES: u64 = 256 * 1024;
 pub enum TemplateOrigin {
     /// `model.chat_template_file`.
     File(std::path::PathBuf),
+    /// `model.chat_template`: a built-in family.
+    Family(Family),
     /// The GGUF's `tokenizer.chat_template`.
     ModelFile,
 }
 
-/// The chat template start-up will use: the configured file's text, else the model
-/// file's; None when neither exists.
+/// What the operator configured instead of the model file's template, if anything.
+#[derive(Debug, Clone, Copy)]
+pub enum Configured<'a> {
+    None,
+    /// `model.chat_template_file` and its text.
+    File(&'a std::path::Path, &'a str),
+    Family(Family),
+}
+
+/// The chat template start-up will use: the configured one, else the model file's;
+/// None when there is neither.
 pub fn effective(
-    file: Option<(&std::path::Path, &str)>,
+    configured: Configured<'_>,
     gguf: Option<&str>,
 ) -> Option<(TemplateOrigin, String)> {
-    match (file, gguf) {
-        (Some((path, text)), _) => {
+    match (configured, gguf) {
+        (Configured::File(path, text), _) => {
             Some((TemplateOrigin::File(path.to_path_buf()), text.to_string()))
         }
-        (None, Some(text)) => Some((TemplateOrigin::ModelFile, text.to_string())),
-        (None, None) => None,
+        (Configured::Family(f), _) => Some((TemplateOrigin::Family(f), f.source().to_string())),
+        (Configured::None, Some(text)) => Some((TemplateOrigin::ModelFile, text.to_string())),
+        (Configured::None, None) => None,
     }
 }
 
@@ -411,14 +424,21 @@ mod tests {
     fn the_configured_file_wins_over_the_model_files_template() {
         let p = std::path::Path::new("/t.jinja");
         assert_eq!(
-            effective(Some((p, "file")), Some("gguf")),
+            effective(Configured::File(p, "file"), Some("gguf")),
             Some((TemplateOrigin::File(p.to_path_buf()), "file".into()))
         );
         assert_eq!(
-            effective(None, Some("gguf")),
+            effective(Configured::Family(Family::Gemma), Some("gguf")),
+            Some((
+                TemplateOrigin::Family(Family::Gemma),
+                Family::Gemma.source().into()
+            ))
+        );
+        assert_eq!(
+            effective(Configured::None, Some("gguf")),
             Some((TemplateOrigin::ModelFile, "gguf".into()))
         );
-        assert_eq!(effective(None, None), None);
+        assert_eq!(effective(Configured::None, None), None);
         // SHA-256 of "abc" (FIPS 180-2 test vector).
         assert_eq!(
             sha256_hex("abc"),

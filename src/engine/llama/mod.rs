@@ -243,7 +243,8 @@ fn token_env(model: &LlamaModel) -> toktrie::TokEnv {
     Arc::new(super::constraint::ApproximateTokEnv::new(trie))
 }
 
-/// The chat template: `model.chat_template_file`'s text when set (an error if it does not
+/// The chat template: the configured one (`model.chat_template_file`'s text or a
+/// `model.chat_template` family) when set (an error if it does not
 /// work with this model's special tokens), else the model file's, compiled with minijinja
 /// and tried on a probe conversation; llama.cpp's built-in renderer if that fails
 /// (logged); none without any template (warned once: chat requests get a 400 naming the
@@ -258,11 +259,12 @@ fn chat_renderer(model: &LlamaModel, configured: Option<&str>) -> Result<render:
         return ChatTemplate::new(source, &bos, &eos)
             .and_then(|t| t.render(&probe, &[]).map(|_| t))
             .map(|t| render::Renderer::Jinja(Box::new(t)))
-            .map_err(|e| format!("model.chat_template_file: {e}"));
+            .map_err(|e| format!("the configured chat template (model.chat_template_file or model.chat_template): {e}"));
     }
     let Ok(builtin) = model.chat_template(None) else {
         tracing::warn!(
-            "the model file has no chat template and model.chat_template_file is not set: \
+            "the model file has no chat template and neither model.chat_template_file nor \
+             model.chat_template is set: \
              chat requests (/v1/chat/completions, /v1/responses) get a 400 until it is"
         );
         return Ok(render::Renderer::None);
