@@ -118,10 +118,24 @@ impl ResponsesWire {
         })
     }
 
+    fn call_item_id(&self, i: usize) -> String {
+        format!("fc_{}_{i}", self.random)
+    }
+
+    /// The response object once its one choice finished (whole body and last event).
+    fn finished_object(&self, output: &Output, reason: FinishReason, totals: &Totals) -> Value {
+        let items = self.items(output);
+        self.object(
+            status_of(reason),
+            items,
+            Some(End::Done(totals.usage(), reason)),
+        )
+    }
+
     fn call_item(&self, i: usize, name: &str, arguments: &str, status: &str) -> Value {
         json!({
             "type": "function_call",
-            "id": format!("fc_{}_{i}", self.random),
+            "id": self.call_item_id(i),
             "call_id": tools::call_id(&self.random, 0, i),
             "name": name,
             "arguments": arguments,
@@ -136,10 +150,7 @@ impl ResponsesWire {
         } else {
             choice.take_held()
         };
-        let status = match reason {
-            FinishReason::Stop => "completed",
-            FinishReason::Length => "incomplete",
-        };
+        let status = status_of(reason);
         if choice.shape().tools {
             match tools::parse_answer(&text) {
                 Some(Answer::Calls(calls)) => return Output::Calls(calls, status),
@@ -263,7 +274,7 @@ impl Wire for ResponsesWire {
                         "response.output_item.added",
                         json!({"output_index": i, "item": added}),
                     );
-                    let id = format!("fc_{}_{i}", self.random);
+                    let id = self.call_item_id(i);
                     self.emit(
                         out,
                         "response.function_call_arguments.delta",
@@ -283,13 +294,11 @@ impl Wire for ResponsesWire {
                 }
             }
         }
-        let (event, status) = match reason {
-            FinishReason::Stop => ("response.completed", "completed"),
-            FinishReason::Length => ("response.incomplete", "incomplete"),
+        let event = match reason {
+            FinishReason::Stop => "response.completed",
+            FinishReason::Length => "response.incomplete",
         };
-        let items = self.items(&output);
-        let end = End::Done(totals.usage(), reason);
-        let object = self.object(status, items, Some(end));
+        let object = self.finished_object(&output, reason, totals);
         self.emit(out, event, json!({"response": object}));
     }
 
@@ -304,12 +313,15 @@ impl Wire for ResponsesWire {
             return self.object("failed", Vec::new(), None);
         };
         let output = self.output(&mut choice, reason);
-        let status = match reason {
-            FinishReason::Stop => "completed",
-            FinishReason::Length => "incomplete",
-        };
-        let items = self.items(&output);
-        self.object(status, items, Some(End::Done(totals.usage(), reason)))
+        self.finished_object(&output, reason, totals)
+    }
+}
+
+/// A finished response's (and its items') status.
+fn status_of(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "completed",
+        FinishReason::Length => "incomplete",
     }
 }
 
