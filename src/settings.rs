@@ -11,6 +11,8 @@
 
 use crate::auth::AuthLimits;
 use crate::config::{Config, GpuLayers, LimitsConfig};
+use crate::engine::reasoning::{Budgets, ReasoningFormat, ReasoningSetting};
+use crate::engine::tool_syntax::{ToolFormatSetting, ToolSyntax};
 use crate::engine::EngineParams;
 use std::time::Duration;
 
@@ -61,6 +63,34 @@ pub struct ApiSettings {
     pub log_prompts: bool,
     /// `[metrics] enabled`: /metrics on the health port.
     pub metrics_enabled: bool,
+    /// The model's thinking format (`model.reasoning_format`, resolved against the chat
+    /// template by `Settings::apply_template`); None: no split, `reasoning_effort` refused.
+    pub reasoning: Option<ReasoningFormat>,
+    /// Thinking budgets by `reasoning_effort`.
+    pub reasoning_budgets: Budgets,
+    /// The model family's tool-call syntax (`model.tool_format`, resolved with the
+    /// template); None: the generic JSON envelope.
+    pub tool_syntax: Option<ToolSyntax>,
+}
+
+/// A setting left on "auto" that the chat template decided: what it `found` (else the
+/// `fallback`), and why (`because`: the template shows it / does not).
+fn decided_by_template(
+    key: &'static str,
+    found: Option<&'static str>,
+    fallback: &'static str,
+    because: (&str, &str),
+) -> Derived {
+    let why = if found.is_some() {
+        because.0
+    } else {
+        because.1
+    };
+    Derived {
+        key,
+        value: found.unwrap_or(fallback).into(),
+        why: format!("auto: the chat template {why}"),
+    }
 }
 
 /// Every runtime value, resolved once from the config.
@@ -153,6 +183,7 @@ impl Settings {
                     GpuLayers::Count(n) => n,
                 },
                 main_gpu: m.main_gpu,
+                split_mode: m.split_mode,
                 flash_attention: m.flash_attention,
                 kv_cache_type: m.kv_cache_type,
                 parallel: m.parallel,
@@ -187,9 +218,46 @@ impl Settings {
                 embeddings: m.embeddings,
                 log_prompts: cfg.logging.log_prompts,
                 metrics_enabled: cfg.metrics.enabled,
+                // "auto" needs the template: `apply_template` decides it.
+                reasoning: m.reasoning_format.resolve(None),
+                reasoning_budgets: Budgets {
+                    low: m.reasoning_budget_low,
+                    medium: m.reasoning_budget_medium,
+                },
+                tool_syntax: m.tool_format.resolve(None),
             },
             derived,
         }
+    }
+
+    /// The chat template start-up settled on: `configured` (the text of
+    /// `model.chat_template_file` or of the `model.chat_template` family, for the engine)
+    /// else the model file's `gguf` template. It decides `model.reasoning_format = "auto"`.
+    pub fn apply_template(&mut self, cfg: &Config, configured: Option<String>, gguf: Option<&str>) {
+        let template = configured.as_deref().or(gguf);
+        let m = &cfg.model;
+        self.api.reasoning = m.reasoning_format.resolve(template);
+        self.api.tool_syntax = m.tool_format.resolve(template);
+        if m.reasoning_format == ReasoningSetting::Auto {
+            self.derived.push(decided_by_template(
+                "model.reasoning_format",
+                self.api.reasoning.map(ReasoningFormat::name),
+                "none",
+                ("mentions <think>", "does not mention <think>"),
+            ));
+        }
+        if m.tool_format == ToolFormatSetting::Auto {
+            self.derived.push(decided_by_template(
+                "model.tool_format",
+                self.api.tool_syntax.map(ToolSyntax::name),
+                "generic",
+                (
+                    "writes tool calls in this syntax",
+                    "shows no tool-call syntax",
+                ),
+            ));
+        }
+        self.engine.chat_template = configured;
     }
 }
 

@@ -103,7 +103,12 @@ pub fn check_config(config_path: &Path) -> Result<String, String> {
     let p = prepare(cfg, config_path)?;
     let addrs = p.cfg.listen_addrs();
     let plan = sandbox::plan(&p.cfg, (addrs.api.port(), addrs.health.port()))?;
-    let settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
+    let mut settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
+    settings.apply_template(
+        &p.cfg,
+        p.chat_template.clone(),
+        p.gguf.chat_template.as_deref(),
+    );
     let mut out = format!(
         "config OK: {}\n  sandbox: {} (details: `policy --config FILE`)\n  listen {} (TLS), health {}\n  {} key(s) in {}\n  TLS certificate ({:?}) SHA-256 {}\n  model {} (id {:?}): GGUF v{}, {} tensors, architecture {}, chat template {}",
         config_path.display(),
@@ -121,6 +126,15 @@ pub fn check_config(config_path: &Path) -> Result<String, String> {
         p.gguf.architecture.as_deref().unwrap_or("unknown"),
         if p.gguf.has_chat_template { "present" } else { "missing" },
     );
+    out.push_str(&format!(
+        "\n  GPU placement (CUDA builds): gpu_layers {}, split_mode \"{}\", main_gpu {} (\"layer\": each visible GPU takes layers in proportion to its free memory; start-up logs every device and llama.cpp's buffer size on each)",
+        match p.cfg.model.gpu_layers {
+            crate::config::GpuLayers::All => "all".to_string(),
+            crate::config::GpuLayers::Count(n) => n.to_string(),
+        },
+        p.cfg.model.split_mode.name(),
+        p.cfg.model.main_gpu,
+    ));
     out.push_str(&template_check(&p));
     for d in &settings.derived {
         out.push_str(&format!(
@@ -265,8 +279,13 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         Mode::Serve => None,
     };
     let mut settings = Settings::resolve(&p.cfg, crate::cores::physical_cores());
-    // The configured template (a file read and checked by `prepare`, or a family).
-    settings.engine.chat_template = p.chat_template.clone();
+    // The configured template (a file read and checked by `prepare`, or a family), else
+    // the model file's; it decides the reasoning format.
+    settings.apply_template(
+        &p.cfg,
+        p.chat_template.clone(),
+        p.gguf.chat_template.as_deref(),
+    );
     if let Some(source) = &p.chat_template {
         let origin = match &p.cfg.model.chat_template_file {
             Some(path) => format!("model.chat_template_file {}", path.display()),

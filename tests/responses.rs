@@ -20,45 +20,6 @@ fn weather_tool() -> Value {
                           "required": ["city"], "additionalProperties": false}})
 }
 
-/// Every event of an SSE body as (event line, data), checking the framing as it goes:
-/// each event has an `event:` line naming its `type`, and sequence numbers count up from 0.
-fn typed_events(body: &[u8]) -> Vec<(String, Value)> {
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    let events: Vec<(String, Value)> = text
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let (event, data) = e
-                .split_once('\n')
-                .unwrap_or_else(|| panic!("an event line and a data line: {e:?}"));
-            let name = event
-                .strip_prefix("event: ")
-                .unwrap_or_else(|| panic!("no event line: {e:?}"));
-            let data: Value = serde_json::from_str(
-                data.strip_prefix("data: ")
-                    .unwrap_or_else(|| panic!("no data line: {e:?}")),
-            )
-            .unwrap();
-            assert_eq!(data["type"], name, "event line and type differ: {e}");
-            (name.to_string(), data)
-        })
-        .collect();
-    let seqs: Vec<u64> = events
-        .iter()
-        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        seqs,
-        (0..events.len() as u64).collect::<Vec<_>>(),
-        "sequence numbers"
-    );
-    events
-}
-
-fn names(events: &[(String, Value)]) -> Vec<&str> {
-    events.iter().map(|(n, _)| n.as_str()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_text_and_tool_calls_come_as_typed_events_in_order() {
     let server = Server::start();

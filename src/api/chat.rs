@@ -6,9 +6,9 @@
 //! definitions, call ids, names and arguments included), not only message contents.
 
 use super::check::{
-    check_logit_bias, check_max_tokens, check_n, check_response_format, check_stop, check_stream,
-    check_text, check_user, sampling, ResponseFormat, SamplingFields, StopField, StreamOptions,
-    CHAT_FORMAT, MAX_TOP_LOGPROBS,
+    check_effort, check_logit_bias, check_max_tokens, check_n, check_response_format, check_stop,
+    check_stream, check_text, check_user, sampling, ResponseFormat, SamplingFields, StopField,
+    StreamOptions, CHAT_FORMAT, MAX_TOP_LOGPROBS,
 };
 use super::error::ApiError;
 use super::generation::Generation;
@@ -52,6 +52,10 @@ pub struct RawMessage {
     /// Echoed back by SDKs that append a response message to the history; must be null.
     #[serde(default)]
     pub refusal: Option<String>,
+    /// An earlier answer's thinking, echoed back by clients that append the response
+    /// message: accepted and not rendered (reasoning templates drop past thinking too).
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
 }
 
 /// Fields shared by both generation endpoints.
@@ -113,6 +117,9 @@ pub struct ChatCompletionRequest {
     /// OpenAI: a processing-tier hint; "auto" and "default" accepted and ignored.
     #[serde(default)]
     pub service_tier: Option<String>,
+    /// How much a reasoning model may think (`engine::reasoning::Budgets`).
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
 }
 
 impl ChatCompletionRequest {
@@ -206,6 +213,7 @@ impl ChatCompletionRequest {
             logprobs,
             tools,
             user: self.user.or(self.safety_identifier),
+            reasoning_effort: check_effort(self.reasoning_effort.as_deref(), "reasoning_effort")?,
             echo: None,
         })
     }

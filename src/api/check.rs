@@ -6,6 +6,7 @@
 use super::error::ApiError;
 use super::schema;
 use crate::config::LimitsConfig;
+use crate::engine::reasoning::Effort;
 use crate::engine::Sampling;
 use serde::Deserialize;
 use serde_json::Value;
@@ -152,6 +153,31 @@ pub(super) fn check_user(user: &Option<String>, param: &str) -> Result<(), ApiEr
         )),
         _ => Ok(()),
     }
+}
+
+/// `reasoning_effort` / `reasoning.effort`: one of OpenAI's levels (whether the model can
+/// act on it is decided with the model's reasoning format, in `generate`).
+pub(super) fn check_effort(
+    effort: Option<&str>,
+    param: &'static str,
+) -> Result<Option<RequestedEffort>, ApiError> {
+    let Some(name) = effort else {
+        return Ok(None);
+    };
+    match Effort::parse(name) {
+        Some(effort) => Ok(Some(RequestedEffort { effort, param })),
+        None => Err(ApiError::invalid(
+            format!("`{param}` must be {}", Effort::NAMES),
+            param,
+        )),
+    }
+}
+
+/// A reasoning effort as asked, with the field that asked (for a 400 naming it).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestedEffort {
+    pub effort: Effort,
+    pub param: &'static str,
 }
 
 pub(super) fn check_logit_bias(

@@ -137,6 +137,7 @@ impl CompletionRequest {
             include_usage,
             n,
             json_schema: None,
+            reasoning_effort: None,
             logit_bias: check_logit_bias(self.logit_bias)?,
             logprobs,
             tools: None,

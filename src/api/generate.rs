@@ -14,6 +14,7 @@ use super::completions::CompletionRequest;
 use super::error::ApiError;
 use super::generation::Generation;
 use super::json::parse_json;
+use super::prompt::use_native_tools;
 use super::responses::ResponsesRequest;
 use super::stream::SseBody;
 use super::wire::completions::{Kind, Meta};
@@ -22,6 +23,7 @@ use super::wire::{self, Shape, Wire};
 use super::{json_response, random_hex, secure_headers, unix_now, ApiBody, AppState};
 use crate::auth::Principal;
 use crate::engine::constraint::Constraint;
+use crate::engine::reasoning::Plan;
 use crate::engine::{Event, GenerateRequest};
 use crate::metrics::Trace;
 use http_body_util::BodyExt;
@@ -72,6 +74,12 @@ pub(super) async fn generate(
     })
     .await?;
     let count_only = endpoint == Endpoint::InputTokens;
+    let reasoning = reasoning_plan(endpoint, &generation, &state.api)?;
+    // A model family's own tool syntax replaces the generic envelope (`prompt.rs`).
+    let tools = match state.api.tool_syntax {
+        Some(syntax) => use_native_tools(&mut generation, syntax)?,
+        None => None,
+    };
     if let Some(user) = &generation.user {
         // SECURITY: the end-user id is the client's data; only a short hash is logged.
         tracing::info!(user_tag = %user_tag(&state.user_tag_key, user), "end-user tag");
@@ -109,6 +117,8 @@ pub(super) async fn generate(
                 events: tx,
                 deadline: Duration::from_secs(state.limits.max_generation_secs),
                 count_only,
+                reasoning,
+                tools,
             })
             .map_err(|_| ApiError::overloaded(1))?;
         receivers.push(rx);
@@ -139,6 +149,7 @@ pub(super) async fn generate(
     let shape = Shape {
         logprobs: generation.logprobs.is_some(),
         tools: generation.tools.is_some(),
+        syntax: tools.map(|plan| plan.syntax),
         stream: generation.stream,
     };
     let created = unix_now();
@@ -215,6 +226,32 @@ impl Answer<'_> {
             drop(self.slots);
             Ok(json_response(StatusCode::OK, &body))
         }
+    }
+}
+
+/// The reasoning split for this request: chat and Responses requests to a reasoning
+/// model get one (with the thinking budget of their effort); raw completions never do.
+/// An effort the model cannot act on (it does not reason) is a 400 naming the field.
+fn reasoning_plan(
+    endpoint: Endpoint,
+    generation: &Generation,
+    api: &crate::settings::ApiSettings,
+) -> Result<Option<Plan>, ApiError> {
+    let effort = generation.reasoning_effort;
+    match (endpoint, api.reasoning, effort) {
+        (Endpoint::Completion, _, _) => Ok(None),
+        (_, None, Some(e)) => Err(ApiError::invalid(
+            format!(
+                "This model does not think separately from its answer (model.reasoning_format), so `{}` cannot act; leave it out",
+                e.param
+            ),
+            e.param,
+        )),
+        (_, None, None) => Ok(None),
+        (_, Some(format), effort) => Ok(Some(Plan {
+            format,
+            budget: api.reasoning_budgets.of(effort.map(|e| e.effort)),
+        })),
     }
 }
 

@@ -2,7 +2,7 @@
 //! completions, responses) translates its body into a `Generation`, which the admission path and
 //! the engine take from there. Everything in it is validated.
 
-use super::check::OutputSchema;
+use super::check::{OutputSchema, RequestedEffort};
 use super::tools::ToolSet;
 use crate::engine::{Prompt, Sampling};
 
@@ -28,6 +28,8 @@ pub struct Generation {
     pub tools: Option<ToolSet>,
     /// `user` / `safety_identifier`, for the log as a hashed tag only.
     pub user: Option<String>,
+    /// `reasoning_effort` (chat) / `reasoning.effort` (Responses).
+    pub reasoning_effort: Option<RequestedEffort>,
     /// The request's settings as the Responses API echoes them in its response object
     /// (None for the other endpoints).
     pub echo: Option<serde_json::Map<String, serde_json::Value>>,

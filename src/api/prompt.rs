@@ -4,8 +4,10 @@
 
 use super::check::{output_schema, FormatParams, OutputSchema};
 use super::error::ApiError;
+use super::generation::Generation;
 use super::tools::ToolSet;
 use crate::config::LimitsConfig;
+use crate::engine::tool_syntax::{ToolPlan, ToolSyntax};
 use crate::engine::{ChatMessage, Prompt};
 
 /// The prompt of a chat-shaped request (chat completions, Responses) and the schema its
@@ -64,6 +66,31 @@ pub(super) fn chat_prompt(
     Ok((prompt, json_schema))
 }
 
+/// A model with its family's own tool syntax (`engine::tool_syntax`): the chat template
+/// describes the tools in its own words, so the generic format's instructions message
+/// (which `chat_prompt` put first) goes, and the output is constrained call by call (one
+/// call's schema, started at each opener) instead of as one JSON envelope. Returns how
+/// the engine runs the calls; None when the request has no tools.
+pub(super) fn use_native_tools(
+    generation: &mut Generation,
+    syntax: ToolSyntax,
+) -> Result<Option<ToolPlan>, ApiError> {
+    let Some(tools) = &generation.tools else {
+        return Ok(None);
+    };
+    if let Prompt::Chat { messages, .. } = &mut generation.prompt {
+        let instructions = tools.instructions();
+        if messages
+            .first()
+            .is_some_and(|m| m.role == "system" && m.content == instructions)
+        {
+            messages.remove(0);
+        }
+    }
+    generation.json_schema = output_schema(Some(tools.native_schema(syntax)), "tools")?;
+    Ok(Some(tools.native_plan(syntax)))
+}
+
 /// Bytes of client text one message puts into the rendered prompt.
 fn rendered_bytes(m: &ChatMessage) -> usize {
     m.content.len()
@@ -73,4 +100,72 @@ fn rendered_bytes(m: &ChatMessage) -> usize {
             .iter()
             .map(|c| c.arguments.len() + c.name.len() + c.id.len())
             .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::chat::ChatCompletionRequest;
+    use crate::api::json::parse_json;
+
+    fn chat(body: &str) -> Generation {
+        parse_json::<ChatCompletionRequest>(body.as_bytes())
+            .and_then(|r| r.validate(&LimitsConfig::default()))
+            .expect("a valid request")
+    }
+
+    const WITH_TOOLS: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+        "tools":[{"type":"function","function":{"name":"add",
+          "parameters":{"type":"object","properties":{"a":{"type":"integer"}}}}}]}"#;
+
+    fn roles(g: &Generation) -> Vec<String> {
+        match &g.prompt {
+            Prompt::Chat { messages, .. } => messages.iter().map(|m| m.role.clone()).collect(),
+            Prompt::Text(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_native_syntax_drops_the_generic_instructions_and_constrains_one_call() {
+        let mut g = chat(WITH_TOOLS);
+        assert_eq!(
+            roles(&g),
+            ["system", "user"],
+            "the generic instructions first"
+        );
+        let plan = use_native_tools(&mut g, ToolSyntax::Hermes)
+            .unwrap()
+            .unwrap();
+        assert_eq!(roles(&g), ["user"]);
+        assert!(!plan.force, "auto: the model opens calls itself");
+        assert_eq!(plan.max_calls, 8);
+        let schema = &g.json_schema.as_ref().unwrap().schema;
+        assert_eq!(schema["anyOf"][0]["properties"]["name"]["const"], "add");
+        assert!(
+            schema.get("properties").is_none(),
+            "not the generic envelope: {schema}"
+        );
+        // The tool objects stay for the template to render.
+        match &g.prompt {
+            Prompt::Chat { tools, .. } => assert_eq!(tools.len(), 1),
+            Prompt::Text(_) => panic!("a chat prompt"),
+        }
+        let named = WITH_TOOLS.replace(
+            r#""tools":"#,
+            r#""tool_choice":{"type":"function","function":{"name":"add"}},"tools":"#,
+        );
+        let mut g = chat(&named);
+        let plan = use_native_tools(&mut g, ToolSyntax::Mistral)
+            .unwrap()
+            .unwrap();
+        assert!(plan.force);
+        assert_eq!(plan.max_calls, 1);
+        assert_eq!(g.json_schema.as_ref().unwrap().schema["maxItems"], 1);
+        // No tools: nothing changes.
+        let mut g = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        assert!(use_native_tools(&mut g, ToolSyntax::Hermes)
+            .unwrap()
+            .is_none());
+        assert!(g.json_schema.is_none());
+    }
 }

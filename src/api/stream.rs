@@ -119,7 +119,12 @@ impl<W: Wire> Body for SseBody<W> {
                 };
                 let last = !matches!(
                     event,
-                    Some(Event::Started { .. } | Event::Token(_) | Event::Text(_))
+                    Some(
+                        Event::Started { .. }
+                            | Event::Token(_)
+                            | Event::Reasoning(_)
+                            | Event::Text(_)
+                    )
                 );
                 this.on_event(i, event);
                 if last || this.done {

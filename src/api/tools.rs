@@ -16,6 +16,7 @@
 use super::check::{check_text, valid_name};
 use super::error::ApiError;
 use super::schema;
+use crate::engine::tool_syntax::{self, ToolPlan, ToolSyntax, MAX_CALLS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -108,7 +109,9 @@ pub struct ToolSet {
 /// What the model answered, once parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    Calls(Vec<(String, String)>),
+    /// The calls (function name, arguments as JSON text), and any text the model wrote
+    /// before them (a native syntax only; empty in the generic format).
+    Calls(Vec<(String, String)>, String),
     Content(String),
 }
 
@@ -243,15 +246,38 @@ impl ToolSet {
             .collect()
     }
 
+    /// How a native syntax runs this tool set: a required or named call is opened by
+    /// the engine; parallel calls up to the generic format's limit.
+    pub fn native_plan(&self, syntax: ToolSyntax) -> ToolPlan {
+        let one = matches!(self.choice, Choice::Named(_)) || !self.parallel;
+        ToolPlan {
+            syntax,
+            force: self.choice != Choice::Auto,
+            max_calls: if one { 1 } else { MAX_CALLS },
+        }
+    }
+
+    /// The functions the answer may call (all, or the named one).
+    fn callable(&self) -> impl Iterator<Item = &Function> {
+        self.functions.iter().filter(|f| match &self.choice {
+            Choice::Named(n) => &f.name == n,
+            _ => true,
+        })
+    }
+
+    /// The JSON Schema of one call in a native syntax (what follows its opener).
+    pub fn native_schema(&self, syntax: ToolSyntax) -> Value {
+        let functions: Vec<(String, Value)> = self
+            .callable()
+            .map(|f| (f.name.clone(), f.parameters.clone()))
+            .collect();
+        syntax.call_schema(&functions, self.native_plan(syntax).max_calls)
+    }
+
     /// The JSON Schema the answer is constrained to.
     pub fn answer_schema(&self) -> Value {
         let calls: Vec<Value> = self
-            .functions
-            .iter()
-            .filter(|f| match &self.choice {
-                Choice::Named(n) => &f.name == n,
-                _ => true,
-            })
+            .callable()
             .map(|f| {
                 json!({
                     "type": "object",
@@ -285,9 +311,17 @@ impl ToolSet {
     }
 }
 
-/// Parse a complete answer. None when it is not the constrained shape (e.g. cut short by
-/// `max_tokens`): the caller returns the raw text as content.
-pub fn parse_answer(text: &str) -> Option<Answer> {
+/// Parse a complete answer, in the generic format or the model family's own syntax.
+/// None when it is not the constrained shape (e.g. cut short by `max_tokens`): the caller
+/// returns the raw text as content.
+pub fn parse_answer(text: &str, syntax: Option<ToolSyntax>) -> Option<Answer> {
+    if let Some(s) = syntax {
+        let parsed = tool_syntax::parse(s, text);
+        return Some(match parsed.calls.is_empty() {
+            true => Answer::Content(parsed.content),
+            false => Answer::Calls(parsed.calls, parsed.content),
+        });
+    }
     let v: Value = serde_json::from_str(text.trim()).ok()?;
     if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
         let mut out = Vec::with_capacity(calls.len());
@@ -296,7 +330,7 @@ pub fn parse_answer(text: &str) -> Option<Answer> {
             let args = c.get("arguments")?.to_string();
             out.push((name, args));
         }
-        return Some(Answer::Calls(out));
+        return Some(Answer::Calls(out, String::new()));
     }
     v.get("content")
         .and_then(Value::as_str)
@@ -375,13 +409,29 @@ mod tests {
     #[test]
     fn answers_parse() {
         assert_eq!(
-            parse_answer(r#"{"tool_calls":[{"name":"f","arguments":{"a":1}}]}"#),
-            Some(Answer::Calls(vec![("f".into(), r#"{"a":1}"#.into())]))
+            parse_answer(r#"{"tool_calls":[{"name":"f","arguments":{"a":1}}]}"#, None),
+            Some(Answer::Calls(
+                vec![("f".into(), r#"{"a":1}"#.into())],
+                String::new()
+            ))
         );
         assert_eq!(
-            parse_answer(r#" {"content":"hi"} "#),
+            parse_answer(r#" {"content":"hi"} "#, None),
             Some(Answer::Content("hi".into()))
         );
-        assert_eq!(parse_answer(r#"{"tool_calls":[{"name":"f""#), None);
+        assert_eq!(parse_answer(r#"{"tool_calls":[{"name":"f""#, None), None);
+        // A native syntax: text before the call is kept beside it.
+        let hermes = "Checking.<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>";
+        assert_eq!(
+            parse_answer(hermes, Some(ToolSyntax::Hermes)),
+            Some(Answer::Calls(
+                vec![("f".into(), "{}".into())],
+                "Checking.".into()
+            ))
+        );
+        assert_eq!(
+            parse_answer("Just text.", Some(ToolSyntax::Hermes)),
+            Some(Answer::Content("Just text.".into()))
+        );
     }
 }

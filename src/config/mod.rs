@@ -252,6 +252,11 @@ pub struct ModelConfig {
     /// the start-up log lists the devices.
     #[serde(default)]
     pub main_gpu: u32,
+    /// How a model is spread over several GPUs: "layer" (whole layers per GPU, in
+    /// proportion to each one's free memory; llama.cpp's default), "row" (each layer's
+    /// rows split, `main_gpu` holding the small tensors) or "none" (only `main_gpu`).
+    #[serde(default)]
+    pub split_mode: SplitMode,
     /// Flash attention: "auto" (llama.cpp decides per device), "on" or "off".
     #[serde(default)]
     pub flash_attention: FlashAttention,
@@ -268,6 +273,40 @@ pub struct ModelConfig {
     /// use instead of the model file's; not together with `chat_template_file`.
     #[serde(default)]
     pub chat_template: Option<crate::engine::template_families::Family>,
+    /// How the model marks its thinking: "auto" (`think` when the chat template mentions
+    /// `<think>`), "think" (`<think>…</think>`) or "none" (no split).
+    #[serde(default)]
+    pub reasoning_format: crate::engine::reasoning::ReasoningSetting,
+    /// How the model calls tools: "auto" (its family's syntax when the chat template
+    /// shows one: `<tool_call>` Hermes, `[TOOL_CALLS]` Mistral, `<|python_tag|>` Llama 3),
+    /// "hermes", "llama3", "mistral", or "generic" (the JSON envelope, any template).
+    #[serde(default)]
+    pub tool_format: crate::engine::tool_syntax::ToolFormatSetting,
+    /// Thinking tokens a request with `reasoning_effort: "low"` may spend.
+    #[serde(default = "default_budget_low")]
+    pub reasoning_budget_low: u32,
+    /// Thinking tokens for `reasoning_effort: "medium"` ("high": up to `max_tokens`).
+    #[serde(default = "default_budget_medium")]
+    pub reasoning_budget_medium: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitMode {
+    None,
+    #[default]
+    Layer,
+    Row,
+}
+
+impl SplitMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitMode::None => "none",
+            SplitMode::Layer => "layer",
+            SplitMode::Row => "row",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -300,6 +339,12 @@ impl KvCacheType {
     }
 }
 
+fn default_budget_low() -> u32 {
+    1024
+}
+fn default_budget_medium() -> u32 {
+    4096
+}
 fn default_context() -> u32 {
     4096
 }

@@ -229,6 +229,8 @@ fn bounded_keys(c: &Config) -> Vec<(&'static str, u64, u64, u64)> {
         ("model.threads", u64::from(m.threads), 0, 1024),
         ("model.threads_batch", u64::from(m.threads_batch), 0, 1024),
         ("model.batch", u64::from(m.batch), 1, 1 << 16),
+        ("model.reasoning_budget_low", u64::from(m.reasoning_budget_low), 1, u64::from(m.reasoning_budget_medium)),
+        ("model.reasoning_budget_medium", u64::from(m.reasoning_budget_medium), 1, 1 << 20),
         // [limits]
         ("limits.max_body_bytes", l.max_body_bytes, 1024, 64 * 1024 * 1024),
         ("limits.max_tokens", u64::from(l.max_tokens), 1, 1 << 20),

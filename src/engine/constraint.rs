@@ -205,6 +205,26 @@ impl Constraint {
             .map_err(|e| classify(&e.to_string()))
     }
 
+    /// The output is one whole value: nothing but the end may follow (a native tool call
+    /// is complete, and the engine writes its closer).
+    pub fn is_complete(&mut self) -> bool {
+        self.matcher.is_stopped() || self.matcher.is_accepting().unwrap_or(false)
+    }
+
+    /// Advance past text the model wrote before the constraint started (the start of a
+    /// call in the same token as its trigger), tokenized with the constraint's own
+    /// vocabulary; an error means the text cannot start a valid value.
+    pub fn consume_text(&mut self, text: &str) -> Result<(), ConstraintError> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let env = self.matcher.tok_env().map_err(|_| ConstraintError::Dead)?;
+        let tokens = env.tokenize_bytes(text.as_bytes());
+        self.matcher
+            .consume_tokens(&tokens)
+            .map_err(|e| classify(&e.to_string()))
+    }
+
     /// Compile time and mask-time percentiles, for the request's log line.
     pub fn report(&self) -> ConstraintReport {
         let mut sorted = self.mask_micros.clone();
@@ -366,6 +386,25 @@ mod tests {
             }
         }
         true
+    }
+
+    #[test]
+    fn a_call_is_complete_at_its_closing_brace_and_may_start_from_text() {
+        let c = compiler();
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}},
+                            "required": ["a"]});
+        let mut k = c.compile_blocking(&schema).unwrap();
+        k.consume_text("{\"a\"").unwrap();
+        assert!(!k.is_complete());
+        assert!(accepts(&mut k, ":12"));
+        assert!(!k.is_complete(), "a number may go on");
+        assert!(accepts(&mut k, "}"));
+        assert!(k.is_complete());
+        let mut k = c.compile_blocking(&schema).unwrap();
+        assert!(
+            k.consume_text("[").is_err(),
+            "text that cannot start the value"
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! - embeddings are a fixed unit vector per input;
 //! - the prompt counts one token per 4 bytes of its text (at least 1).
 //!
-//! It does not apply stop strings, logprobs or logit_bias (those are the real engine's
-//! and its tests'). A test can hold every generation after its first token with
+//! It does not apply stop strings, logprobs, logit_bias or the reasoning split (those are
+//! the real engine's and its tests'). A test can hold every generation after its first token with
 //! `Gate` (`EngineParams::fake_gate`), to observe a stream mid-way without depending on
 //! how fast tokens come.
 
@@ -204,6 +204,7 @@ fn generate(mut job: GenerateRequest, eos: u32, gate: &Gate, stats: &EngineStats
                     prompt_tokens,
                     completion_tokens: completion,
                     cached_tokens: 0,
+                    reasoning_tokens: 0,
                 },
             });
         }

@@ -12,11 +12,15 @@
 //! llama.cpp itself is touched only in `llama/`, behind the `llama` cargo feature.
 
 pub mod constraint;
+pub mod output;
 pub mod prefix;
 pub mod queue;
+pub mod reasoning;
+pub mod steer;
 pub mod template;
 pub mod template_families;
 pub mod text;
+pub mod tool_syntax;
 
 #[cfg(feature = "fake-engine")]
 pub mod fake;
@@ -42,6 +46,7 @@ pub struct EngineParams {
     /// Layers offloaded to the GPU (`u32::MAX`: all).
     pub gpu_layers: u32,
     pub main_gpu: u32,
+    pub split_mode: crate::config::SplitMode,
     pub flash_attention: crate::config::FlashAttention,
     pub kv_cache_type: crate::config::KvCacheType,
     /// Sequences decoded together (llama.cpp's n_seq_max).
@@ -207,6 +212,12 @@ pub struct GenerateRequest {
     /// Only count: render and tokenize the prompt, report `Started`, then finish with no
     /// completion (`POST /v1/responses/input_tokens`).
     pub count_only: bool,
+    /// Split the model's thinking out of its answer (chat and Responses requests to a
+    /// reasoning model; `engine::reasoning`).
+    pub reasoning: Option<reasoning::Plan>,
+    /// Tool calls in the model family's own syntax (`engine::tool_syntax`): `constraint`
+    /// is then one call's constraint, started at each call's opener.
+    pub tools: Option<tool_syntax::ToolPlan>,
 }
 
 /// One embeddings job: every input is embedded with the model's pooling, L2-normalised.
@@ -269,8 +280,9 @@ impl FinishReason {
     }
 }
 
-/// What the engine reports for one request, in order: `Started`, any number of `Text`,
-/// then `Finished` — or a single `Failed`.
+/// What the engine reports for one request, in order: `Started`, any number of
+/// `Reasoning` (thinking, split out by `reasoning`), any number of `Text`, then `Finished`
+/// — or a single `Failed`. `Token` (log-probabilities) may come before any piece.
 ///
 /// The per-request channel is unbounded on purpose: the engine must never wait for a
 /// slow client. Its size is bounded by `max_tokens` pieces.
@@ -281,6 +293,8 @@ pub enum Event {
     },
     /// Only when `logprobs` was asked: the next sampled token, before its text.
     Token(TokenLogprob),
+    /// The model's thinking (only with a `reasoning` plan; always before any `Text`).
+    Reasoning(String),
     Text(String),
     Finished {
         reason: FinishReason,
@@ -305,6 +319,8 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Leading prompt tokens taken from the prefix cache instead of being computed.
     pub cached_tokens: u32,
+    /// Completion tokens spent thinking (markers included).
+    pub reasoning_tokens: u32,
 }
 
 /// Failures the client should hear about (no prompt text in any of them).
@@ -533,6 +549,8 @@ mod tests {
                 events,
                 deadline: std::time::Duration::from_secs(1),
                 count_only: false,
+                reasoning: None,
+                tools: None,
             }
         };
         assert!(h.submit(make()).is_ok());

@@ -120,7 +120,7 @@ impl StopMatcher {
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `stop`, at a char boundary.
-fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+pub(crate) fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
     let max = text.len().min(stop.len().saturating_sub(1));
     (1..=max)
         .rev()

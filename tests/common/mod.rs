@@ -599,6 +599,66 @@ pub fn sse_events(body: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Every event of an SSE body as (event line, data), checking the framing as it goes:
+/// each event has an `event:` line naming its `type`, and sequence numbers count up from 0.
+pub fn typed_events(body: &[u8]) -> Vec<(String, Value)> {
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (event, data) = e
+                .split_once('\n')
+                .unwrap_or_else(|| panic!("an event line and a data line: {e:?}"));
+            let name = event
+                .strip_prefix("event: ")
+                .unwrap_or_else(|| panic!("no event line: {e:?}"));
+            let data: Value = serde_json::from_str(
+                data.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("no data line: {e:?}")),
+            )
+            .unwrap();
+            assert_eq!(data["type"], name, "event line and type differ: {e}");
+            (name.to_string(), data)
+        })
+        .collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..events.len() as u64).collect::<Vec<_>>(),
+        "sequence numbers"
+    );
+    events
+}
+
+pub fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// A server whose chat template is `template` (`model.chat_template_file`, written to a
+/// file readable by the user the server drops to), with `model_extra` in `[model]`; the
+/// folder holding the file comes back with it (the CLI commands read the file again).
+pub fn server_with_template(template: &str, model_extra: &str) -> (Server, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("template.jinja");
+    std::fs::write(&path, template).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::start_with(Options {
+        model_section: format!(
+            "{}chat_template_file = \"{}\"\n{model_extra}",
+            Options::default().model_section,
+            path.display()
+        ),
+        ..Options::default()
+    });
+    (server, dir)
+}
+
 /// Run the binary with arguments and optional stdin: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     run_cli_env(args, stdin, &[])

@@ -17,8 +17,8 @@
 mod input;
 
 use super::check::{
-    check_max_tokens, check_response_format, check_text, check_user, sampling, JsonSchemaFormat,
-    ResponseFormat, SamplingFields, RESPONSES_FORMAT,
+    check_effort, check_max_tokens, check_response_format, check_text, check_user, sampling,
+    JsonSchemaFormat, ResponseFormat, SamplingFields, RESPONSES_FORMAT,
 };
 use super::error::ApiError;
 use super::generation::Generation;
@@ -76,9 +76,10 @@ pub struct ResponsesRequest {
     /// Extra output to include; only values that need nothing this server lacks.
     #[serde(default)]
     pub include: Option<Vec<String>>,
-    /// Reasoning settings: accepted and ignored (the model does not reason separately).
+    /// How much a reasoning model may think; `summary` is accepted (no summary is made:
+    /// the reasoning item carries the thinking itself).
     #[serde(default)]
-    pub reasoning: Option<Value>,
+    pub reasoning: Option<ReasoningParam>,
     /// A processing-tier hint: "auto" and "default" accepted and ignored.
     #[serde(default)]
     pub service_tier: Option<String>,
@@ -130,6 +131,19 @@ pub struct TextFormat {
     pub description: Option<String>,
     #[serde(default)]
     pub strict: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningParam {
+    #[serde(default)]
+    pub effort: Option<String>,
+    /// "auto" | "concise" | "detailed": accepted; the thinking is returned whole.
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// The deprecated name of `summary`.
+    #[serde(default)]
+    pub generate_summary: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +235,21 @@ impl ResponsesRequest {
             &RESPONSES_FORMAT,
             limits,
         )?;
+        let reasoning = self.reasoning.unwrap_or(ReasoningParam {
+            effort: None,
+            summary: None,
+            generate_summary: None,
+        });
+        let reasoning_effort = check_effort(reasoning.effort.as_deref(), "reasoning.effort")?;
+        let summary = reasoning.summary.or(reasoning.generate_summary);
+        if let Some(s) = &summary {
+            if !["auto", "concise", "detailed"].contains(&s.as_str()) {
+                return Err(ApiError::invalid(
+                    "`reasoning.summary` must be auto, concise or detailed",
+                    "reasoning.summary",
+                ));
+            }
+        }
         let stream = self.stream.unwrap_or(false);
         if self.stream_options.is_some() && !stream {
             return Err(ApiError::invalid(
@@ -244,7 +273,7 @@ impl ResponsesRequest {
             "store": false,
             "background": false,
             "previous_response_id": null,
-            "reasoning": {"effort": null, "summary": null},
+            "reasoning": {"effort": reasoning.effort, "summary": summary},
             "service_tier": self.service_tier.unwrap_or_else(|| "default".into()),
             "user": self.user.clone(),
             "safety_identifier": self.safety_identifier.clone(),
@@ -272,6 +301,7 @@ impl ResponsesRequest {
             logprobs: None,
             tools,
             user: self.user.or(self.safety_identifier),
+            reasoning_effort,
             echo: match echo {
                 Value::Object(m) => Some(m),
                 _ => None,

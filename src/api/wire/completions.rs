@@ -5,6 +5,7 @@
 use super::{sse_event, usage_json, ChoiceBuilder, Totals, Wire};
 use crate::api::error::ApiError;
 use crate::api::tools::{self, Answer};
+use crate::engine::tool_syntax::ToolSyntax;
 use crate::engine::{FinishReason, TokenLogprob};
 use serde_json::{json, Map, Value};
 /// Which endpoint's shape to produce.
@@ -103,6 +104,16 @@ impl Wire for Meta {
         sse_event(out, None, &self.chunk(choice.index(), body, logprobs, None));
     }
 
+    /// Chat: `delta.reasoning_content`, the field llama-server, vLLM and DeepSeek's API
+    /// use. Completions never carry a reasoning plan (raw prompts are not split).
+    fn reasoning(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String) {
+        if self.kind == Kind::Chat {
+            let logprobs = self.logprobs(choice);
+            let body = json!({"reasoning_content": text});
+            sse_event(out, None, &self.chunk(choice.index(), body, logprobs, None));
+        }
+    }
+
     /// With tools, the parsed answer first; then the finish reason (with any
     /// log-probabilities not yet sent); after the last choice, the usage and [DONE].
     fn finished(
@@ -117,7 +128,8 @@ impl Wire for Meta {
         let mut called = false;
         if choice.shape().tools {
             let text = choice.take_held();
-            let (delta, calls) = tool_message(&text, true, &self.random, index);
+            let syntax = choice.shape().syntax;
+            let (delta, calls) = tool_message(&text, syntax, true, &self.random, index);
             called = calls;
             let logprobs = self.logprobs(choice);
             sse_event(
@@ -165,10 +177,12 @@ impl Meta {
     fn whole_choice(&self, choice: &mut ChoiceBuilder, reason: FinishReason) -> Value {
         let logprobs = self.logprobs(choice);
         let text = choice.take_held();
+        let reasoning = choice.take_reasoning();
         let index = choice.index();
-        let (field, body, called) = match self.kind {
+        let (field, mut body, called) = match self.kind {
             Kind::Chat if choice.shape().tools => {
-                let (mut m, called) = tool_message(&text, false, &self.random, index);
+                let syntax = choice.shape().syntax;
+                let (mut m, called) = tool_message(&text, syntax, false, &self.random, index);
                 m.insert("role".into(), json!("assistant"));
                 m.insert("refusal".into(), Value::Null);
                 ("message", Value::Object(m), called)
@@ -180,6 +194,9 @@ impl Meta {
             ),
             Kind::Completion => ("text", Value::String(text), false),
         };
+        if let (false, Some(m)) = (reasoning.is_empty(), body.as_object_mut()) {
+            m.insert("reasoning_content".into(), Value::String(reasoning));
+        }
         let mut c = Map::new();
         c.insert("index".into(), json!(index));
         c.insert(field.into(), body);
@@ -246,13 +263,14 @@ fn logprobs_json(kind: Kind, lps: &[TokenLogprob], offset: &mut usize) -> Value 
 /// `call_{random}_{choice}_{i}`: the response's random part keeps them unique.
 fn tool_message(
     text: &str,
+    syntax: Option<ToolSyntax>,
     stream: bool,
     random: &str,
     choice: usize,
 ) -> (Map<String, Value>, bool) {
     let mut m = Map::new();
-    match tools::parse_answer(text) {
-        Some(Answer::Calls(calls)) => {
+    match tools::parse_answer(text, syntax) {
+        Some(Answer::Calls(calls, before)) => {
             let list: Vec<Value> = calls
                 .into_iter()
                 .enumerate()
@@ -268,7 +286,12 @@ fn tool_message(
                     call
                 })
                 .collect();
-            m.insert("content".into(), Value::Null);
+            // Text the model wrote before its calls (a native syntax) is the content.
+            let content = match before.is_empty() {
+                true => Value::Null,
+                false => Value::String(before),
+            };
+            m.insert("content".into(), content);
             m.insert("tool_calls".into(), Value::Array(list));
             (m, true)
         }
@@ -315,6 +338,7 @@ mod tests {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cached_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 
@@ -323,6 +347,7 @@ mod tests {
         let shape = |stream| Shape {
             logprobs: true,
             tools,
+            syntax: None,
             stream,
         };
         let whole = testing::whole(&mut meta(kind), shape(false), events());
@@ -427,6 +452,7 @@ mod tests {
         let shape = Shape {
             logprobs: false,
             tools: false,
+            syntax: None,
             stream: true,
         };
         let mut b = ChoiceBuilder::new(0, shape);
@@ -453,5 +479,67 @@ mod tests {
             Some(&json!("server_error")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn thinking_is_reasoning_content_whole_and_streamed() {
+        let shape = |stream| Shape {
+            logprobs: false,
+            tools: false,
+            syntax: None,
+            stream,
+        };
+        let events = || testing::thought(FinishReason::Stop, &["Fo", "ur"]);
+        let whole = testing::whole(&mut meta(Kind::Chat), shape(false), events());
+        let m = &whole["choices"][0]["message"];
+        assert_eq!(m["reasoning_content"], "Two and two.", "{whole}");
+        assert_eq!(m["content"], "Four", "{whole}");
+        let details = &whole["usage"]["completion_tokens_details"];
+        assert_eq!(details["reasoning_tokens"], 4, "{whole}");
+        let (_, chunks) = testing::stream(&mut meta(Kind::Chat), shape(true), events());
+        let deltas: Vec<&Value> = chunks
+            .iter()
+            .map(|(_, c)| &c["choices"][0]["delta"])
+            .collect();
+        // The role chunk, two reasoning deltas, two content deltas, the finish.
+        assert_eq!(deltas[1], &json!({"reasoning_content": "Two and "}));
+        assert_eq!(deltas[2], &json!({"reasoning_content": "two."}));
+        assert_eq!(deltas[3], &json!({"content": "Fo"}));
+        let last = &chunks[chunks.len() - 1].1;
+        assert_eq!(
+            last["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            4
+        );
+
+        // Cut inside the thinking: reasoning present, content empty, finish "length".
+        let cut = testing::whole(
+            &mut meta(Kind::Chat),
+            shape(false),
+            testing::thought(FinishReason::Length, &[]),
+        );
+        let c = &cut["choices"][0];
+        assert_eq!(c["finish_reason"], "length", "{cut}");
+        assert_eq!(c["message"]["content"], "", "{cut}");
+        assert_eq!(c["message"]["reasoning_content"], "Two and two.", "{cut}");
+
+        // With tools the answer is held back and parsed; the thinking is not.
+        let tools = Shape {
+            logprobs: false,
+            tools: true,
+            syntax: None,
+            stream: true,
+        };
+        let call = [r#"{"tool_calls":[{"name":"f","arguments":{}}]}"#];
+        let (_, chunks) = testing::stream(
+            &mut meta(Kind::Chat),
+            tools,
+            testing::thought(FinishReason::Stop, &call),
+        );
+        let delta = &chunks[1].1["choices"][0]["delta"];
+        assert_eq!(delta["reasoning_content"], "Two and ", "{delta}");
+        let calls = chunks
+            .iter()
+            .find(|(_, c)| !c["choices"][0]["delta"]["tool_calls"].is_null());
+        assert!(calls.is_some(), "{chunks:?}");
     }
 }

@@ -1,5 +1,5 @@
 //! From engine events to the wire. This is the one place that reads a generation's event
-//! sequence (Started, then Token/Text, then Finished or Failed): a [`ChoiceBuilder`] per
+//! sequence (Started, then Token/Reasoning/Text, then Finished or Failed): a [`ChoiceBuilder`] per
 //! choice turns events into [`Step`]s and keeps what is not sent yet, [`Totals`] sums the
 //! usage, and a [`Wire`] writes them in one endpoint's format — chat completions and
 //! completions (`completions.rs`), the Responses API (`responses.rs`). The whole JSON body
@@ -10,6 +10,7 @@ pub mod completions;
 pub mod responses;
 
 use super::error::ApiError;
+use crate::engine::tool_syntax::ToolSyntax;
 use crate::engine::{Event, FinishReason, TokenLogprob, Usage};
 use crate::metrics::Trace;
 use serde_json::{json, Value};
@@ -21,6 +22,8 @@ pub struct Shape {
     pub logprobs: bool,
     /// Tools may be called: the answer is held back and written parsed at its end.
     pub tools: bool,
+    /// The model family's tool-call syntax the answer is parsed in (None: generic).
+    pub syntax: Option<ToolSyntax>,
     pub stream: bool,
 }
 
@@ -31,6 +34,9 @@ pub enum Step {
     Nothing,
     /// Text to stream now.
     Text(String),
+    /// Thinking to stream now (reasoning models; it is never held back: only the
+    /// answer is parsed for tool calls).
+    Reasoning(String),
     /// The choice is complete.
     Finished(FinishReason, Usage),
 }
@@ -43,6 +49,8 @@ pub struct ChoiceBuilder {
     /// The text held back: all of it for a whole body, the answer when tools may be
     /// called (it is parsed at the end), nothing while plain text streams.
     held: String,
+    /// A whole body's thinking (streams send it as it comes).
+    reasoning: String,
     /// Log-probabilities not yet sent.
     pending: Vec<TokenLogprob>,
     /// Bytes of text before the first pending token (the legacy `text_offset`).
@@ -55,6 +63,7 @@ impl ChoiceBuilder {
             index,
             shape,
             held: String::new(),
+            reasoning: String::new(),
             pending: Vec::new(),
             offset: 0,
         }
@@ -91,6 +100,15 @@ impl ChoiceBuilder {
                     Ok(Step::Text(t))
                 }
             }
+            Some(Event::Reasoning(t)) => {
+                trace.first_token();
+                if self.shape.stream {
+                    Ok(Step::Reasoning(t))
+                } else {
+                    self.reasoning.push_str(&t);
+                    Ok(Step::Nothing)
+                }
+            }
             Some(Event::Finished { reason, usage }) => Ok(Step::Finished(reason, usage)),
             Some(Event::Failed(e)) => Err(ApiError::from_engine(&e)),
             None => Err(ApiError::internal()),
@@ -100,6 +118,11 @@ impl ChoiceBuilder {
     /// The text held back so far (see `held`), taken.
     pub fn take_held(&mut self) -> String {
         std::mem::take(&mut self.held)
+    }
+
+    /// A whole body's thinking, taken.
+    pub fn take_reasoning(&mut self) -> String {
+        std::mem::take(&mut self.reasoning)
     }
 
     /// Log-probabilities are waiting to be sent.
@@ -137,6 +160,10 @@ impl Totals {
             .usage
             .completion_tokens
             .saturating_add(u.completion_tokens);
+        self.usage.reasoning_tokens = self
+            .usage
+            .reasoning_tokens
+            .saturating_add(u.reasoning_tokens);
         trace.add_tokens(if first { u.prompt_tokens } else { 0 }, u.completion_tokens);
         self.finished += 1;
     }
@@ -157,6 +184,8 @@ pub trait Wire: Send + Sync + Unpin + 'static {
     fn open(&mut self, choices: usize, out: &mut String);
     /// Stream: a piece of text of one choice.
     fn text(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String);
+    /// Stream: a piece of one choice's thinking (always before its text).
+    fn reasoning(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String);
     /// Stream: one choice finished; `totals` already counts it. When it was the last,
     /// the stream's end follows.
     fn finished(
@@ -225,6 +254,10 @@ pub fn stream_event<W: Wire>(
             wire.text(choice, t, out);
             Progress::Open
         }
+        Ok(Step::Reasoning(t)) => {
+            wire.reasoning(choice, t, out);
+            Progress::Open
+        }
         Ok(Step::Finished(reason, usage)) => {
             totals.add(&usage, trace);
             let last = totals.finished() == choices;
@@ -262,6 +295,7 @@ pub fn usage_json(u: &Usage) -> Value {
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens as u64 + u.completion_tokens as u64,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     })
 }
 
@@ -279,6 +313,25 @@ pub(crate) mod testing {
             Route::ChatCompletions,
             tracing::Span::none(),
         )
+    }
+
+    /// A reasoning model's answer: two pieces of thinking ("Two and two.", 4 tokens), then
+    /// `answer`; 6 completion tokens in all.
+    pub fn thought(reason: FinishReason, answer: &[&str]) -> Vec<Event> {
+        let mut v = vec![
+            Event::Started { prompt_tokens: 5 },
+            Event::Reasoning("Two and ".into()),
+            Event::Reasoning("two.".into()),
+        ];
+        v.extend(answer.iter().map(|w| Event::Text((*w).to_string())));
+        let usage = Usage {
+            prompt_tokens: 5,
+            completion_tokens: 6,
+            cached_tokens: 0,
+            reasoning_tokens: 4,
+        };
+        v.push(Event::Finished { reason, usage });
+        v
     }
 
     /// A whole body from one choice's events.

@@ -3,6 +3,10 @@
 //!
 //! ```text
 //! response.created, response.in_progress,
+//!   thinking (reasoning models; output_index 0, the answer's items follow it):
+//!          response.output_item.added (reasoning), response.content_part.added,
+//!          response.reasoning_text.delta …, response.reasoning_text.done,
+//!          response.content_part.done, response.output_item.done
 //!   text:  response.output_item.added (message), response.content_part.added,
 //!          response.output_text.delta …, response.output_text.done,
 //!          response.content_part.done, response.output_item.done
@@ -35,6 +39,11 @@ pub struct ResponsesWire {
     text: String,
     /// Streaming: the message item's opening events were sent.
     message_open: bool,
+    /// The thinking: streamed so far, or a whole body's. When there is any, it is the
+    /// reasoning item at output_index 0.
+    reasoning: String,
+    /// Streaming: the reasoning item is open (its deltas go on).
+    reasoning_open: bool,
 }
 
 impl ResponsesWire {
@@ -47,6 +56,8 @@ impl ResponsesWire {
             seq: 0,
             text: String::new(),
             message_open: false,
+            reasoning: String::new(),
+            reasoning_open: false,
         }
     }
 
@@ -56,6 +67,52 @@ impl ResponsesWire {
 
     fn message_id(&self) -> String {
         format!("msg_{}", self.random)
+    }
+
+    fn reasoning_id(&self) -> String {
+        format!("rs_{}", self.random)
+    }
+
+    /// The output_index of the answer's first item (after the reasoning item, if any).
+    fn base(&self) -> usize {
+        usize::from(!self.reasoning.is_empty())
+    }
+
+    /// The reasoning item: the thinking as its `reasoning_text` content (no summary is
+    /// made; `summary` is empty).
+    fn reasoning_item(&self, status: &str) -> Value {
+        let content: Vec<Value> = match status {
+            "in_progress" => Vec::new(),
+            _ => vec![reasoning_part(&self.reasoning)],
+        };
+        json!({
+            "type": "reasoning",
+            "id": self.reasoning_id(),
+            "summary": [],
+            "content": content,
+            "status": status,
+        })
+    }
+
+    /// Stream: the reasoning item's closing events (before the answer's first item).
+    fn close_reasoning(&mut self, status: &str, out: &mut String) {
+        if !self.reasoning_open {
+            return;
+        }
+        self.reasoning_open = false;
+        let at = json!({"item_id": self.reasoning_id(), "output_index": 0, "content_index": 0});
+        let mut done = at.clone();
+        extend(&mut done, json!({"text": self.reasoning}));
+        self.emit(out, "response.reasoning_text.done", done);
+        let mut part = at;
+        extend(&mut part, json!({"part": reasoning_part(&self.reasoning)}));
+        self.emit(out, "response.content_part.done", part);
+        let item = self.reasoning_item(status);
+        self.emit(
+            out,
+            "response.output_item.done",
+            json!({"output_index": 0, "item": item}),
+        );
     }
 
     /// The response object at one point of its life.
@@ -152,8 +209,8 @@ impl ResponsesWire {
         };
         let status = status_of(reason);
         if choice.shape().tools {
-            match tools::parse_answer(&text) {
-                Some(Answer::Calls(calls)) => return Output::Calls(calls, status),
+            match tools::parse_answer(&text, choice.shape().syntax) {
+                Some(Answer::Calls(calls, before)) => return Output::Calls(calls, before, status),
                 Some(Answer::Content(c)) => return Output::Message(c, status),
                 // Cut short before the JSON closed: the raw text, as the message.
                 None => {}
@@ -163,20 +220,36 @@ impl ResponsesWire {
     }
 
     fn items(&self, output: &Output) -> Vec<Value> {
-        match output {
-            Output::Message(text, status) => vec![self.message_item(text, status)],
-            Output::Calls(calls, status) => calls
-                .iter()
-                .enumerate()
-                .map(|(i, (name, args))| self.call_item(i, name, args, status))
-                .collect(),
+        let mut items = Vec::new();
+        let status = match output {
+            Output::Message(_, status) | Output::Calls(_, _, status) => *status,
+        };
+        if !self.reasoning.is_empty() {
+            items.push(self.reasoning_item(status));
         }
+        match output {
+            // A cut inside the thinking has no answer: only the reasoning item.
+            Output::Message(text, _) if text.is_empty() && !self.reasoning.is_empty() => {}
+            Output::Message(text, status) => items.push(self.message_item(text, status)),
+            Output::Calls(calls, before, status) => {
+                if !before.is_empty() {
+                    items.push(self.message_item(before, status));
+                }
+                items.extend(
+                    calls
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (name, args))| self.call_item(i, name, args, status)),
+                )
+            }
+        }
+        items
     }
 
     /// Stream: the events of the message item after its text deltas.
     fn close_message(&mut self, text: &str, status: &str, out: &mut String) {
-        let id = self.message_id();
-        let at = json!({"item_id": id, "output_index": 0, "content_index": 0});
+        let (id, index) = (self.message_id(), self.base());
+        let at = json!({"item_id": id, "output_index": index, "content_index": 0});
         let mut done = at.clone();
         extend(&mut done, json!({"text": text, "logprobs": []}));
         self.emit(out, "response.output_text.done", done);
@@ -187,21 +260,22 @@ impl ResponsesWire {
         self.emit(
             out,
             "response.output_item.done",
-            json!({"output_index": 0, "item": item}),
+            json!({"output_index": index, "item": item}),
         );
     }
 
     /// Stream: the message item's opening events.
     fn open_message(&mut self, out: &mut String) {
+        self.close_reasoning("completed", out);
         self.message_open = true;
-        let item = self.message_item("", "in_progress");
+        let (item, index) = (self.message_item("", "in_progress"), self.base());
         self.emit(
             out,
             "response.output_item.added",
-            json!({"output_index": 0, "item": item}),
+            json!({"output_index": index, "item": item}),
         );
         let part = json!({
-            "item_id": self.message_id(), "output_index": 0, "content_index": 0,
+            "item_id": self.message_id(), "output_index": index, "content_index": 0,
             "part": text_part(""),
         });
         self.emit(out, "response.content_part.added", part);
@@ -209,7 +283,7 @@ impl ResponsesWire {
 
     fn delta(&mut self, text: &str, out: &mut String) {
         let delta = json!({
-            "item_id": self.message_id(), "output_index": 0, "content_index": 0,
+            "item_id": self.message_id(), "output_index": self.base(), "content_index": 0,
             "delta": text, "logprobs": [],
         });
         self.emit(out, "response.output_text.delta", delta);
@@ -225,7 +299,9 @@ enum End<'a> {
 /// A finished answer, with its items' status.
 enum Output {
     Message(String, &'static str),
-    Calls(Vec<(String, String)>, &'static str),
+    /// The calls, and the text the model wrote before them (a native syntax; a message
+    /// item before the calls when not empty).
+    Calls(Vec<(String, String)>, String, &'static str),
 }
 
 impl Wire for ResponsesWire {
@@ -234,6 +310,30 @@ impl Wire for ResponsesWire {
         self.emit(out, "response.created", json!({"response": snapshot}));
         let snapshot = self.object("in_progress", Vec::new(), None);
         self.emit(out, "response.in_progress", json!({"response": snapshot}));
+    }
+
+    fn reasoning(&mut self, _choice: &mut ChoiceBuilder, text: String, out: &mut String) {
+        if !self.reasoning_open && self.reasoning.is_empty() {
+            // The reasoning item opens with the first thinking.
+            self.reasoning_open = true;
+            let item = self.reasoning_item("in_progress");
+            self.emit(
+                out,
+                "response.output_item.added",
+                json!({"output_index": 0, "item": item}),
+            );
+            let part = json!({
+                "item_id": self.reasoning_id(), "output_index": 0, "content_index": 0,
+                "part": reasoning_part(""),
+            });
+            self.emit(out, "response.content_part.added", part);
+        }
+        let delta = json!({
+            "item_id": self.reasoning_id(), "output_index": 0, "content_index": 0,
+            "delta": text,
+        });
+        self.emit(out, "response.reasoning_text.delta", delta);
+        self.reasoning.push_str(&text);
     }
 
     fn text(&mut self, _choice: &mut ChoiceBuilder, text: String, out: &mut String) {
@@ -254,7 +354,12 @@ impl Wire for ResponsesWire {
         out: &mut String,
     ) {
         let output = self.output(choice, reason);
+        // Thinking that ran to the end (a cut inside it) closes with the response's status.
+        self.close_reasoning(status_of(reason), out);
+        let base = self.base();
         match &output {
+            Output::Message(text, _)
+                if text.is_empty() && !self.reasoning.is_empty() && !self.message_open => {}
             Output::Message(text, status) => {
                 if !self.message_open {
                     // Held back (tools may have been called), or no text came: the
@@ -266,30 +371,37 @@ impl Wire for ResponsesWire {
                 }
                 self.close_message(text, status, out);
             }
-            Output::Calls(calls, status) => {
+            Output::Calls(calls, before, status) => {
+                let mut base = base;
+                if !before.is_empty() {
+                    self.open_message(out);
+                    self.delta(before, out);
+                    self.close_message(before, status, out);
+                    base += 1;
+                }
                 for (i, (name, args)) in calls.iter().enumerate() {
-                    let added = self.call_item(i, name, "", "in_progress");
+                    let (added, at) = (self.call_item(i, name, "", "in_progress"), base + i);
                     self.emit(
                         out,
                         "response.output_item.added",
-                        json!({"output_index": i, "item": added}),
+                        json!({"output_index": at, "item": added}),
                     );
                     let id = self.call_item_id(i);
                     self.emit(
                         out,
                         "response.function_call_arguments.delta",
-                        json!({"item_id": id, "output_index": i, "delta": args}),
+                        json!({"item_id": id, "output_index": at, "delta": args}),
                     );
                     self.emit(
                         out,
                         "response.function_call_arguments.done",
-                        json!({"item_id": id, "output_index": i, "name": name, "arguments": args}),
+                        json!({"item_id": id, "output_index": at, "name": name, "arguments": args}),
                     );
                     let done = self.call_item(i, name, args, status);
                     self.emit(
                         out,
                         "response.output_item.done",
-                        json!({"output_index": i, "item": done}),
+                        json!({"output_index": at, "item": done}),
                     );
                 }
             }
@@ -312,6 +424,7 @@ impl Wire for ResponsesWire {
         let Some((mut choice, reason)) = choices.into_iter().next() else {
             return self.object("failed", Vec::new(), None);
         };
+        self.reasoning = choice.take_reasoning();
         let output = self.output(&mut choice, reason);
         self.finished_object(&output, reason, totals)
     }
@@ -323,6 +436,10 @@ fn status_of(reason: FinishReason) -> &'static str {
         FinishReason::Stop => "completed",
         FinishReason::Length => "incomplete",
     }
+}
+
+fn reasoning_part(text: &str) -> Value {
+    json!({"type": "reasoning_text", "text": text})
 }
 
 fn text_part(text: &str) -> Value {
@@ -341,168 +458,11 @@ pub fn usage_json(u: &Usage) -> Value {
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_tokens},
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.prompt_tokens as u64 + u.completion_tokens as u64,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::{testing, Shape};
-    use super::*;
-    use crate::engine::Event;
-
-    fn wire() -> ResponsesWire {
-        let echo = match json!({"temperature": 1.0, "tools": []}) {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        ResponsesWire::new("r".into(), 7, "m".into(), echo)
-    }
-
-    fn answer(words: &[&str], reason: FinishReason) -> Vec<Event> {
-        let mut v = vec![Event::Started { prompt_tokens: 5 }];
-        v.extend(words.iter().map(|w| Event::Text((*w).to_string())));
-        v.push(Event::Finished {
-            reason,
-            usage: Usage {
-                prompt_tokens: 5,
-                completion_tokens: words.len() as u32,
-                cached_tokens: 2,
-            },
-        });
-        v
-    }
-
-    fn shape(tools: bool, stream: bool) -> Shape {
-        Shape {
-            logprobs: false,
-            tools,
-            stream,
-        }
-    }
-
-    fn names(events: &[(Option<String>, Value)]) -> Vec<&str> {
-        events
-            .iter()
-            .map(|(name, data)| {
-                // The `event:` line and the `type` field agree.
-                assert_eq!(data["type"].as_str(), name.as_deref());
-                name.as_deref().unwrap_or("")
-            })
-            .collect()
-    }
-
-    #[test]
-    fn text_whole_and_streamed_agree() {
-        let whole = testing::whole(
-            &mut wire(),
-            shape(false, false),
-            answer(&["Hi", " there"], FinishReason::Stop),
-        );
-        assert_eq!(whole["object"], "response");
-        assert_eq!(whole["id"], "resp_r");
-        assert_eq!(whole["status"], "completed");
-        assert_eq!(whole["output"][0]["type"], "message");
-        assert_eq!(whole["output"][0]["content"][0]["text"], "Hi there");
-        assert_eq!(whole["usage"]["input_tokens"], 5);
-        assert_eq!(whole["usage"]["input_tokens_details"]["cached_tokens"], 2);
-        assert_eq!(whole["usage"]["total_tokens"], 7);
-        assert_eq!(whole["temperature"], 1.0, "settings are echoed");
-        let (_, events) = testing::stream(
-            &mut wire(),
-            shape(false, true),
-            answer(&["Hi", " there"], FinishReason::Stop),
-        );
-        assert_eq!(
-            names(&events),
-            [
-                "response.created",
-                "response.in_progress",
-                "response.output_item.added",
-                "response.content_part.added",
-                "response.output_text.delta",
-                "response.output_text.delta",
-                "response.output_text.done",
-                "response.content_part.done",
-                "response.output_item.done",
-                "response.completed",
-            ]
-        );
-        let seqs: Vec<u64> = events
-            .iter()
-            .map(|(_, d)| d["sequence_number"].as_u64().unwrap_or(u64::MAX))
-            .collect();
-        assert_eq!(seqs, (0..10).collect::<Vec<u64>>());
-        assert_eq!(events[0].1["response"]["status"], "in_progress");
-        assert_eq!(events[6].1["text"], "Hi there");
-        let done = &events[9].1["response"];
-        assert_eq!(done["output"], whole["output"]);
-        assert_eq!(done["usage"], whole["usage"]);
-        assert_eq!(events[2].1["item"]["id"], done["output"][0]["id"]);
-    }
-
-    #[test]
-    fn tool_calls_whole_and_streamed_agree() {
-        let call =
-            r#"{"tool_calls":[{"name":"f","arguments":{"a":1}},{"name":"g","arguments":{}}]}"#;
-        let whole = testing::whole(
-            &mut wire(),
-            shape(true, false),
-            answer(&[call], FinishReason::Stop),
-        );
-        assert_eq!(whole["output"][0]["type"], "function_call");
-        assert_eq!(whole["output"][0]["call_id"], "call_r_0_0");
-        assert_eq!(whole["output"][0]["arguments"], r#"{"a":1}"#);
-        assert_eq!(whole["output"][1]["name"], "g");
-        let (_, events) = testing::stream(
-            &mut wire(),
-            shape(true, true),
-            answer(&[call], FinishReason::Stop),
-        );
-        let per_call = [
-            "response.output_item.added",
-            "response.function_call_arguments.delta",
-            "response.function_call_arguments.done",
-            "response.output_item.done",
-        ];
-        let mut want = vec!["response.created", "response.in_progress"];
-        want.extend(per_call);
-        want.extend(per_call);
-        want.push("response.completed");
-        assert_eq!(names(&events), want);
-        assert_eq!(events[3].1["delta"], r#"{"a":1}"#);
-        assert_eq!(events[6].1["output_index"], 1);
-        assert_eq!(events[10].1["response"]["output"], whole["output"]);
-    }
-
-    #[test]
-    fn cut_short_is_incomplete_and_failures_are_response_failed() {
-        let whole = testing::whole(
-            &mut wire(),
-            shape(false, false),
-            answer(&["Hi"], FinishReason::Length),
-        );
-        assert_eq!(whole["status"], "incomplete");
-        assert_eq!(whole["incomplete_details"]["reason"], "max_output_tokens");
-        let (_, events) = testing::stream(
-            &mut wire(),
-            shape(false, true),
-            answer(&["Hi"], FinishReason::Length),
-        );
-        assert_eq!(
-            events.last().map(|e| e.0.as_deref()),
-            Some(Some("response.incomplete"))
-        );
-        let failing = vec![
-            Event::Started { prompt_tokens: 1 },
-            Event::Text("a".into()),
-            Event::Failed(crate::engine::EngineError::Internal),
-        ];
-        let (_, events) = testing::stream(&mut wire(), shape(false, true), failing);
-        let (name, data) = events.last().expect("events");
-        assert_eq!(name.as_deref(), Some("response.failed"));
-        assert_eq!(data["response"]["status"], "failed");
-        assert_eq!(data["response"]["error"]["code"], "internal_error");
-    }
-}
+#[path = "responses_tests.rs"]
+mod tests;

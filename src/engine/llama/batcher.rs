@@ -29,9 +29,12 @@
 use super::embed::{EmbedMode, Embedder};
 use super::render::{prompt_tokens, Renderer};
 use super::sampling::{build_sampler, constrained_sample, token_logprob};
-use crate::engine::constraint::{Constraint, ConstraintError};
+use crate::engine::constraint::ConstraintError;
+use crate::engine::output::TextOut;
 use crate::engine::prefix::{self, PrefixCache, SlotView};
-use crate::engine::text::{StopMatcher, Utf8Assembler};
+use crate::engine::reasoning::Run;
+use crate::engine::steer::{Pick, Steer};
+use crate::engine::tool_syntax::ToolRun;
 use crate::engine::{
     completion_budget, EngineError, EngineStats, Event, FinishReason, GenerateRequest, Intake, Job,
     Usage,
@@ -52,10 +55,9 @@ struct Active {
     key_id: Arc<str>,
     events: UnboundedSender<Event>,
     sampler: LlamaSampler,
-    /// The output constraint (JSON schema, tools), if any.
-    constraint: Option<Constraint>,
-    utf8: Utf8Assembler,
-    stops: StopMatcher,
+    /// Forced tokens, the output constraint in force, and token bytes to events (UTF-8,
+    /// stop strings, the reasoning split, native tool calls): `engine::steer`.
+    steer: Steer<LlamaToken>,
     prompt: Vec<LlamaToken>,
     budget: u32,
     /// Alternatives reported per token when logprobs were asked for.
@@ -227,7 +229,9 @@ impl<'m> Batcher<'m> {
     }
 
     fn start(&mut self, job: GenerateRequest) -> Result<(), EngineError> {
-        let prompt = prompt_tokens(self.model, &self.renderer, &job.prompt)?;
+        let format = job.reasoning.map(|plan| plan.format);
+        let rendered = prompt_tokens(self.model, &self.renderer, &job.prompt, format)?;
+        let prompt = rendered.tokens;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if job.count_only {
             let _ = job.events.send(Event::Started { prompt_tokens });
@@ -274,6 +278,21 @@ impl<'m> Batcher<'m> {
         slot.cached.truncate(reuse);
         slot.owner = Some(job.owner.clone());
         let sampler = build_sampler(self.model, &job)?;
+        // The texts the engine may write itself (a spent thinking budget's closer, a tool
+        // call's opener and closer): constants of the format, as this model's tokens (its
+        // own marker tokens where the vocabulary has them).
+        let tokens = |text: &str| self.model.vocab().tokenize(text.as_bytes(), false, true);
+        let reasoning = job.reasoning.map(|plan| {
+            Run::new(
+                plan,
+                rendered.opens_reasoning,
+                tokens(&plan.format.forced_close()),
+            )
+        });
+        let tools = job.tools.map(|plan| {
+            let (opener, closer) = (tokens(plan.syntax.opener()), tokens(plan.syntax.closer()));
+            ToolRun::new(plan, opener, closer)
+        });
         if job.events.send(Event::Started { prompt_tokens }).is_err() {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -281,18 +300,17 @@ impl<'m> Batcher<'m> {
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         slot.active = Some(Box::new(Active {
             sampler,
-            constraint: job.constraint,
             logprobs: job.logprobs,
             key_id: job.key_id,
             events: job.events,
-            utf8: Utf8Assembler::default(),
-            stops: StopMatcher::new(job.stop),
+            steer: Steer::new(TextOut::new(job.stop, reasoning), tools, job.constraint),
             prompt,
             budget,
             usage: Usage {
                 prompt_tokens,
                 completion_tokens: 0,
                 cached_tokens: reuse as u32,
+                reasoning_tokens: 0,
             },
             admitted: Instant::now(),
             deadline: job.deadline,
@@ -414,11 +432,16 @@ impl<'m> Batcher<'m> {
             let Some(idx) = a.logits_at else {
                 continue;
             };
-            let token = match a.constraint.as_mut() {
-                None => a.sampler.sample(&self.ctx, idx),
-                Some(c) => {
+            let (token, constrained) = match a.steer.pick() {
+                Pick::Forced(t) => {
+                    // The sampler chain's penalties see it as if it had been drawn.
+                    a.sampler.accept(t);
+                    (t, false)
+                }
+                Pick::Free => (a.sampler.sample(&self.ctx, idx), false),
+                Pick::Constrained(c) => {
                     match constrained_sample(c, &mut a.sampler, self.ctx.get_logits_ith(idx)) {
-                        Ok(t) => t,
+                        Ok(t) => (t, true),
                         Err(e) => {
                             self.fail(i, e);
                             continue;
@@ -434,39 +457,40 @@ impl<'m> Batcher<'m> {
             if a.first_token.is_none() {
                 a.first_token = Some(a.admitted.elapsed());
             }
-            if let Some(reason) = self.accept(i, token) {
+            if let Some(reason) = self.accept(i, token, constrained) {
                 self.finish(i, reason);
             }
         }
     }
 
-    /// Stream one sampled token; returns why the completion ends, if it does.
-    fn accept(&mut self, i: usize, token: LlamaToken) -> Option<FinishReason> {
+    /// Stream one chosen token (`constrained`: sampled under the output constraint);
+    /// returns why the completion ends, if it does.
+    fn accept(&mut self, i: usize, token: LlamaToken, constrained: bool) -> Option<FinishReason> {
         let model = self.model;
         let vocab = model.vocab();
         let a = self.slots[i].active.as_deref_mut()?;
         if vocab.is_eog(token) {
             return Some(FinishReason::Stop);
         }
-        if let Some(c) = a.constraint.as_mut() {
-            if let Err(e) = c.consume(token.0 as u32) {
+        let bytes = vocab.token_to_piece(token, a.steer.render_special(), None);
+        let (pieces, calls_done) = match a.steer.accept(token.0 as u32, &bytes, constrained) {
+            Ok(step) => step,
+            Err(e) => {
                 self.fail(i, e);
                 return None;
             }
-        }
+        };
         let a = self.slots[i].active.as_deref_mut()?;
         a.usage.completion_tokens += 1;
-        let piece = a.utf8.push(&vocab.token_to_piece(token, false, None));
-        let step = a.stops.push(&piece);
-        if !step.emit.is_empty() && a.events.send(Event::Text(step.emit)).is_err() {
+        let stopped = pieces.stopped || calls_done;
+        if !pieces.send(&a.events) {
             // Client gone: the next step frees the sequence.
             a.next = Some(token);
             return None;
         }
-        if step.stopped {
-            // The stop string was found: nothing the matcher holds may be released.
-            a.stops = StopMatcher::new(Vec::new());
-            a.utf8 = Utf8Assembler::default();
+        if stopped {
+            // A stop string was found (nothing held back is released: `TextOut`), or
+            // every native tool call allowed was made.
             return Some(FinishReason::Stop);
         }
         if a.usage.completion_tokens >= a.budget {
@@ -485,17 +509,19 @@ impl<'m> Batcher<'m> {
         // Counters and the log line first, so a client that has seen the end of its
         // completion also sees it counted on /metrics.
         let elapsed = a.admitted.elapsed();
+        a.usage.reasoning_tokens = a.steer.reasoning_tokens();
         tracing::info!(
             key_id = %a.key_id,
             prompt_tokens = a.usage.prompt_tokens,
             cached_tokens = a.usage.cached_tokens,
             completion_tokens = a.usage.completion_tokens,
+            reasoning_tokens = a.usage.reasoning_tokens,
             finish_reason = reason.as_str(),
             first_token_ms = a.first_token.map(|d| d.as_millis() as u64),
             total_ms = elapsed.as_millis() as u64,
             "generation finished"
         );
-        if let Some(r) = a.constraint.as_ref().map(Constraint::report) {
+        if let Some(r) = a.steer.report() {
             // Counts and times only; the schema itself is never logged.
             tracing::info!(
                 key_id = %a.key_id,
@@ -516,14 +542,8 @@ impl<'m> Batcher<'m> {
             .fetch_add(a.usage.cached_tokens as u64, Ordering::Relaxed);
         s.completion_tokens
             .fetch_add(a.usage.completion_tokens as u64, Ordering::Relaxed);
-        let tail = a.stops.push(&a.utf8.finish());
-        let mut rest = tail.emit;
-        if !tail.stopped {
-            rest.push_str(&a.stops.finish());
-        }
-        if !rest.is_empty() {
-            let _ = a.events.send(Event::Text(rest));
-        }
+        // A client gone by now is noticed by the next step.
+        a.steer.finish().send(&a.events);
         let _ = a.events.send(Event::Finished {
             reason,
             usage: a.usage,

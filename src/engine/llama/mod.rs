@@ -24,10 +24,10 @@ mod sampling;
 
 use super::constraint::ConstraintCompiler;
 use super::{EngineHandle, EngineParams, EngineStats, Intake, LoadedModel};
-use crate::config::{FlashAttention, KvCacheType};
+use crate::config::{FlashAttention, KvCacheType, SplitMode};
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -97,6 +97,11 @@ fn engine_thread(
     let model_params = LlamaModelParams::default()
         .with_n_gpu_layers(s.gpu_layers)
         .with_main_gpu(s.main_gpu as i32)
+        .with_split_mode(match s.split_mode {
+            SplitMode::None => LlamaSplitMode::None,
+            SplitMode::Layer => LlamaSplitMode::Layer,
+            SplitMode::Row => LlamaSplitMode::Row,
+        })
         .with_progress_callback(move |p| {
             // At least every 10%, so a slow load of a big model is visibly alive.
             let step = (p * 10.0) as i32;
@@ -378,6 +383,15 @@ fn log_devices(s: &EngineParams) {
         .iter()
         .filter(|d| d.backend.eq_ignore_ascii_case("cuda"))
         .count();
+    if gpus > 1 {
+        // llama.cpp's load log (routed here) then names each device's buffer size.
+        tracing::info!(
+            gpus,
+            split_mode = s.split_mode.name(),
+            main_gpu = s.main_gpu,
+            "several GPUs: the model is split over them (layer: in proportion to free memory)"
+        );
+    }
     if cfg!(feature = "cuda") && gpus == 0 {
         tracing::warn!("CUDA build but no CUDA device is visible: the model runs on the CPU (check the driver, /dev/nvidia*, and --gpus all)");
     } else if !cfg!(feature = "cuda") && s.gpu_layers > 0 {

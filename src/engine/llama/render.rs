@@ -2,6 +2,7 @@
 //! llama.cpp's built-in renderer when the template does not compile or render there.
 //! Raw completion prompts pass through unchanged.
 
+use crate::engine::reasoning::{self, ReasoningFormat};
 use crate::engine::template::{self, ChatTemplate};
 use crate::engine::{EngineError, Prompt};
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
@@ -15,18 +16,31 @@ pub enum Renderer {
     None,
 }
 
+/// A prompt ready to decode.
+pub(super) struct Rendered {
+    pub tokens: Vec<LlamaToken>,
+    /// The template opened the thinking block at the prompt's end
+    /// (`reasoning::prompt_opens`; always false without a reasoning format).
+    pub opens_reasoning: bool,
+}
+
 /// The prompt as the model's tokens; an empty one is refused.
 pub(super) fn prompt_tokens(
     model: &LlamaModel,
     renderer: &Renderer,
     prompt: &Prompt,
-) -> Result<Vec<LlamaToken>, EngineError> {
+    reasoning: Option<ReasoningFormat>,
+) -> Result<Rendered, EngineError> {
     let (text, parse_special) = render_prompt(model, renderer, prompt)?;
     let tokens = model.vocab().tokenize(text.as_bytes(), true, parse_special);
     if tokens.is_empty() {
         return Err(EngineError::EmptyPrompt);
     }
-    Ok(tokens)
+    let opens_reasoning = reasoning.is_some_and(|f| reasoning::prompt_opens(f, &text));
+    Ok(Rendered {
+        tokens,
+        opens_reasoning,
+    })
 }
 
 /// The prompt text, and whether its special-token markers are to be parsed (a chat

@@ -1,0 +1,58 @@
+//! Native tool-call syntaxes (`engine::tool_syntax`): the parser of finished answers and
+//! the trigger watcher of free text, on any text, with oracles.
+//! Input: [syntax byte] then UTF-8 (lossy) text pieces split at 0xFF bytes.
+//! - `parse` never panics; every call it returns has arguments that are a JSON object;
+//!   an answer with no opener of the syntax has no calls.
+//! - `ToolRun` never panics however the text is split; a call it starts carries a prefix
+//!   that is a suffix of the text pushed (nothing invented), and it never starts a call
+//!   for text in which `parse` finds no opener at all.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use llama_gguf_inference::engine::tool_syntax::{parse, Step, ToolPlan, ToolRun, ToolSyntax};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let syntax = match which % 3 {
+        0 => ToolSyntax::Hermes,
+        1 => ToolSyntax::Llama3,
+        _ => ToolSyntax::Mistral,
+    };
+    let pieces: Vec<String> = rest
+        .split(|&b| b == 0xFF)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let text: String = pieces.concat();
+
+    let parsed = parse(syntax, &text);
+    for (_, args) in &parsed.calls {
+        let v: serde_json::Value = serde_json::from_str(args).expect("arguments are JSON");
+        assert!(v.is_object(), "arguments are an object: {args}");
+    }
+    let opener = match syntax {
+        ToolSyntax::Hermes => text.contains("<tool_call>"),
+        ToolSyntax::Llama3 => text.trim_start().starts_with('{') || text.contains("<|python_tag|>"),
+        ToolSyntax::Mistral => text.contains("[TOOL_CALLS]"),
+    };
+    if !opener {
+        assert!(parsed.calls.is_empty(), "a call without an opener in {text:?}");
+    }
+
+    let plan = ToolPlan {
+        syntax,
+        force: false,
+        max_calls: 2,
+    };
+    let mut run: ToolRun<u8> = ToolRun::new(plan, Vec::new(), vec![b'x']);
+    let mut pushed = String::new();
+    for p in &pieces {
+        pushed.push_str(p);
+        if let Step::CallStarts { prefix } = run.push(p) {
+            assert!(pushed.ends_with(&prefix), "prefix {prefix:?} not from {pushed:?}");
+            assert!(opener, "a call started without an opener in {text:?}");
+            run.call_complete();
+            while run.forced().is_some() {}
+        }
+    }
+});
