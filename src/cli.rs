@@ -1,7 +1,7 @@
-//! Command line: `serve` (default), `check-config`, `policy`, `healthcheck`, `hash-key`,
-//! `gen-key`, `hash-keys`.
+//! Command line: `serve` (default), `check-config`, `policy`, `template`, `healthcheck`,
+//! `hash-key`, `gen-key`, `hash-keys`, `config-from-env`.
 //!
-//! Hand-parsed on purpose: seven commands and two options do not earn an argument-parsing
+//! Hand-parsed on purpose: nine commands and two options do not earn an argument-parsing
 //! dependency in an audited binary. SECURITY: secrets are read from stdin, never from
 //! arguments (which other users can see in /proc), and no command echoes a secret it read.
 
@@ -36,6 +36,8 @@ USAGE:
     llama-gguf-inference hash-keys [FILE]          convert the old gateway's plaintext
                                                    key_id:api_key[:rpm][:expiry] file (FILE or
                                                    stdin) to hashed lines on stdout
+    llama-gguf-inference config-from-env           print the config.toml equivalent to the
+                                                   old gateway's environment variables
 
 OPTIONS:
     -h, --help       print help (also after a command: `gen-key --help`)
@@ -109,7 +111,21 @@ llama-gguf-inference hash-keys [FILE]
 
 Converts a plaintext keys file of the old Python gateway (key_id:api_key[:rpm][:expiry],
 # comments) into this server's hashed format, on stdout. Reads FILE, or stdin without one.
-Delete the plaintext file afterwards.
+Expiries may be RFC 3339, or as the old tool wrote them: 2027-01-01T00:00:00 and
+2027-06-01T12:30:00.123456 (no offset: read as UTC), or 2027-01-01 (midnight UTC).
+stderr lists each key's new client credential, key_id:api_key (the old gateway took the
+bare api_key). Delete the plaintext file afterwards.
+";
+
+const CONFIG_FROM_ENV_HELP: &str = "\
+llama-gguf-inference config-from-env
+
+Prints a config.toml equivalent to the old Python gateway's environment (PORT,
+PORT_HEALTH, HOST, MODEL_PATH or MODELS_DIR/MODEL_NAME, DATA_DIR, CTX, NGL, THREADS,
+AUTH_KEYS_FILE, MAX_REQUESTS_PER_MINUTE, MAX_CONCURRENT_REQUESTS, MAX_QUEUE_SIZE,
+CORS_ORIGINS). Each line names the variable it came from; a variable with no equivalent
+(AUTH_ENABLED=false, EXTRA_ARGS, PORT_BACKEND, log settings, ...) becomes a comment saying
+why. Example: env $(cat old.env) llama-gguf-inference config-from-env > config.toml
 ";
 
 /// Run the command line; returns the process exit code.
@@ -133,7 +149,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Some(
             c @ ("serve" | "check-config" | "policy" | "template" | "healthcheck" | "hash-key"
-            | "gen-key" | "hash-keys"),
+            | "gen-key" | "hash-keys" | "config-from-env"),
         ) => (c, &args[1..]),
         Some(flag) if flag.starts_with('-') => ("serve", &args[..]),
         Some(other) => return usage_error(&format!("unknown command {other:?}")),
@@ -149,6 +165,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 "healthcheck" => HEALTHCHECK_HELP,
                 "hash-key" => HASH_KEY_HELP,
                 "gen-key" => GEN_KEY_HELP,
+                "config-from-env" => CONFIG_FROM_ENV_HELP,
                 _ => HASH_KEYS_HELP,
             }
         );
@@ -219,6 +236,19 @@ pub fn main(args: Vec<OsString>) -> i32 {
         },
         "hash-key" => hash_key(rest),
         "gen-key" => gen_key(rest),
+        "config-from-env" => match rest {
+            [] => match crate::migrate::config_from_env(&|k| std::env::var(k).ok()) {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("llama-gguf-inference: {e}");
+                    1
+                }
+            },
+            _ => usage_error("config-from-env takes no arguments: it reads the environment"),
+        },
         _ => hash_keys(rest),
     }
 }
@@ -330,8 +360,20 @@ fn hash_keys(rest: &[String]) -> i32 {
         Err(e) => return usage_error(&e),
     };
     match keys::convert_plaintext(&text, keys::default_params()) {
-        Ok(out) => {
-            print!("{out}");
+        Ok(converted) => {
+            print!("{}", converted.text);
+            if converted.naive_expiries > 0 {
+                eprintln!(
+                    "llama-gguf-inference: {} expiry time(s) had no UTC offset and were read as UTC",
+                    converted.naive_expiries
+                );
+            }
+            // SECURITY: the operator's own secrets, from the file they gave, on stderr
+            // only (stdout is the hashed file): each client now sends key_id:api_key.
+            eprintln!("# Hand each client its new credential (the old gateway took the bare api_key; send it as Authorization: Bearer <credential>):");
+            for (id, credential) in &converted.credentials {
+                eprintln!("{id}\t{credential}");
+            }
             0
         }
         Err(errors) => {

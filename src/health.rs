@@ -1,5 +1,5 @@
-//! The plain-HTTP health listener on its own port: `/health` (alive), `/ready` (model
-//! loaded) and `/metrics` (Prometheus text; `[metrics] enabled = false` turns it into a
+//! The plain-HTTP health listener on its own port: `/health` (alive; `/ping` too, the
+//! old gateway's name for it), `/ready` (model loaded) and `/metrics` (Prometheus text; `[metrics] enabled = false` turns it into a
 //! 404). The API port never serves metrics: they name key ids and traffic levels.
 //!
 //! SECURITY / robustness: it reads atomics only and never waits on the engine or takes a
@@ -68,7 +68,7 @@ fn answer(req: &Request<Incoming>, state: &HealthState) -> Response<Full<Bytes>>
     let ready = state.metrics.engine().is_ready();
     let path = req.uri().path();
     let known = match path {
-        "/health" | "/ready" => true,
+        "/health" | "/ping" | "/ready" => true,
         "/metrics" => state.export,
         _ => false,
     };
@@ -90,7 +90,7 @@ fn answer(req: &Request<Incoming>, state: &HealthState) -> Response<Full<Bytes>>
         return r;
     }
     match path {
-        "/health" => reply(
+        "/health" | "/ping" => reply(
             StatusCode::OK,
             "application/json",
             "{\"status\":\"ok\"}".into(),

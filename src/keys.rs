@@ -142,8 +142,24 @@ struct Fields<'a> {
     expires: Option<OffsetDateTime>,
 }
 
+/// How an expiry field is read: the hashed keys file takes RFC 3339 only; the old
+/// gateway's plaintext file also takes what its tool wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExpiryForms {
+    Rfc3339,
+    /// RFC 3339, or ISO 8601 without an offset (read as UTC), with or without fractional
+    /// seconds, or a date alone (midnight UTC).
+    OldGateway,
+}
+
 /// Split `id:second[:rpm][:expiry]`; the expiry may itself contain colons.
 fn split_fields(line: &str) -> Result<Fields<'_>, String> {
+    split_fields_with(line, ExpiryForms::Rfc3339).map(|(f, _)| f)
+}
+
+/// `split_fields`, reading the expiry in `forms`; also says whether the expiry had no
+/// offset (and was read as UTC).
+fn split_fields_with(line: &str, forms: ExpiryForms) -> Result<(Fields<'_>, bool), String> {
     let mut parts = line.splitn(4, ':');
     let id = parts.next().unwrap_or("");
     let second = parts
@@ -159,17 +175,21 @@ fn split_fields(line: &str) -> Result<Fields<'_>, String> {
             "requests_per_minute (third field) must be a whole number, 0 for unlimited".to_string()
         })?)
     };
-    let expires = if expiry_text.is_empty() {
-        None
-    } else {
-        Some(parse_expiry(expiry_text)?)
+    let (expires, naive) = match (expiry_text.is_empty(), forms) {
+        (true, _) => (None, false),
+        (false, ExpiryForms::Rfc3339) => (Some(parse_expiry(expiry_text)?), false),
+        (false, ExpiryForms::OldGateway) => {
+            let (at, naive) = parse_old_expiry(expiry_text)?;
+            (Some(at), naive)
+        }
     };
-    Ok(Fields {
+    let fields = Fields {
         id,
         secret_or_hash: second,
         rpm,
         expires,
-    })
+    };
+    Ok((fields, naive))
 }
 
 /// Key ids: 1-64 of `A-Z a-z 0-9 - _ .`.
@@ -189,6 +209,33 @@ pub fn check_key_id(id: &str) -> Result<(), String> {
 fn parse_expiry(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| "expiry (fourth field) must be RFC 3339, e.g. 2027-01-31T00:00:00Z".into())
+}
+
+/// The old gateway's expiry forms: RFC 3339 (offset kept), `2027-01-01T00:00:00` and
+/// `2027-06-01T12:30:00.123456` (no offset: UTC; `T` or a space), `2027-01-01` (midnight
+/// UTC). True when there was no offset.
+fn parse_old_expiry(text: &str) -> Result<(OffsetDateTime, bool), String> {
+    use time::format_description::{parse_borrowed, well_known::Rfc3339};
+    const REFUSED: &str = "expiry (fourth field) must be a date and time, e.g. 2027-01-31T00:00:00Z, 2027-01-31T00:00:00 (read as UTC) or 2027-01-31";
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((at, false));
+    }
+    let t = text.replacen(' ', "T", 1);
+    for form in [
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]",
+        "[year]-[month]-[day]T[hour]:[minute]:[second]",
+        "[year]-[month]-[day]T[hour]:[minute]",
+    ] {
+        let form = parse_borrowed::<1>(form).map_err(|_| REFUSED.to_string())?;
+        if let Ok(at) = time::PrimitiveDateTime::parse(&t, &form) {
+            return Ok((at.assume_utc(), true));
+        }
+    }
+    let day = parse_borrowed::<1>("[year]-[month]-[day]").map_err(|_| REFUSED.to_string())?;
+    match time::Date::parse(&t, &day) {
+        Ok(d) => Ok((d.midnight().assume_utc(), true)),
+        Err(_) => Err(REFUSED.into()),
+    }
 }
 
 fn parse_hashed_line(line: &str) -> Result<KeyEntry, String> {
@@ -264,10 +311,26 @@ pub fn generate_secret() -> Result<String, String> {
 
 use base64ct::Encoding;
 
+/// A converted plaintext keys file.
+#[derive(Debug)]
+pub struct Converted {
+    /// The hashed keys file.
+    pub text: String,
+    /// Each migrated key's id and the credential its clients must now send
+    /// (`key_id:api_key`: the old gateway took the bare api_key).
+    pub credentials: Vec<(String, String)>,
+    /// Expiries without an offset, read as UTC.
+    pub naive_expiries: usize,
+}
+
 /// Convert the old gateway's plaintext `key_id:api_key[:rpm][:expiry]` file into hashed
 /// lines. Comments and blank lines are kept; errors name the line, never the secret.
-pub fn convert_plaintext(text: &str, params: Params) -> Result<String, Vec<KeysError>> {
+/// Expiries may be in the old tool's forms (`parse_old_expiry`); they are written back as
+/// RFC 3339.
+pub fn convert_plaintext(text: &str, params: Params) -> Result<Converted, Vec<KeysError>> {
     let mut out = String::new();
+    let mut credentials = Vec::new();
+    let mut naive_expiries = 0;
     let mut errors = Vec::new();
     for (idx, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -276,7 +339,7 @@ pub fn convert_plaintext(text: &str, params: Params) -> Result<String, Vec<KeysE
             out.push('\n');
             continue;
         }
-        let converted = split_fields(line).and_then(|f| {
+        let converted = split_fields_with(line, ExpiryForms::OldGateway).and_then(|(f, naive)| {
             if f.secret_or_hash.is_empty() {
                 return Err("the api_key (second field) is empty".to_string());
             }
@@ -298,12 +361,15 @@ pub fn convert_plaintext(text: &str, params: Params) -> Result<String, Vec<KeysE
                         .map_err(|e| e.to_string())?,
                 );
             }
-            Ok(l)
+            let credential = format!("{}:{}", f.id, f.secret_or_hash);
+            Ok((l, (f.id.to_string(), credential), naive))
         });
         match converted {
-            Ok(l) => {
+            Ok((l, credential, naive)) => {
                 out.push_str(&l);
                 out.push('\n');
+                credentials.push(credential);
+                naive_expiries += usize::from(naive);
             }
             Err(message) => errors.push(KeysError {
                 line: idx + 1,
@@ -312,7 +378,11 @@ pub fn convert_plaintext(text: &str, params: Params) -> Result<String, Vec<KeysE
         }
     }
     if errors.is_empty() {
-        Ok(out)
+        Ok(Converted {
+            text: out,
+            credentials,
+            naive_expiries,
+        })
     } else {
         Err(errors)
     }
@@ -400,8 +470,17 @@ mod tests {
     #[test]
     fn converts_plaintext_file_and_result_verifies() {
         let text = "# old gateway\nalice:secret-one\nbob:secret-two:10:2030-01-01T00:00:00Z\n";
-        let out = convert_plaintext(text, cheap()).unwrap();
+        let converted = convert_plaintext(text, cheap()).unwrap();
+        let out = converted.text;
         assert!(!out.contains("secret-one") && !out.contains("secret-two"));
+        assert_eq!(
+            converted.credentials,
+            [
+                ("alice".to_string(), "alice:secret-one".to_string()),
+                ("bob".to_string(), "bob:secret-two".to_string())
+            ]
+        );
+        assert_eq!(converted.naive_expiries, 0);
         let keys = parse_keys(&out).unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[1].requests_per_minute, Some(10));
@@ -414,6 +493,40 @@ mod tests {
         assert!(Argon2::default()
             .verify_password(b"secret-two", &parsed)
             .is_err());
+    }
+
+    #[test]
+    fn the_old_gateways_expiry_forms_convert_to_rfc_3339() {
+        // As the old key_mgmt.py writes them: naive ISO 8601 (with and without fractional
+        // seconds), a date alone, and an explicit offset.
+        let text = "a:s1:60:2027-01-01T00:00:00\nb:s2::2027-06-01T12:30:00.123456\nc:s3:0:2027-03-15\nd:s4::2027-01-01T00:00:00+02:00\ne:s5::2027-01-01 08:00:00\n";
+        let converted = convert_plaintext(text, cheap()).unwrap();
+        assert_eq!(converted.naive_expiries, 4);
+        let keys = parse_keys(&converted.text).unwrap();
+        let rfc = |k: &KeyEntry| {
+            k.expires
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        assert_eq!(rfc(&keys[0]), "2027-01-01T00:00:00Z");
+        assert_eq!(keys[0].requests_per_minute, Some(60));
+        assert_eq!(rfc(&keys[1]), "2027-06-01T12:30:00.123456Z");
+        assert_eq!(rfc(&keys[2]), "2027-03-15T00:00:00Z");
+        assert_eq!(rfc(&keys[3]), "2027-01-01T00:00:00+02:00");
+        assert_eq!(rfc(&keys[4]), "2027-01-01T08:00:00Z");
+        // What cannot be read is refused with its line, as before.
+        let e = convert_plaintext("ok:s\nbad:s::next tuesday\n", cheap()).unwrap_err();
+        assert_eq!(e[0].line, 2);
+        assert!(e[0].message.contains("2027-01-31"), "{}", e[0].message);
+        // The hashed file itself stays strict.
+        let hashed = converted
+            .text
+            .lines()
+            .next()
+            .unwrap()
+            .replace("2027-01-01T00:00:00Z", "2027-01-01T00:00:00");
+        assert!(parse_keys(&hashed).is_err());
     }
 
     #[test]

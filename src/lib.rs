@@ -15,6 +15,7 @@
 //! | `settings`    | the config resolved once into every runtime value                    |
 //! | `address`     | per-address keys: IPv4 as is, IPv6 by /64 (and /48 for connections)  |
 //! | `keys`        | keys file: argon2id-only hashes with bounded parameters              |
+//! | `migrate`     | `config-from-env`: the old gateway's environment as a config.toml    |
 //! | `auth`        | Bearer/Basic credentials, dummy-hash timing, HMAC verified cache    |
 //! | `ratelimit`   | per-key requests-per-minute token bucket                             |
 //! | `tls`         | rustls config, PEM files or a (persisted) self-signed certificate   |
@@ -70,6 +71,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod sanitize;

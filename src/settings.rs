@@ -54,6 +54,8 @@ pub struct Derived {
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub model_id: String,
+    /// `model.aliases`: more names requests may use.
+    pub model_aliases: Vec<String>,
     pub body_read_timeout: Duration,
     /// Exact origins allowed to call the API from a browser (empty: no CORS).
     pub cors_allowed_origins: Vec<String>,
@@ -90,6 +92,13 @@ fn decided_by_template(
         key,
         value: found.unwrap_or(fallback).into(),
         why: format!("auto: the chat template {why}"),
+    }
+}
+
+impl ApiSettings {
+    /// A request's `model` names this model: its id or one of its aliases.
+    pub fn serves(&self, model: &str) -> bool {
+        model == self.model_id || self.model_aliases.iter().any(|a| a == model)
     }
 }
 
@@ -213,6 +222,7 @@ impl Settings {
             },
             api: ApiSettings {
                 model_id: cfg.model_id(),
+                model_aliases: m.aliases.clone(),
                 body_read_timeout: secs(s.body_read_timeout_secs),
                 cors_allowed_origins: s.cors_allowed_origins.clone(),
                 embeddings: m.embeddings,

@@ -94,6 +94,54 @@ async fn models_are_listed_and_fetched() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_are_accepted_and_listed_and_nothing_else_is() {
+    let server = Server::start_with(Options {
+        model_section: format!(
+            "{}aliases = [\"gpt-4o-mini\", \"old-gateway-name\"]\n",
+            Options::default().model_section
+        ),
+        ..Options::default()
+    });
+    let mut c = server.client().await;
+    let v = c.get("/v1/models", Some(ALICE)).await.json();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [MODEL_ID, "gpt-4o-mini", "old-gateway-name"]);
+    assert_eq!(
+        c.get("/v1/models/old-gateway-name", Some(ALICE))
+            .await
+            .json()["id"],
+        "old-gateway-name"
+    );
+    for name in ["gpt-4o-mini", "old-gateway-name"] {
+        let r = c
+            .post(
+                "/v1/chat/completions",
+                Some(ALICE),
+                &json!({"model": name, "max_tokens": 2,
+                        "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{name}");
+        // Answers name the model by its id.
+        assert_eq!(r.json()["model"], MODEL_ID);
+    }
+    let r = c
+        .post(
+            "/v1/completions",
+            Some(ALICE),
+            &json!({"model": "gpt-4", "prompt": "hi", "max_tokens": 2}),
+        )
+        .await;
+    let v = assert_openai_error(&r, 404, "invalid_request_error");
+    assert_eq!(v["error"]["code"], "model_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_non_streaming_and_streaming_agree() {
     let server = Server::start();
     let mut c = server.client().await;

@@ -275,6 +275,12 @@ async fn metrics_can_be_switched_off_and_prompts_logged_on_request() {
     });
     assert_eq!(health_get(server.health, "/metrics").0, 404);
     assert_eq!(health_get(server.health, "/ready").0, 200);
+    // The old gateway's liveness path, on the health port only.
+    assert_eq!(
+        health_get(server.health, "/ping"),
+        (200, "{\"status\":\"ok\"}".to_string())
+    );
+    assert_eq!(health_get(server.health, "/anything").0, 404);
     let mut c = server.client().await;
     let chat = json!({"model": MODEL_ID, "max_tokens": 2,
         "messages": [{"role": "user", "content": "The secret word is PAPAYA."}]});

@@ -56,7 +56,7 @@ pub(super) async fn admit<T: Admissible>(
     let body = read_body(req, state).await?;
     let request = parse(&body, &state.limits)?;
     drop(body);
-    if request.model() != state.api.model_id {
+    if !state.api.serves(request.model()) {
         return Err(ApiError::model_not_found(request.model()));
     }
     if request.choices() > 1 {

@@ -241,8 +241,8 @@ async fn dispatch(
     let mut response = match route {
         Route::Models => Ok(json_response(StatusCode::OK, &models_list(state))),
         Route::Model(id) => {
-            if id == state.api.model_id {
-                Ok(json_response(StatusCode::OK, &model_object(state)))
+            if state.api.serves(id) {
+                Ok(json_response(StatusCode::OK, &model_object(state, id)))
             } else {
                 Err(ApiError::model_not_found(id))
             }
@@ -314,13 +314,17 @@ async fn authenticate(
         })
 }
 
+/// The model, then each alias as its own entry (clients that check the name they
+/// hard-code against this list find it).
 fn models_list(state: &AppState) -> Value {
-    json!({"object": "list", "data": [model_object(state)]})
+    let names = std::iter::once(&state.api.model_id).chain(&state.api.model_aliases);
+    let data: Vec<Value> = names.map(|n| model_object(state, n)).collect();
+    json!({"object": "list", "data": data})
 }
 
-fn model_object(state: &AppState) -> Value {
+fn model_object(state: &AppState, name: &str) -> Value {
     json!({
-        "id": state.api.model_id,
+        "id": name,
         "object": "model",
         "created": state.created,
         "owned_by": "llama-gguf-inference",

@@ -221,6 +221,10 @@ pub struct ModelConfig {
     /// What /v1/models lists and what `model` in a request must name.
     #[serde(default)]
     pub id: Option<String>,
+    /// More names requests may use for this model (clients that hard-code one, e.g. the
+    /// old gateway's); each is listed by /v1/models, answers are labelled with `id`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Context window in tokens (prompt + completion) for each sequence.
     #[serde(default = "default_context")]
     pub context: u32,

@@ -220,3 +220,26 @@ fn bad_log_level_is_named() {
     let issues = parse(&format!("{MINIMAL}[logging]\nlevel = \"info,,=[\"\n")).unwrap_err();
     assert_eq!(issues[0].key, "logging.level");
 }
+
+#[test]
+fn aliases_are_names_not_repeats_of_the_id() {
+    let with = |list: &str| parse(&format!("{MINIMAL}aliases = {list}\n"));
+    assert_eq!(
+        with("[\"gpt-4o\", \"old\"]").unwrap().model.aliases.len(),
+        2
+    );
+    for (list, why) in [
+        ("[\"m\"]", "listed twice"),
+        ("[\"a\", \"a\"]", "listed twice"),
+        ("[\"two words\"]", "without spaces"),
+        ("[\"\"]", "1-128 characters"),
+    ] {
+        let issues = with(list).unwrap_err();
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.key == "model.aliases" && i.message.contains(why)),
+            "{list}: {issues:?}"
+        );
+    }
+}

@@ -5,6 +5,9 @@
 use super::{Config, ConfigIssue, FlashAttention, KvCacheType};
 use std::net::SocketAddr;
 
+/// Most `model.aliases` (each is one more name every request is checked against).
+const MAX_ALIASES: usize = 16;
+
 impl Config {
     /// Every range and cross-field rule, each issue naming its key.
     pub fn validate(&self) -> Vec<ConfigIssue> {
@@ -174,6 +177,30 @@ impl Config {
                 "model.kv_cache_type",
                 "a quantized KV cache needs flash attention: set model.flash_attention = \"auto\" or \"on\", or kv_cache_type = \"f16\"".into(),
             );
+        }
+        let id = self.model_id();
+        if self.model.aliases.len() > MAX_ALIASES {
+            bad(
+                "model.aliases",
+                format!("at most {MAX_ALIASES} names; each one is accepted as this model"),
+            );
+        }
+        for (i, a) in self.model.aliases.iter().enumerate() {
+            let seen = self.model.aliases.iter().take(i).any(|b| b == a);
+            if a.is_empty()
+                || a.len() > 128
+                || a.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                bad(
+                    "model.aliases",
+                    format!("{a:?} must be 1-128 characters without spaces or control characters"),
+                );
+            } else if *a == id || seen {
+                bad(
+                    "model.aliases",
+                    format!("{a:?} is listed twice (the model id counts as one)"),
+                );
+            }
         }
         if self.model.chat_template.is_some() && self.model.chat_template_file.is_some() {
             bad(
