@@ -1,7 +1,7 @@
 //! Command line: `serve` (default), `check-config`, `policy`, `template`, `healthcheck`,
-//! `hash-key`, `gen-key`, `hash-keys`, `config-from-env`.
+//! `hash-key`, `gen-key`, `keys`, `hash-keys`, `config-from-env`.
 //!
-//! Hand-parsed on purpose: nine commands and two options do not earn an argument-parsing
+//! Hand-parsed on purpose: ten commands and two options do not earn an argument-parsing
 //! dependency in an audited binary. SECURITY: secrets are read from stdin, never from
 //! arguments (which other users can see in /proc), and no command echoes a secret it read.
 
@@ -33,6 +33,8 @@ USAGE:
     llama-gguf-inference hash-key                  read an api_key on stdin, print its
                                                    argon2id hash for the keys file
     llama-gguf-inference gen-key KEY_ID            print a fresh key (once) and its keys-file line
+    llama-gguf-inference keys list|add|remove|rotate (--config FILE | --file KEYS_FILE)
+                                                   manage the hashed keys file (`keys --help`)
     llama-gguf-inference hash-keys [FILE]          convert the old gateway's plaintext
                                                    key_id:api_key[:rpm][:expiry] file (FILE or
                                                    stdin) to hashed lines on stdout
@@ -149,7 +151,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Some(
             c @ ("serve" | "check-config" | "policy" | "template" | "healthcheck" | "hash-key"
-            | "gen-key" | "hash-keys" | "config-from-env"),
+            | "gen-key" | "keys" | "hash-keys" | "config-from-env"),
         ) => (c, &args[1..]),
         Some(flag) if flag.starts_with('-') => ("serve", &args[..]),
         Some(other) => return usage_error(&format!("unknown command {other:?}")),
@@ -166,6 +168,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 "hash-key" => HASH_KEY_HELP,
                 "gen-key" => GEN_KEY_HELP,
                 "config-from-env" => CONFIG_FROM_ENV_HELP,
+                "keys" => keys::command::HELP,
                 _ => HASH_KEYS_HELP,
             }
         );
@@ -236,6 +239,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         },
         "hash-key" => hash_key(rest),
         "gen-key" => gen_key(rest),
+        "keys" => keys::command::run(rest),
         "config-from-env" => match rest {
             [] => match crate::migrate::config_from_env(&|k| std::env::var(k).ok()) {
                 Ok(text) => {

@@ -10,15 +10,15 @@
 //! | `cli`         | commands and `--help`; secrets only via stdin                        |
 //! | `startup`     | prepare → bind → lock down → settings → runtime → `server::run`      |
 //! | `server`      | health, engine, app state, seccomp, ready, API, graceful drain       |
-//! | `signals`     | SIGTERM/SIGINT stop, SIGHUP keys reload, seccomp-denial log          |
+//! | `signals`     | SIGTERM/SIGINT stop, SIGHUP keys + certificate reload, seccomp log   |
 //! | `config`      | the one TOML file: strict, defaulted, every error names its key      |
 //! | `settings`    | the config resolved once into every runtime value                    |
 //! | `address`     | per-address keys: IPv4 as is, IPv6 by /64 (and /48 for connections)  |
-//! | `keys`        | keys file: argon2id-only hashes with bounded parameters              |
+//! | `keys`        | keys file: argon2id-only hashes; `keys` commands' atomic edits       |
 //! | `migrate`     | `config-from-env`: the old gateway's environment as a config.toml    |
 //! | `auth`        | Bearer/Basic credentials, dummy-hash timing, HMAC verified cache    |
 //! | `ratelimit`   | per-key requests-per-minute token bucket                             |
-//! | `tls`         | rustls config, PEM files or a (persisted) self-signed certificate   |
+//! | `tls`         | rustls config, PEM or self-signed; the pair in use, swapped on reload |
 //! | `cores`       | physical cores for `model.threads = 0`, read before lock-down        |
 //! | `gguf`        | safe-Rust GGUF header walk before llama.cpp parses the file         |
 //! | `http`        | accept loop: connection cap, handshake deadline, hyper limits       |

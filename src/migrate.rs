@@ -159,6 +159,15 @@ pub fn config_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             number("MAX_QUEUE_SIZE", &q)?
         ));
     }
+    // The old container ran its gateway as root; this server refuses that on a bare-metal
+    // start (the image already runs as uid 65532), so say what to set.
+    line(String::new());
+    line("# Started as root (systemd, bare metal)? Name the account to drop to:".into());
+    line("# [sandbox]".into());
+    line(
+        "# user = \"llama\"  # useradd --system --no-create-home --shell /usr/sbin/nologin llama"
+            .into(),
+    );
     let unmapped: Vec<String> = NO_EQUIVALENT
         .iter()
         .filter(|(var, _)| get(var).is_some())

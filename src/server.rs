@@ -48,6 +48,10 @@ pub struct Launch {
     pub settings: Settings,
     pub keys: KeyStore,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The pair `tls` serves (its expiry is exported as a metric).
+    pub tls_switch: Arc<crate::tls::CertSwitch>,
+    /// Re-read on SIGHUP with the keys file (None: a self-signed certificate).
+    pub tls_reload: Option<crate::tls::Reload>,
     /// Keys the `user_tag` HMAC in logs.
     pub user_tag_key: ring::hmac::Key,
     /// OpenAI's `system_fingerprint` (`gguf::system_fingerprint`).
@@ -75,6 +79,8 @@ pub async fn run(
         settings,
         keys,
         tls,
+        tls_switch,
+        tls_reload,
         user_tag_key,
         system_fingerprint,
         keys_file,
@@ -83,6 +89,7 @@ pub async fn run(
         self_test,
     } = launch;
     let metrics = Arc::new(Metrics::new(Arc::default(), keys.counters()));
+    metrics.set_tls_not_after(tls_switch.current().validity.not_after.unix_timestamp());
     let (drain_tx, drain_rx) = watch::channel(false);
 
     // Health first: it must answer (503 on /ready) while the model loads.
@@ -108,11 +115,13 @@ pub async fn run(
         let state = state.clone();
         async move { state.auth_audit.summary().await }
     });
-    // Key rotation: SIGHUP re-reads the keys file for as long as the server runs.
-    let reloader = tokio::spawn(signals::reload_keys_on_sighup(
+    // Key and certificate rotation: SIGHUP re-reads the keys file and the TLS pair for
+    // as long as the server runs.
+    let reloader = tokio::spawn(signals::reload_on_sighup(
         sighup,
         state.clone(),
         keys_file,
+        tls_reload,
     ));
 
     tokio::pin!(shutdown);

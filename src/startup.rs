@@ -21,6 +21,8 @@ struct Prepared {
     keys: auth::KeyStore,
     tls: tls::TlsMaterial,
     tls_config: Arc<rustls::ServerConfig>,
+    /// The pair handshakes get; SIGHUP replaces it (`tls::Reload`).
+    tls_switch: Arc<tls::CertSwitch>,
     gguf: gguf::GgufSummary,
     /// The configured chat template's text: `model.chat_template_file` (read and checked
     /// here) or the `model.chat_template` family's; None: the model file's own.
@@ -56,6 +58,7 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
         &mut problems,
         tls::load_material(&cfg.tls)
             .and_then(|m| tls::server_config(&m, cfg.server.http2).map(|c| (m, c))),
+        // (material, (config, switch))
     );
     let gguf = keep(
         &mut problems,
@@ -74,7 +77,7 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
     match (keys, tls, gguf, user_tag_key, chat_template) {
         (
             Some(keys),
-            Some((tls, tls_config)),
+            Some((tls, (tls_config, tls_switch))),
             Some(gguf),
             Some(user_tag_key),
             Some(chat_template),
@@ -83,6 +86,7 @@ fn prepare(cfg: Config, config_path: &Path) -> Result<Prepared, String> {
             keys,
             tls,
             tls_config,
+            tls_switch,
             gguf,
             chat_template,
             user_tag_key,
@@ -253,11 +257,17 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         tensors = p.gguf.tensor_count,
         "configuration, keys and GGUF header checked"
     );
+    let served = p.tls_switch.current();
     tracing::info!(
         source = ?p.tls.source,
         sha256 = %p.tls.fingerprint(),
+        not_after = %tls::rfc3339(served.validity.not_after),
         "TLS certificate (pin this fingerprint for a self-signed deployment)"
     );
+    if let Some(why) = served.not_valid_at(time::OffsetDateTime::now_utc()) {
+        // Start anyway: there is no other pair to serve, and a pinned client may not care.
+        tracing::warn!(problem = %why, "TLS certificate cannot be verified by clients now; renew it and send SIGHUP");
+    }
 
     // Bind both listeners with std sockets (a root start can take port 443 here).
     let addrs = p.cfg.listen_addrs();
@@ -319,6 +329,8 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
         settings,
         keys: p.keys,
         tls: p.tls_config,
+        tls_reload: tls::reload_for(&p.cfg.tls, &p.tls_switch),
+        tls_switch: p.tls_switch,
         user_tag_key: p.user_tag_key,
         keys_file: p.cfg.auth.keys_file.clone(),
         seccomp: p.cfg.sandbox.seccomp,

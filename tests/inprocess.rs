@@ -56,8 +56,11 @@ impl InProcess {
         )
         .unwrap();
         let material = tls::load_material(&cfg.tls).unwrap();
+        let (tls_config, tls_switch) = tls::server_config(&material, cfg.server.http2).unwrap();
         let launch = Launch {
-            tls: tls::server_config(&material, cfg.server.http2).unwrap(),
+            tls: tls_config,
+            tls_switch,
+            tls_reload: None,
             keys,
             user_tag_key: logging::user_tag_key(None).unwrap(),
             system_fingerprint: "fp_inprocess".into(),

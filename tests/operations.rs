@@ -520,3 +520,117 @@ async fn a_reissued_key_id_does_not_inherit_the_old_holders_prefix_cache() {
         "a reissued id must start with a cold prefix cache"
     );
 }
+
+/// `keys list/add/rotate/remove` on the running server's keys file, then SIGHUP: what
+/// the commands printed is what the server now accepts and refuses.
+#[tokio::test]
+async fn keys_commands_edit_the_file_the_running_server_reloads() {
+    let server = Server::start();
+    open_to_sandbox_user(server.dir.path());
+    let dir = server.dir.path();
+    let config = dir.join("config.toml");
+    let config = config.to_str().unwrap();
+    let keys_file = dir.join("keys");
+
+    let (rc, out, err) = run_cli(&["keys", "list", "--config", config], None);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(
+        out,
+        "id\trequests_per_minute\texpires\texpired\targon2\n\
+         alice\tdefault\tnever\tno\tm=7168,t=1,p=1\n\
+         carol\tdefault\tnever\tno\tm=7168,t=1,p=1\n\
+         limited\t3\tnever\tno\tm=7168,t=1,p=1\n\
+         expired\tdefault\t2001-01-01T00:00:00Z\tyes\tm=7168,t=1,p=1\n"
+    );
+
+    // add: the credential alone on stdout, the reload hint on stderr.
+    let (rc, dave, err) = run_cli(
+        &[
+            "keys",
+            "add",
+            "dave",
+            "--rpm",
+            "50",
+            "--expires",
+            "30d",
+            "--config",
+            config,
+        ],
+        None,
+    );
+    assert_eq!(rc, 0, "{err}");
+    let dave = dave.trim().to_string();
+    assert!(
+        dave.starts_with("dave:") && dave.len() == "dave:".len() + 43,
+        "{dave}"
+    );
+    assert!(
+        err.contains("systemctl reload") && err.contains("50 requests per minute"),
+        "{err}"
+    );
+    let (rc, alice_new, err) = run_cli(&["keys", "rotate", "alice", "--config", config], None);
+    assert_eq!(rc, 0, "{err}");
+    let alice_new = alice_new.trim().to_string();
+    let (rc, _, err) = run_cli(
+        &[
+            "keys",
+            "remove",
+            "carol",
+            "--file",
+            keys_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(rc, 0, "{err}");
+    // Mode kept (the sandbox user still reads it), no temporary left, no hash printed.
+    let meta = std::fs::metadata(&keys_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("keys"))
+        .collect();
+    assert_eq!(names, ["keys"]);
+    let (_, listed, _) = run_cli(&["keys", "list", "--config", config], None);
+    assert!(
+        !listed.contains("$argon2") && !listed.contains("carol"),
+        "{listed}"
+    );
+    assert!(listed.contains("dave\t50\t"), "{listed}");
+    // limited's limit and every comment survived the rotation of alice.
+    let text = std::fs::read_to_string(&keys_file).unwrap();
+    assert!(text.starts_with("# test keys\nalice:$argon2id$"), "{text}");
+    assert!(text.contains(":3\n"), "{text}");
+
+    // Until the reload the server still has the old keys.
+    let mut c = server.client().await;
+    assert_eq!(c.get("/v1/models", Some(&dave)).await.status, 401);
+    assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+    signal(server.pid(), "HUP");
+    server.wait_for("the reload", Duration::from_secs(30), || {
+        server.log_text().contains("SIGHUP: keys file reloaded")
+    });
+    assert_eq!(c.get("/v1/models", Some(&dave)).await.status, 200);
+    assert_eq!(c.get("/v1/models", Some(&alice_new)).await.status, 200);
+    assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 401);
+    assert_eq!(c.get("/v1/models", Some(BOB)).await.status, 401);
+
+    // Files another user could have written are refused and left as they are.
+    std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (rc, out, err) = run_cli(&["keys", "add", "eve", "--config", config], None);
+    assert_eq!((rc, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("world-writable"), "{err}");
+    std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = dir.join("keys-link");
+    std::os::unix::fs::symlink(&keys_file, &link).unwrap();
+    let (rc, _, err) = run_cli(
+        &["keys", "rotate", "dave", "--file", link.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&keys_file).unwrap(), text);
+    let log = server.log_text();
+    assert!(!log.contains(secret(&dave)) && !log.contains("$argon2id$"));
+}

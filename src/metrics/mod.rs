@@ -25,10 +25,17 @@ use crate::engine::EngineStats;
 use histogram::Histogram;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use trace::TraceState;
+
+/// What a SIGHUP reloads, counted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    Keys,
+    Tls,
+}
 
 /// The throughput gauge averages completion tokens over this many recent seconds.
 const RATE_WINDOW_SECS: u64 = 60;
@@ -142,6 +149,10 @@ pub struct Metrics {
     sandbox: Mutex<Option<SandboxGauges>>,
     key_reloads: AtomicU64,
     key_reload_failures: AtomicU64,
+    tls_reloads: AtomicU64,
+    tls_reload_failures: AtomicU64,
+    /// The served certificate's notAfter, unix seconds; 0 until start-up sets it.
+    tls_not_after: AtomicI64,
     epoch: Instant,
 }
 
@@ -165,6 +176,9 @@ impl Metrics {
             sandbox: Mutex::new(None),
             key_reloads: AtomicU64::new(0),
             key_reload_failures: AtomicU64::new(0),
+            tls_reloads: AtomicU64::new(0),
+            tls_reload_failures: AtomicU64::new(0),
+            tls_not_after: AtomicI64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -180,13 +194,20 @@ impl Metrics {
         }
     }
 
-    pub fn key_reload(&self, ok: bool) {
-        let c = if ok {
-            &self.key_reloads
-        } else {
-            &self.key_reload_failures
+    /// One SIGHUP reload of `what`: applied (`ok`) or refused.
+    pub fn reloaded(&self, what: Reloaded, ok: bool) {
+        let c = match (what, ok) {
+            (Reloaded::Keys, true) => &self.key_reloads,
+            (Reloaded::Keys, false) => &self.key_reload_failures,
+            (Reloaded::Tls, true) => &self.tls_reloads,
+            (Reloaded::Tls, false) => &self.tls_reload_failures,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The certificate now served expires at `unix` seconds (for an expiry alert).
+    pub fn set_tls_not_after(&self, unix: i64) {
+        self.tls_not_after.store(unix, Ordering::Relaxed);
     }
 
     pub fn auth_failure(&self, reason: AuthFailure) {
@@ -367,10 +388,31 @@ impl Metrics {
                 "keys file reloads refused (the previous keys stay)",
                 &self.key_reload_failures,
             ),
+            (
+                "lgi_tls_reloads_total",
+                "TLS certificate reloads applied (SIGHUP)",
+                &self.tls_reloads,
+            ),
+            (
+                "lgi_tls_reload_failures_total",
+                "TLS certificate reloads refused (the previous certificate stays)",
+                &self.tls_reload_failures,
+            ),
         ] {
             header(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
         }
+        header(
+            out,
+            "lgi_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "notAfter of the certificate new handshakes get (unix seconds): alert well before it",
+        );
+        let _ = writeln!(
+            out,
+            "lgi_tls_certificate_expiry_timestamp_seconds {}",
+            self.tls_not_after.load(Ordering::Relaxed)
+        );
         let sandbox = self.sandbox.lock().ok().and_then(|s| *s);
         if let Some(s) = sandbox {
             for (name, help, v) in [

@@ -43,7 +43,7 @@ pub struct LandlockPlan {
     pub bind: Vec<PortRule>,
 }
 
-fn read_file() -> BitFlags<AccessFs> {
+pub(super) fn read_file() -> BitFlags<AccessFs> {
     AccessFs::ReadFile.into()
 }
 
@@ -76,27 +76,10 @@ pub fn plan(
         why: "model.path: llama.cpp opens and maps the weights after lock-down".into(),
         required: true,
     }];
-    // SECURITY: the TLS files are already in memory; read access adds no exposure and
-    // keeps a later certificate reload possible. Nothing else of ours is re-read.
-    let tls_files: Vec<(PathBuf, &str)> = match (&cfg.tls.cert, &cfg.tls.key) {
-        (Some(c), Some(k)) => vec![(c.clone(), "tls.cert"), (k.clone(), "tls.key")],
-        _ => match &cfg.tls.self_signed_dir {
-            Some(d) => {
-                let (cert, key) = crate::tls::stored_paths(d);
-                vec![(cert, "tls.self_signed_dir"), (key, "tls.self_signed_dir")]
-            }
-            None => vec![],
-        },
-    };
-    for (path, key) in tls_files {
-        fs.push(FsRule {
-            path,
-            access: read_file(),
-            why: format!("{key}: TLS material (loaded before lock-down; read-only)"),
-            required: true,
-        });
-    }
-    fs.push(keys_rule(cfg)?);
+    // Re-read on SIGHUP: the TLS pair and the keys file (`reread.rs` decides how far
+    // each rule reaches).
+    fs.extend(super::reread::tls_rules(cfg)?);
+    fs.push(super::reread::keys_rule(cfg)?);
     for p in &cfg.sandbox.extra_read_paths {
         fs.push(FsRule {
             path: p.clone(),
@@ -122,98 +105,6 @@ pub fn plan(
             },
         ],
     })
-}
-
-/// The keys file is re-read on SIGHUP (key rotation). SECURITY / operability: rotation
-/// usually replaces the file (editors and `mv` write a new inode; Kubernetes swaps a
-/// Secret's folder behind a symlink), and a Landlock rule on the old inode would refuse
-/// the new one. So the rule covers reading files in the keys file's folder (not listing
-/// it) — and a Landlock rule on a folder covers its whole subtree. It is therefore given
-/// only when that folder holds nothing but the appliance's own files (`own_entry`);
-/// otherwise the config is refused with what to do (issue 16: `keys_file =
-/// "/var/lib/keys"` made all of /var/lib readable). A folder that cannot be listed gets a
-/// rule for the file alone (rotation must then rewrite it in place).
-fn keys_rule(cfg: &Config) -> Result<FsRule, String> {
-    let keys_file = &cfg.auth.keys_file;
-    let file_only = || {
-        FsRule {
-        path: keys_file.to_path_buf(),
-        access: read_file(),
-        why: "auth.keys_file: re-read on SIGHUP (its folder cannot be listed, so only this inode: rotate by rewriting it in place)".into(),
-        required: true,
-    }
-    };
-    let Some(dir) = keys_file.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(file_only());
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(file_only());
-    };
-    let own = own_files(cfg);
-    let mut foreign: Vec<String> = entries
-        .flatten()
-        .filter(|e| !own_entry(&e.path(), keys_file, &own))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    if !foreign.is_empty() {
-        foreign.sort();
-        let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
-        return Err(format!(
-            "auth.keys_file: its folder {} also holds files that are not this server's ({}{}). \
-             Key rotation needs read access to the keys file's whole folder, which would make \
-             those readable too. Move the keys file into a folder of its own (the config and \
-             TLS files may share it), e.g. /etc/llama-gguf-inference/keys",
-            dir.display(),
-            shown.join(", "),
-            if foreign.len() > shown.len() {
-                format!(" and {} more", foreign.len() - shown.len())
-            } else {
-                String::new()
-            }
-        ));
-    }
-    Ok(FsRule {
-        path: dir.to_path_buf(),
-        access: read_file(),
-        why: "auth.keys_file's folder (holds only this server's files): the keys file is re-read on SIGHUP, also after it was replaced (read files, not list)".into(),
-        required: true,
-    })
-}
-
-/// The appliance's own files a keys folder may share: the config file, TLS material, the
-/// user-tag key, the model and paths the operator already granted.
-fn own_files(cfg: &Config) -> Vec<PathBuf> {
-    let mut own: Vec<PathBuf> = [
-        cfg.source.clone(),
-        cfg.tls.cert.clone(),
-        cfg.tls.key.clone(),
-        cfg.tls.self_signed_dir.clone(),
-        cfg.logging.user_tag_key_file.clone(),
-        Some(cfg.model.path.clone()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    own.extend(cfg.sandbox.extra_read_paths.iter().cloned());
-    own
-}
-
-/// Whether a keys-folder entry is the appliance's: the keys file, a rotation temporary of
-/// it (`keys.new`, `keys~`, `.keys.swp`), Kubernetes' Secret-volume bookkeeping (`..data`
-/// and the timestamped folders beside it), or one of `own`.
-fn own_entry(path: &Path, keys_file: &Path, own: &[PathBuf]) -> bool {
-    let (Some(name), Some(keys_name)) = (
-        path.file_name().and_then(|n| n.to_str()),
-        keys_file.file_name().and_then(|n| n.to_str()),
-    ) else {
-        return false;
-    };
-    name == keys_name
-        || name.starts_with(&format!("{keys_name}."))
-        || name.starts_with(&format!("{keys_name}~"))
-        || name.starts_with(&format!(".{keys_name}"))
-        || name.starts_with("..")
-        || own.iter().any(|o| o == path)
 }
 
 /// /dev/nvidia0, /dev/nvidia1, ... present now (one node per GPU).
@@ -486,50 +377,6 @@ pub fn handled_fs() -> BitFlags<AccessFs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config_in(dir: &Path, extra: &str) -> Config {
-        let path = dir.join("config.toml");
-        std::fs::write(
-            &path,
-            format!("[auth]\nkeys_file = \"keys\"\n[model]\npath = \"/models/m.gguf\"\n{extra}"),
-        )
-        .unwrap();
-        std::fs::write(dir.join("keys"), "").unwrap();
-        let mut cfg = Config::parse(&std::fs::read_to_string(&path).unwrap(), dir).unwrap();
-        cfg.source = Some(path);
-        cfg
-    }
-
-    #[test]
-    fn the_keys_rule_covers_a_folder_of_the_servers_own_files_only() {
-        let d = tempfile::tempdir().unwrap();
-        // Own folder: the keys file, the config, the TLS state folder, a rotation
-        // temporary and Kubernetes' Secret-volume entries.
-        let cfg = config_in(d.path(), "[tls]\nself_signed_dir = \"tls\"\n");
-        for own in ["tls", "..data", "..2026_12_03_07_00_00.1"] {
-            std::fs::create_dir(d.path().join(own)).unwrap();
-        }
-        std::fs::write(d.path().join("keys.new"), "").unwrap();
-        let r = keys_rule(&cfg).unwrap();
-        assert_eq!(r.path, d.path());
-        assert_eq!(access_names(r.access), "read_file");
-        // Anything else in it (as in /var/lib) and the config is refused, saying what to do.
-        std::fs::write(d.path().join("dpkg-status"), "").unwrap();
-        std::fs::create_dir(d.path().join("postgresql")).unwrap();
-        let e = keys_rule(&cfg).unwrap_err();
-        assert!(e.contains("dpkg-status, postgresql"), "{e}");
-        assert!(
-            e.contains("Move the keys file into a folder of its own"),
-            "{e}"
-        );
-        let e = plan(&cfg, 1, 2, false).err().unwrap();
-        assert!(e.starts_with("auth.keys_file:"), "{e}");
-        // A folder that cannot be listed (here: does not exist) gets the file alone.
-        let mut gone = cfg.clone();
-        gone.auth.keys_file = d.path().join("missing/keys");
-        let r = keys_rule(&gone).unwrap();
-        assert_eq!(r.path, d.path().join("missing/keys"));
-    }
 
     #[test]
     fn no_rule_grants_write_create_or_execute_outside_cuda_devices_and_libraries() {

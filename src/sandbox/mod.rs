@@ -22,6 +22,7 @@
 
 pub mod landlock;
 pub mod privileges;
+pub mod reread;
 pub mod seccomp;
 pub mod selftest;
 

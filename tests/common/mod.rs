@@ -123,6 +123,9 @@ pub struct Options {
     pub server_extra: String,
     /// More `[auth]` keys.
     pub auth_extra: String,
+    /// The `[tls]` table's keys (default: a self-signed pair persisted in `tls/`, whose
+    /// certificate `Server::ca_pem` returns).
+    pub tls: String,
     /// The keys file's text (default: the four test keys with cheap hashes).
     pub keys_text: Option<String>,
     pub model_section: String,
@@ -145,6 +148,7 @@ impl Default for Options {
             sandbox: default_sandbox_section(),
             server_extra: String::new(),
             auth_extra: String::new(),
+            tls: "self_signed_dir = \"tls\"\n".into(),
             keys_text: None,
             model_section: "context = 1024\nthreads = 2\nembeddings = true\n".into(),
             model: None,
@@ -198,12 +202,13 @@ pub fn write_config(dir: &Path, opts: &Options) -> PathBuf {
     std::fs::write(dir.join("keys"), keys).unwrap();
     let config = format!(
         "[server]\nlisten = \"{}\"\nhealth_listen = \"127.0.0.1:0\"\n{}\
-         [tls]\nself_signed_dir = \"tls\"\n\
+         [tls]\n{}\
          [auth]\nkeys_file = \"keys\"\ndefault_requests_per_minute = 0\n{}\
          [model]\npath = \"{}\"\nid = \"{MODEL_ID}\"\n{}\
          {}\n{}",
         opts.listen,
         opts.server_extra,
+        opts.tls,
         opts.auth_extra,
         opts.model.clone().unwrap_or_else(model_path).display(),
         opts.model_section,

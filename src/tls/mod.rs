@@ -1,5 +1,6 @@
 //! TLS termination material: the rustls server config, from PEM files or a self-signed
-//! rcgen certificate.
+//! rcgen certificate. `reload.rs` holds the pair in use and replaces it on SIGHUP;
+//! `validity.rs` reads a certificate's validity period.
 //!
 //! SECURITY: TLS 1.2 and 1.3 only, rustls's default (AEAD, forward-secret) suites, the
 //! ring provider for both rustls and rcgen, ALPN `h2` and `http/1.1`. rustls has no
@@ -15,6 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::TlsConfig;
+
+mod reload;
+mod validity;
+
+pub use reload::{check_pair, rfc3339, CertSwitch, Checked, Reload, Reloaded};
 
 /// Largest PEM file read (a long chain is a few tens of KiB).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -160,15 +166,23 @@ fn generate(
 }
 
 fn read_limited(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
+    let failed = |e: std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (the file's permissions, or on a reload the sandbox: `policy` lists what it \
+             may read; a file in a shared folder must be renewed in place, not by mv)"
+        } else {
+            ""
+        };
+        format!("{what}: cannot read {}: {e}{hint}", path.display())
+    };
+    let meta = std::fs::metadata(path).map_err(failed)?;
     if meta.len() > MAX_PEM_BYTES {
         return Err(format!(
             "{what}: {} is larger than {MAX_PEM_BYTES} bytes",
             path.display()
         ));
     }
-    std::fs::read(path).map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))
+    std::fs::read(path).map_err(failed)
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -196,15 +210,20 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
-/// The rustls server config: TLS 1.2/1.3, ring, ALPN h2 + http/1.1.
-pub fn server_config(material: &TlsMaterial, enable_h2: bool) -> Result<Arc<ServerConfig>, String> {
+/// The rustls server config: TLS 1.2/1.3, ring, ALPN h2 + http/1.1, serving the pair in
+/// the returned switch (which a reload replaces).
+pub fn server_config(
+    material: &TlsMaterial,
+    enable_h2: bool,
+) -> Result<(Arc<ServerConfig>, Arc<CertSwitch>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let checked = check_pair(material.chain.clone(), material.key.clone_key(), &provider)?;
+    let switch = Arc::new(CertSwitch::new(checked));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS configuration: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(material.chain.clone(), material.key.clone_key())
-        .map_err(|e| format!("tls.cert / tls.key do not form a usable pair: {e}"))?;
+        .with_cert_resolver(switch.clone());
     config.alpn_protocols = if enable_h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
@@ -213,7 +232,20 @@ pub fn server_config(material: &TlsMaterial, enable_h2: bool) -> Result<Arc<Serv
     // SECURITY: stateless tickets would need key rotation we do not run; TLS 1.3 resumption
     // uses the bounded in-memory session cache instead.
     config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), switch))
+}
+
+/// The `Reload` SIGHUP runs: for `tls.cert` + `tls.key` only (a self-signed certificate
+/// stays until its files are deleted and the server restarts).
+pub fn reload_for(cfg: &TlsConfig, switch: &Arc<CertSwitch>) -> Option<Reload> {
+    match (&cfg.cert, &cfg.key) {
+        (Some(cert), Some(key)) => Some(Reload {
+            cert: cert.clone(),
+            key: key.clone(),
+            switch: switch.clone(),
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -237,7 +269,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(key_path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        server_config(&second, true).unwrap();
+        let (_, switch) = server_config(&second, true).unwrap();
+        assert_eq!(switch.current().fingerprint, second.fingerprint());
     }
 
     #[test]

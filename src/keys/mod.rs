@@ -1,9 +1,16 @@
 //! The keys file: `key_id:<argon2id PHC>[:requests_per_minute][:expiry RFC 3339]` per line.
+//! Its reader and its one line writer are here; the `keys` commands' edits are in
+//! `edit.rs`, the atomic file replacement in `replace.rs`, the command line in
+//! `command.rs`.
 //!
 //! SECURITY: only argon2id hashes with parameters inside sane bounds are accepted, so a
 //! weak or mistyped hash (argon2i/d, 1 KiB of memory, or a plaintext secret pasted by
 //! mistake) stops start-up instead of quietly weakening authentication. Error messages
 //! name the line and the field, never the hash or secret itself.
+
+pub mod command;
+mod edit;
+mod replace;
 
 use argon2::password_hash::{PasswordHash, PasswordHashString, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
@@ -249,6 +256,31 @@ fn parse_hashed_line(line: &str) -> Result<KeyEntry, String> {
     })
 }
 
+/// One hashed keys-file line, `id:hash[:rpm][:expiry]`, the expiry as RFC 3339: the one
+/// writer of the format `parse_hashed_line` reads.
+pub fn render_line(
+    id: &str,
+    hash: &str,
+    rpm: Option<u32>,
+    expires: Option<OffsetDateTime>,
+) -> Result<String, String> {
+    let mut l = format!("{id}:{hash}");
+    if rpm.is_some() || expires.is_some() {
+        l.push(':');
+        if let Some(r) = rpm {
+            l.push_str(&r.to_string());
+        }
+    }
+    if let Some(e) = expires {
+        l.push(':');
+        l.push_str(
+            &e.format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| format!("expiry cannot be written as RFC 3339: {e}"))?,
+        );
+    }
+    Ok(l)
+}
+
 /// Accept only argon2id PHC strings with bounded parameters.
 pub fn check_hash(text: &str) -> Result<PasswordHashString, String> {
     if !text.starts_with("$argon2id$") {
@@ -347,20 +379,7 @@ pub fn convert_plaintext(text: &str, params: Params) -> Result<Converted, Vec<Ke
                 return Err("this line is already hashed".to_string());
             }
             let hash = hash_secret(f.secret_or_hash.as_bytes(), params.clone())?;
-            let mut l = format!("{}:{}", f.id, hash);
-            if f.rpm.is_some() || f.expires.is_some() {
-                l.push(':');
-                if let Some(r) = f.rpm {
-                    l.push_str(&r.to_string());
-                }
-            }
-            if let Some(e) = f.expires {
-                l.push(':');
-                l.push_str(
-                    &e.format(&time::format_description::well_known::Rfc3339)
-                        .map_err(|e| e.to_string())?,
-                );
-            }
+            let l = render_line(f.id, &hash, f.rpm, f.expires)?;
             let credential = format!("{}:{}", f.id, f.secret_or_hash);
             Ok((l, (f.id.to_string(), credential), naive))
         });
@@ -457,7 +476,7 @@ mod tests {
 
     #[test]
     fn shipped_example_keys_file_parses() {
-        let keys = parse_keys(include_str!("../config/keys.example")).unwrap();
+        let keys = parse_keys(include_str!("../../config/keys.example")).unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[1].requests_per_minute, Some(600));
     }
