@@ -255,9 +255,27 @@ fn folder_of(path: &Path) -> PathBuf {
 }
 
 /// The names in `dir` that are not the server's own (`own_entry`), sorted; None when it
-/// cannot be listed.
+/// cannot be listed. A plain subfolder holding the configured TLS pair (the
+/// `/etc/llama-gguf-inference/tls/` of the reference config) is the server's own when
+/// it holds nothing else.
 fn foreign_entries(cfg: &Config, dir: &Path) -> Option<Vec<String>> {
+    foreign_entries_in(cfg, dir, MAX_OWN_SUBFOLDER_DEPTH)
+}
+
+/// How deep a TLS subfolder of a re-read folder is looked into (`tls/` is one level).
+const MAX_OWN_SUBFOLDER_DEPTH: usize = 2;
+
+fn foreign_entries_in(cfg: &Config, dir: &Path, depth: usize) -> Option<Vec<String>> {
     let entries = std::fs::read_dir(dir).ok()?;
+    let tls_folder = |p: &Path| {
+        depth > 0
+            && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+            && [cfg.tls.cert.as_deref(), cfg.tls.key.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|f| same_file(&folder_of(f), p))
+            && foreign_entries_in(cfg, p, depth - 1).is_some_and(|f| f.is_empty())
+    };
     let own = own_files(cfg);
     let reread: Vec<&Path> = [
         Some(cfg.auth.keys_file.as_path()),
@@ -269,7 +287,10 @@ fn foreign_entries(cfg: &Config, dir: &Path) -> Option<Vec<String>> {
     .collect();
     let mut foreign: Vec<String> = entries
         .flatten()
-        .filter(|e| !reread.iter().any(|f| own_entry(&e.path(), f, &own)))
+        .filter(|e| {
+            let path = e.path();
+            !(reread.iter().any(|f| own_entry(&path, f, &own)) || tls_folder(&path))
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     foreign.sort();
@@ -372,6 +393,26 @@ mod tests {
         let rules = tls_rules(&cfg).unwrap();
         assert_eq!(paths(&rules), [c.clone(), k.clone()]);
         assert!(rules[0].why.contains("in place"), "{}", rules[0].why);
+    }
+
+    #[test]
+    fn the_reference_layout_with_a_tls_subfolder_beside_the_keys_is_accepted() {
+        // /etc/llama-gguf-inference/{config.toml, keys, tls/{cert.pem, key.pem}}
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("tls");
+        std::fs::create_dir(&t).unwrap();
+        let (c, k) = (t.join("cert.pem"), t.join("key.pem"));
+        std::fs::write(&c, "").unwrap();
+        std::fs::write(&k, "").unwrap();
+        let cfg = tls_config(d.path(), &c, &k);
+        assert_eq!(keys_rule(&cfg).unwrap().path, d.path());
+        assert_eq!(paths(&tls_rules(&cfg).unwrap()), [t.clone(), t.clone()]);
+        // Something else in tls/ makes it foreign to the keys folder, and the pair falls
+        // back to its files alone.
+        std::fs::write(t.join("someone-elses.key"), "").unwrap();
+        let e = keys_rule(&cfg).unwrap_err();
+        assert!(e.contains("(tls)"), "{e}");
+        assert_eq!(paths(&tls_rules(&cfg).unwrap()), [c, k]);
     }
 
     #[test]
