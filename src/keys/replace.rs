@@ -15,6 +15,7 @@
 //!   it read until its rename, and re-opens when the file was replaced meanwhile.
 
 use super::MAX_KEYS_FILE_BYTES;
+use crate::sandbox::reread::folder_of;
 use std::fs::{File, Metadata, OpenOptions, Permissions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -162,13 +163,6 @@ impl Editing {
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("cannot sync the folder {}: {e}", dir.display()))?;
         Ok(())
-    }
-}
-
-fn folder_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 

@@ -247,7 +247,10 @@ fn acme_file(name: &str) -> bool {
         })
 }
 
-fn folder_of(path: &Path) -> PathBuf {
+/// The folder a re-read file lives in and is replaced in (`.` for a bare name): the rules
+/// here cover it, and the `keys` commands write their temporary there (`keys::replace`),
+/// so both must name the same folder.
+pub fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
