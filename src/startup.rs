@@ -122,7 +122,7 @@ pub fn check_config(config_path: &Path) -> Result<String, String> {
         p.keys.len(),
         p.cfg.auth.keys_file.display(),
         p.tls.source,
-        p.tls.fingerprint(),
+        p.tls_switch.current().fingerprint,
         p.cfg.model.path.display(),
         settings.api.model_id,
         p.gguf.version,
@@ -260,7 +260,7 @@ pub fn serve(config_path: &Path, mode: Mode) -> Result<(), String> {
     let served = p.tls_switch.current();
     tracing::info!(
         source = ?p.tls.source,
-        sha256 = %p.tls.fingerprint(),
+        sha256 = %served.fingerprint,
         not_after = %tls::rfc3339(served.validity.not_after),
         "TLS certificate (pin this fingerprint for a self-signed deployment)"
     );
