@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 use std::time::Duration;
 
 #[cfg(feature = "test-hooks")]
@@ -89,7 +88,7 @@ async fn not_ready_until_the_model_is_loaded() {
         .post(
             "/v1/chat/completions",
             Some(ALICE),
-            &json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+            &serde_json::json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
         )
         .await;
     assert_eq!(r.status, 200);

@@ -42,7 +42,8 @@ pub fn keys_rule(cfg: &Config) -> Result<FsRule, String> {
             "auth.keys_file: its folder {} also holds files that are not this server's ({}). \
              Key rotation needs read access to the keys file's whole folder, which would make \
              those readable too. Move the keys file into a folder of its own (the config and \
-             TLS files may share it), e.g. /etc/llama-gguf-inference/keys",
+             TLS files may share it), e.g. /etc/llama-gguf-inference/keys, and write a log \
+             file or any other output elsewhere (e.g. /var/log/llama-gguf-inference)",
             dir.display(),
             shown(&foreign),
         ));
@@ -334,10 +335,16 @@ mod tests {
         // Anything else in it (as in /var/lib) and the config is refused, saying what to do.
         std::fs::write(d.path().join("dpkg-status"), "").unwrap();
         std::fs::create_dir(d.path().join("postgresql")).unwrap();
+        // The common mistake: the server's own log written beside its keys (issue 31).
+        std::fs::write(d.path().join("server.log"), "").unwrap();
         let e = keys_rule(&cfg).unwrap_err();
-        assert!(e.contains("dpkg-status, postgresql"), "{e}");
+        assert!(e.contains("dpkg-status, postgresql, server.log"), "{e}");
         assert!(
             e.contains("Move the keys file into a folder of its own"),
+            "{e}"
+        );
+        assert!(
+            e.contains("write a log file or any other output elsewhere"),
             "{e}"
         );
         let e = super::super::landlock::plan(&cfg, 1, 2, false)
