@@ -222,6 +222,9 @@ fn log_model(m: &LoadedModel, async_workers: usize) {
         chat_template = m.renderer,
         "model loaded"
     );
+    if let Some(caps) = &m.template_caps {
+        tracing::info!(capabilities = %caps, "chat template");
+    }
     let mib = |b: u64| format!("{:.1}", b as f64 / 1048576.0);
     tracing::info!(
         parallel = m.parallel,

@@ -162,7 +162,14 @@ fn template_check(p: &Prepared) -> String {
         origin_text(&origin),
         template::sha256_hex(&source)
     );
-    let rendered = template::ChatTemplate::new(&source, "", "")
+    let template = template::ChatTemplate::new(&source, "", "");
+    if let Ok(t) = &template {
+        out.push_str(&format!(
+            "\n  chat template capabilities (detected): {}",
+            t.capabilities().describe()
+        ));
+    }
+    let rendered = template
         .and_then(|t| t.render(&template::sample_conversation(), &template::sample_tools()));
     match rendered {
         Ok(text) => {

@@ -15,7 +15,7 @@ use super::generation::Generation;
 use super::prompt::chat_prompt;
 use super::tools::{self, RawTool, RawToolCall, RawToolChoice};
 use crate::config::LimitsConfig;
-use crate::engine::{ChatMessage, ToolCall};
+use crate::engine::{ChatMessage, ContentShape, ToolCall};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -53,7 +53,7 @@ pub struct RawMessage {
     #[serde(default)]
     pub refusal: Option<String>,
     /// An earlier answer's thinking, echoed back by clients that append the response
-    /// message: accepted and not rendered (reasoning templates drop past thinking too).
+    /// message: given to the template, which renders or drops it as the model was trained.
     #[serde(default)]
     pub reasoning_content: Option<String>,
 }
@@ -264,9 +264,12 @@ fn chat_messages(raw: Vec<RawMessage>) -> Result<Vec<ChatMessage>, ApiError> {
                 format!("messages[{i}].tool_call_id"),
             ));
         }
+        let mut shape = ContentShape::Text;
         let content = match m.content {
-            None if role == "assistant" && m.tool_calls.is_some() => String::new(),
-            None if role == "assistant" => String::new(),
+            None if role == "assistant" => {
+                shape = ContentShape::Null;
+                String::new()
+            }
             None => {
                 return Err(ApiError::invalid(
                     "`content` is required for this role",
@@ -276,9 +279,13 @@ fn chat_messages(raw: Vec<RawMessage>) -> Result<Vec<ChatMessage>, ApiError> {
             Some(Content::Text(t)) => t,
             Some(Content::Parts(parts)) => {
                 let mut joined = String::new();
+                let mut texts = Vec::with_capacity(parts.len());
                 for (j, p) in parts.into_iter().enumerate() {
                     match (p.kind.as_str(), p.text) {
-                        ("text", Some(t)) => joined.push_str(&t),
+                        ("text", Some(t)) => {
+                            joined.push_str(&t);
+                            texts.push(t);
+                        }
                         ("text", None) => {
                             return Err(ApiError::invalid(
                                 "A text part needs `text`",
@@ -293,11 +300,17 @@ fn chat_messages(raw: Vec<RawMessage>) -> Result<Vec<ChatMessage>, ApiError> {
                         }
                     }
                 }
+                shape = ContentShape::Parts(texts);
                 joined
             }
         };
         check_text(&content, &format!("messages[{i}].content"))?;
         let mut message = ChatMessage::text(role, content);
+        message.shape = shape;
+        if let Some(r) = m.reasoning_content.filter(|_| role == "assistant") {
+            check_text(&r, &format!("messages[{i}].reasoning_content"))?;
+            message.reasoning = Some(r);
+        }
         if let Some(calls) = m.tool_calls {
             for (j, c) in calls.into_iter().enumerate() {
                 if c.kind != "function" {

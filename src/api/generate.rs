@@ -250,7 +250,13 @@ fn reasoning_plan(
         (_, None, None) => Ok(None),
         (_, Some(format), effort) => Ok(Some(Plan {
             format,
-            budget: api.reasoning_budgets.of(effort.map(|e| e.effort)),
+            budget: api.reasoning_budgets.for_request(
+                effort.map(|e| e.effort),
+                generation
+                    .tools
+                    .as_ref()
+                    .is_some_and(|t| t.choice != crate::api::tools::Choice::Auto),
+            ),
         })),
     }
 }

@@ -240,8 +240,16 @@ impl ToolSet {
         self.functions
             .iter()
             .map(|f| {
-                json!({"type": "function", "function": {
-                    "name": f.name, "description": f.description, "parameters": f.parameters}})
+                // The client's order (serde_json keeps it): templates print these with
+                // `tojson`, so the prompt shows the tool as it was sent. No description
+                // is no key, as in the client's object.
+                let mut function = serde_json::Map::new();
+                function.insert("name".into(), json!(f.name));
+                if let Some(d) = &f.description {
+                    function.insert("description".into(), json!(d));
+                }
+                function.insert("parameters".into(), f.parameters.clone());
+                json!({"type": "function", "function": function})
             })
             .collect()
     }

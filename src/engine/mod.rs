@@ -76,6 +76,8 @@ pub struct LoadedModel {
     pub load_time: std::time::Duration,
     /// How chat prompts are rendered (for the start-up log).
     pub renderer: &'static str,
+    /// What the chat template renders, as detected (`template::Caps::describe`).
+    pub template_caps: Option<String>,
     pub parallel: u32,
     /// Estimated K+V bytes one sequence's cache takes (f16 cells × `context`).
     pub kv_bytes_per_slot: u64,
@@ -119,6 +121,22 @@ pub struct ChatMessage {
     pub tool_call_id: Option<String>,
     /// The function a tool result belongs to (found through `tool_call_id`).
     pub name: Option<String>,
+    /// How the client sent `content` (a string, text parts, or null): templates that read
+    /// parts get them as parts (`template::caps`); `content` is always the joined text.
+    pub shape: ContentShape,
+    /// An earlier answer's thinking (`reasoning_content`), for templates that render it.
+    pub reasoning: Option<String>,
+}
+
+/// How a message's `content` arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ContentShape {
+    #[default]
+    Text,
+    /// Text parts, each part's text in order (their concatenation is `content`).
+    Parts(Vec<String>),
+    /// `null` or absent (an assistant message that only calls tools).
+    Null,
 }
 
 impl ChatMessage {
@@ -130,6 +148,8 @@ impl ChatMessage {
             tool_calls: Vec::new(),
             tool_call_id: None,
             name: None,
+            shape: ContentShape::Text,
+            reasoning: None,
         }
     }
 }

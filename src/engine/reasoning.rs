@@ -128,6 +128,18 @@ impl Budgets {
             Effort::High => None,
         }
     }
+
+    /// The budget of a request: its effort's; without one, a request that forces a tool
+    /// call (`tool_choice` required or named) gets the low budget, so that a thinking
+    /// model closes its thinking and reaches the call the client was promised (issue 29:
+    /// unbounded, a small model thought until `max_tokens` and never called).
+    pub fn for_request(self, effort: Option<Effort>, forces_call: bool) -> Option<u32> {
+        match effort {
+            Some(e) => self.of(Some(e)),
+            None if forces_call => Some(self.low),
+            None => None,
+        }
+    }
 }
 
 /// What a request asks of the split (the API sets it for chat and Responses requests to
@@ -468,6 +480,11 @@ mod tests {
             assert_eq!(Effort::parse(name).map(Effort::name), Some(name));
         }
         assert_eq!(Effort::parse("max"), None);
+        // A forced tool call thinks within the low budget unless the request says more.
+        assert_eq!(b.for_request(None, true), Some(10));
+        assert_eq!(b.for_request(None, false), None);
+        assert_eq!(b.for_request(Some(Effort::High), true), None);
+        assert_eq!(b.for_request(Some(Effort::None), true), Some(0));
     }
 
     /// A run over one-character tokens: what the model "samples" is `model`, except

@@ -31,7 +31,7 @@ use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Route llama.cpp/ggml logs into `tracing` (call once, early).
@@ -70,6 +70,7 @@ fn hold_load_until(gate: Option<&std::path::Path>) {
     let Some(gate) = gate else {
         return;
     };
+    use std::time::Duration;
     let until = Instant::now() + Duration::from_secs(120);
     while !gate.exists() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
@@ -187,6 +188,10 @@ fn engine_thread(
             render::Renderer::Jinja(_) => "jinja",
             render::Renderer::Builtin(_) => "llama.cpp built-in",
             render::Renderer::None => "none",
+        },
+        template_caps: match &renderer {
+            render::Renderer::Jinja(t) => Some(t.capabilities().describe()),
+            _ => None,
         },
         parallel: s.parallel,
         kv_bytes_per_slot: (kv_bytes_per_token(&model) as f64 / 2.0

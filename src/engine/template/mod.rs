@@ -5,22 +5,23 @@
 //!
 //! SECURITY: the template comes from the model file (operator-trusted), the messages from
 //! clients. minijinja does no I/O and no unsafe; every render runs on a fuel budget
-//! (`FUEL`) and a recursion limit, so a template looping over client data cannot spin the
-//! engine thread. Message text is passed as data, never parsed as template syntax.
+//! (`env::FUEL`) and a recursion limit, so a template looping over client data cannot spin
+//! the engine thread. Message text is passed as data, never parsed as template syntax.
 //!
-//! Templates that do not mention `tools` get the tool history flattened into plain text
-//! messages (`flatten`): the generic tool format (see `api::tools`).
+//! - `env`: the Jinja environment, matching transformers' (issue 28: byte parity over the
+//!   71-template corpus is tested against transformers itself);
+//! - `caps`: what the template renders, detected by probing, and the messages shaped to
+//!   it. Templates that do not render tool calls get the tool history flattened into
+//!   plain text messages (`flatten`): the generic tool format (see `api::tools`).
+
+pub mod caps;
+pub mod env;
 
 use super::template_families::Family;
 use super::{ChatMessage, ToolCall};
-use minijinja::{Environment, ErrorKind, Value as JValue};
+pub use caps::Caps;
+use minijinja::{Environment, Value as JValue};
 use serde_json::{json, Value};
-
-/// Instructions one render may execute (a 256-message chat through a typical template
-/// takes ~30 000).
-const FUEL: u64 = 2_000_000;
-/// Deepest nesting of template constructs.
-const RECURSION_LIMIT: usize = 100;
 
 /// Largest `model.chat_template_file` read (model templates are a few KiB; the largest
 /// published ones are tens of KiB).
@@ -130,131 +131,164 @@ pub fn sha256_hex(text: &str) -> String {
 
 pub struct ChatTemplate {
     env: Environment<'static>,
-    supports_tools: bool,
+    caps: Caps,
+    /// The template reads `functions` (the tools as indented JSON text) and `datetime`
+    /// (firefunction-v2's contract with its serving code, which llama.cpp follows too).
+    reads_functions: bool,
+    reads_datetime: bool,
     bos: String,
     eos: String,
 }
 
-fn raise_exception(message: String) -> Result<String, minijinja::Error> {
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-}
-
-/// `strftime_now(fmt)` as some templates call it (today's date in the system prompt).
-/// Only the date formats templates use are supported; the clock is UTC.
-fn strftime_now(format: String) -> Result<String, minijinja::Error> {
-    let now = time::OffsetDateTime::now_utc();
-    let month = |long: bool| {
-        let m = now.month().to_string();
-        if long {
-            m
-        } else {
-            m[..3].to_string()
-        }
-    };
-    let mut out = String::new();
-    let mut chars = format.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('Y') => out.push_str(&now.year().to_string()),
-            Some('m') => out.push_str(&format!("{:02}", u8::from(now.month()))),
-            Some('d') => out.push_str(&format!("{:02}", now.day())),
-            Some('B') => out.push_str(&month(true)),
-            Some('b') => out.push_str(&month(false)),
-            Some('%') => out.push('%'),
-            _ => {
-                return Err(minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    "unsupported strftime format",
-                ))
-            }
-        }
-    }
-    Ok(out)
+/// What a template is rendered with: the messages shaped to its capabilities, the tool
+/// objects, and the extra variables it reads. Serialises as the reference renderer's
+/// input (tests/template_reference.py).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Input {
+    pub messages: Vec<Value>,
+    pub tools: Option<Vec<Value>>,
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl ChatTemplate {
-    /// Compile `source`; `bos`/`eos` are the model's special-token texts.
+    /// Compile `source` and find what it renders (`caps::detect`); `bos`/`eos` are the
+    /// model's special-token texts. An error only when it does not compile or cannot
+    /// render a single user message.
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self, String> {
-        let mut env = Environment::new();
-        env.set_fuel(Some(FUEL));
-        env.set_recursion_limit(RECURSION_LIMIT);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| format!("chat template does not compile: {e}"))?;
-        Ok(Self {
+        let env = env::build(source)?;
+        let reads = env
+            .get_template("chat")
+            .map(|t| t.undeclared_variables(false))
+            .unwrap_or_default();
+        let mut t = Self {
             env,
-            supports_tools: source.contains("tools"),
+            caps: Caps::assumed(),
+            reads_functions: reads.contains("functions"),
+            reads_datetime: reads.contains("datetime"),
             bos: bos.to_string(),
             eos: eos.to_string(),
-        })
+        };
+        t.caps = caps::detect(&t)?;
+        Ok(t)
     }
 
-    /// Does the template render `tools` and tool-call history itself?
+    /// Does the template render `tools` itself?
     pub fn supports_tools(&self) -> bool {
-        self.supports_tools
+        self.caps.tools
+    }
+
+    /// What the template renders, as detected.
+    pub fn capabilities(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// The template-facing input for a conversation: messages shaped to the detected
+    /// capabilities, and the tool objects when the template renders them.
+    pub fn input(&self, messages: &[ChatMessage], tools: &[Value]) -> Input {
+        let tools = (self.caps.tools && !tools.is_empty()).then(|| tools.to_vec());
+        self.with_extra(self.caps.messages(messages), tools)
+    }
+
+    /// Template-facing messages and tools, with the extra variables the template reads.
+    /// Without tools, `tools` is an empty list where that renders as `none` does (the
+    /// template may loop over it unconditionally, which Python refuses for `none`).
+    fn with_extra(&self, messages: Vec<Value>, tools: Option<Vec<Value>>) -> Input {
+        let tools = match tools {
+            Some(t) => Some(t),
+            None if self.caps.empty_tools_list => Some(Vec::new()),
+            None => None,
+        };
+        let mut extra = serde_json::Map::new();
+        if self.reads_functions {
+            let text = match &tools {
+                Some(t) if !t.is_empty() => env::json_dumps_indented(t),
+                _ => "null".to_string(),
+            };
+            extra.insert("functions".into(), Value::String(text));
+        }
+        if self.reads_datetime {
+            let now = env::strftime_now("%b %d %Y %H:%M:%S GMT".into()).unwrap_or_default();
+            extra.insert("datetime".into(), Value::String(now));
+        }
+        Input {
+            messages,
+            tools,
+            extra,
+        }
     }
 
     /// Render a conversation ending in the assistant's turn. `tools` are OpenAI tool
     /// objects (passed only to templates that render them).
     pub fn render(&self, messages: &[ChatMessage], tools: &[Value]) -> Result<String, String> {
+        self.render_input(&self.input(messages, tools))
+    }
+
+    /// Render template-facing input as transformers' `render_jinja_template` does:
+    /// reasoning aliased as `thinking` too, `documents` none, the generation prompt on.
+    pub fn render_input(&self, input: &Input) -> Result<String, String> {
         let template = self
             .env
             .get_template("chat")
             .map_err(|e| format!("chat template missing: {e}"))?;
-        let msgs: Vec<Value> = if self.supports_tools {
-            messages.iter().map(hf_message).collect()
-        } else {
-            flatten(messages).iter().map(hf_message).collect()
+        let messages: Vec<Value> = input.messages.iter().map(alias_reasoning).collect();
+        let tools = match &input.tools {
+            Some(t) => JValue::from_serialize(t),
+            None => JValue::from(()),
         };
-        let tools = if self.supports_tools && !tools.is_empty() {
-            JValue::from_serialize(tools)
-        } else {
-            JValue::from(())
+        let base = minijinja::context! {
+            messages => JValue::from_serialize(&messages),
+            tools => tools,
+            documents => JValue::from(()),
+            add_generation_prompt => true,
+            bos_token => self.bos.as_str(),
+            eos_token => self.eos.as_str(),
         };
+        let ctx = minijinja::context! { ..JValue::from_serialize(&input.extra), ..base };
         template
-            .render(minijinja::context! {
-                messages => JValue::from_serialize(&msgs),
-                tools => tools,
-                add_generation_prompt => true,
-                bos_token => self.bos.as_str(),
-                eos_token => self.eos.as_str(),
-            })
-            .map_err(|e| format!("chat template failed: {e}"))
+            .render(ctx)
+            .map_err(|e| format!("chat template failed: {}", describe(&e)))
+    }
+
+    /// Render probe input (messages and tools as given, extras added).
+    fn probe(&self, messages: &[Value], tools: Option<&[Value]>) -> Result<String, String> {
+        self.render_input(&self.with_extra(messages.to_vec(), tools.map(<[Value]>::to_vec)))
     }
 }
 
-/// A message in the shape Hugging Face templates read.
-fn hf_message(m: &ChatMessage) -> Value {
-    let mut v = serde_json::Map::new();
-    v.insert("role".into(), json!(m.role));
-    v.insert("content".into(), json!(m.content));
-    if !m.tool_calls.is_empty() {
-        let calls: Vec<Value> = m
-            .tool_calls
-            .iter()
-            .map(|c| {
-                json!({"id": c.id, "type": "function",
-                       "function": {"name": c.name, "arguments": arguments(c)}})
-            })
-            .collect();
-        v.insert("tool_calls".into(), Value::Array(calls));
+/// transformers' `_alias_reasoning_fields`: a message with `reasoning_content`,
+/// `thinking` or `reasoning` becomes `{"thinking": r, **message, "reasoning_content": r}`
+/// (gpt-oss templates read `thinking`, most others `reasoning_content`).
+fn alias_reasoning(m: &Value) -> Value {
+    let Some(obj) = m.as_object() else {
+        return m.clone();
+    };
+    let Some(r) = ["reasoning_content", "thinking", "reasoning"]
+        .iter()
+        .find_map(|k| obj.get(*k).filter(|v| !v.is_null()))
+    else {
+        return m.clone();
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("thinking".into(), r.clone());
+    for (k, v) in obj {
+        out.insert(k.clone(), v.clone());
     }
-    if let Some(id) = &m.tool_call_id {
-        v.insert("tool_call_id".into(), json!(id));
-    }
-    if let Some(name) = &m.name {
-        v.insert("name".into(), json!(name));
-    }
-    Value::Object(v)
+    out.insert("reasoning_content".into(), r.clone());
+    Value::Object(out)
 }
 
-/// Arguments are a JSON string in the API; templates expect the object.
+/// A render error in one line: the template's own message and where it stopped (the
+/// message may quote what the template raised; never the conversation).
+fn describe(e: &minijinja::Error) -> String {
+    match (e.detail(), e.line()) {
+        (Some(d), Some(line)) => format!("{d} (template line {line})"),
+        (Some(d), None) => d.to_string(),
+        (None, Some(line)) => format!("{} (template line {line})", e.kind()),
+        (None, None) => e.to_string(),
+    }
+}
+
+/// Arguments for the generic format: the object when the text is JSON.
 fn arguments(c: &ToolCall) -> Value {
     serde_json::from_str(&c.arguments).unwrap_or_else(|_| Value::String(c.arguments.clone()))
 }
@@ -296,20 +330,16 @@ mod tests {
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     /// A Hermes-style template that renders tools and tool calls itself.
-    const HERMES: &str = "{%- if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>{% endif %}{% for m in messages %}<|{{ m.role }}|>{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% else %}{{ m.content | trim }}{% endif %}{% endfor %}<|assistant|>";
+    const HERMES: &str = "{%- if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>{% endif %}{% for m in messages %}<|{{ m.role }}|>{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }}:{{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% else %}{{ m.content | trim }}{% endif %}{% endfor %}<|assistant|>";
 
     fn call() -> ChatMessage {
-        ChatMessage {
-            role: "assistant".into(),
-            content: String::new(),
-            tool_calls: vec![ToolCall {
-                id: "call_1".into(),
-                name: "get_weather".into(),
-                arguments: r#"{"city":"Paris"}"#.into(),
-            }],
-            tool_call_id: None,
-            name: None,
-        }
+        let mut m = ChatMessage::text("assistant", String::new());
+        m.tool_calls.push(ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        });
+        m
     }
 
     #[test]
@@ -328,13 +358,9 @@ mod tests {
 
     #[test]
     fn tool_history_is_native_or_flattened() {
-        let tool_result = ChatMessage {
-            role: "tool".into(),
-            content: "22 C".into(),
-            tool_calls: vec![],
-            tool_call_id: Some("call_1".into()),
-            name: Some("get_weather".into()),
-        };
+        let mut tool_result = ChatMessage::text("tool", "22 C".into());
+        tool_result.tool_call_id = Some("call_1".into());
+        tool_result.name = Some("get_weather".into());
         let history = [
             ChatMessage::text("user", "weather?".into()),
             call(),
@@ -346,7 +372,7 @@ mod tests {
         let out = native.render(&history, &tools).unwrap();
         assert!(out.starts_with("<tools>get_weather;</tools>"), "{out}");
         assert!(
-            out.contains(r#"<tool_call>{"city":"Paris"}</tool_call>"#),
+            out.contains(r#"<tool_call>get_weather:{"city": "Paris"}</tool_call>"#),
             "{out}"
         );
         let plain = ChatTemplate::new(SMOLLM2, "", "").unwrap();
@@ -370,16 +396,34 @@ mod tests {
     #[test]
     fn hostile_or_broken_templates_fail_cleanly() {
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
-        let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").unwrap();
+        // A template that cannot render any conversation is refused when it is loaded,
+        // with its own message and where it stopped.
+        let err = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "")
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("roles must alternate (template line 1)"),
+            "{err}"
+        );
+        // One that refuses some conversations loads and refuses those at request time.
+        let t = ChatTemplate::new(
+            "{% if messages | length > 1 %}{{ raise_exception('one message only') }}{% endif %}x",
+            "",
+            "",
+        )
+        .unwrap();
+        let two = [
+            ChatMessage::text("user", "a".into()),
+            ChatMessage::text("user", "b".into()),
+        ];
         assert!(t
-            .render(&[], &[])
+            .render(&two, &[])
             .unwrap_err()
-            .contains("roles must alternate"));
+            .contains("one message only"));
         // An endless loop runs out of fuel instead of holding the engine.
         let spin =
             "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
-        let t = ChatTemplate::new(spin, "", "").unwrap();
-        let err = t.render(&[], &[]).unwrap_err();
+        let err = ChatTemplate::new(spin, "", "").err().unwrap();
         assert!(
             err.contains("fuel"),
             "stopped by the fuel budget, not something else: {err}"
