@@ -503,6 +503,36 @@ async fn a_schema_over_32_kib_is_refused_naming_it() {
     assert!(e["message"].as_str().unwrap().contains("32768"), "{e}");
 }
 
+/// Issue 31: schemas the constraint compiler cannot build are refused in this server's
+/// words, naming where, never with the compiler's own text (`<non-verbose/>`,
+/// `Failed to generate regex…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbuildable_schemas_are_refused_in_our_words() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    for (schema, param, says) in [
+        (
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            "response_format.json_schema.schema.$ref",
+            "`$ref` leads through a cycle of references (#/$defs/a → #/$defs/b → #/$defs/a) that never reaches a schema describing a value",
+        ),
+        (
+            json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": i64::MIN}}}),
+            "response_format.json_schema.schema.properties.n.maximum",
+            "Integer bounds must lie between -9007199254740991 and 9007199254740991 (2^53 - 1, the integers JSON numbers carry exactly)",
+        ),
+    ] {
+        let mut req = chat("hi");
+        req["response_format"] = json!({"type": "json_schema",
+            "json_schema": {"name": "s", "schema": schema}});
+        let r = c.post("/v1/chat/completions", Some(ALICE), &req).await;
+        let e = assert_error(&r, 400, "invalid_request_error");
+        assert_eq!(e["param"], param, "{e}");
+        assert_eq!(e["code"], "invalid_json_schema", "{e}");
+        assert_eq!(e["message"], says, "{e}");
+    }
+}
+
 /// The health port's /metrics is one registry: the engine's counters, authentication's
 /// and the requests' are all there, each counting what happened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

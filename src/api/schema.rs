@@ -78,6 +78,10 @@ pub const MAX_PATTERN: usize = 256;
 pub const MAX_NODES: usize = 512;
 /// Deepest sub-schema nesting.
 pub const MAX_DEPTH: usize = 16;
+/// Largest integer bound (2^53 − 1): beyond it JSON numbers are not exact in most
+/// parsers (RFC 7493), and the constraint compiler cannot build integer ranges near the
+/// ends of 64 bits (−2^63 overflowed inside it).
+pub const MAX_INTEGER_BOUND: f64 = 9_007_199_254_740_991.0;
 
 const TYPES: &[&str] = &[
     "object", "array", "string", "number", "integer", "boolean", "null",
@@ -86,7 +90,79 @@ const TYPES: &[&str] = &[
 /// Check `schema` (at request path `param`); Ok means llama.cpp's converter enforces all of it.
 pub fn check(schema: &Value, param: &str) -> Result<(), ApiError> {
     let mut nodes = 0usize;
-    walk(schema, param, 0, &mut nodes)
+    walk(schema, param, 0, &mut nodes)?;
+    check_ref_cycles(schema, schema, param, 0)
+}
+
+/// Every `$ref` (at `path` in `v`, `root` holding the definitions) must lead, through the
+/// references it names, to a schema that describes a value: a chain that only refers on
+/// (`a` → `b` → `a`) describes nothing and is a 400 naming where it starts.
+fn check_ref_cycles(root: &Value, v: &Value, path: &str, depth: usize) -> Result<(), ApiError> {
+    let Some(obj) = v.as_object() else {
+        return Ok(());
+    };
+    if depth > MAX_DEPTH {
+        return Ok(()); // `walk` refused deeper schemas already
+    }
+    if let Some(first) = obj.get("$ref").and_then(Value::as_str) {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut at = Some(first);
+        while let Some(r) = at {
+            if seen.contains(&r) {
+                seen.push(r);
+                return Err(fail(
+                    format!(
+                        "`$ref` leads through a cycle of references ({}) that never reaches a schema describing a value",
+                        seen.iter().map(|r| shown(r, KEY_SHOWN)).collect::<Vec<_>>().join(" → ")
+                    ),
+                    &format!("{path}.$ref"),
+                ));
+            }
+            seen.push(r);
+            at = match resolve(root, r) {
+                Some(def) => def.get("$ref").and_then(Value::as_str),
+                // A pointer deeper into a definition is left to the compiler.
+                None if r.matches('/').count() > 2 => None,
+                None => {
+                    return Err(fail(
+                        format!(
+                        "`$ref` {} names no definition in the schema's `$defs` or `definitions`",
+                        shown(r, KEY_SHOWN)
+                    ),
+                        &format!("{path}.$ref"),
+                    ))
+                }
+            };
+        }
+    }
+    for (key, value) in obj {
+        let here = format!("{path}.{}", shown(key, KEY_SHOWN));
+        match value {
+            Value::Object(m) if matches!(key.as_str(), "properties" | "$defs" | "definitions") => {
+                for (k, sub) in m {
+                    let sub_path = format!("{here}.{}", shown(k, KEY_SHOWN));
+                    check_ref_cycles(root, sub, &sub_path, depth + 1)?;
+                }
+            }
+            Value::Object(_) => check_ref_cycles(root, value, &here, depth + 1)?,
+            Value::Array(items) => {
+                for (i, sub) in items.iter().enumerate() {
+                    check_ref_cycles(root, sub, &format!("{here}[{i}]"), depth + 1)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The definition `#/$defs/NAME` or `#/definitions/NAME` names, if it exists.
+fn resolve<'a>(root: &'a Value, r: &str) -> Option<&'a Value> {
+    let (table, name) = r
+        .strip_prefix("#/$defs/")
+        .map(|n| ("$defs", n))
+        .or_else(|| r.strip_prefix("#/definitions/").map(|n| ("definitions", n)))?;
+    root.get(table)?.get(name)
 }
 
 fn fail(message: String, param: &str) -> ApiError {
@@ -251,6 +327,7 @@ fn consistent(obj: &serde_json::Map<String, Value>, path: &str) -> Result<(), Ap
         }
     }
     check_numeric_range(obj).map_err(|(k, m)| fail(m, &here(k)))?;
+    check_integer_bounds(obj).map_err(|(k, m)| fail(m, &here(k)))?;
     let types = declared_types(obj);
     if let Some(types) = &types {
         if let Some(c) = obj.get("const") {
@@ -373,6 +450,29 @@ fn check_numeric_range(obj: &serde_json::Map<String, Value>) -> Result<(), (&'st
             lo_key,
             format!("The bounds leave no {what} between them: no value fits"),
         ));
+    }
+    Ok(())
+}
+
+/// An integer schema's bounds lie within ±`MAX_INTEGER_BOUND`.
+fn check_integer_bounds(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<(), (&'static str, String)> {
+    if !declared_types(obj).is_some_and(|t| t.contains(&"integer")) {
+        return Ok(());
+    }
+    for key in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] {
+        if let Some(v) = obj.get(key).and_then(Value::as_f64) {
+            if v.abs() > MAX_INTEGER_BOUND {
+                return Err((
+                    key,
+                    format!(
+                        "Integer bounds must lie between -{0} and {0} (2^53 - 1, the integers JSON numbers carry exactly)",
+                        MAX_INTEGER_BOUND as u64
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -152,3 +152,53 @@ fn size_and_depth_are_bounded() {
         .message
         .contains("sub-schemas"));
 }
+
+/// Issue 31: a `$ref` cycle that never reaches a value, and integer bounds the
+/// constraint compiler cannot build, are 400s naming the path, in our words.
+#[test]
+fn reference_cycles_and_out_of_range_integer_bounds_are_named() {
+    for (schema, param, says) in [
+        (
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            "s.$ref",
+            "cycle of references (#/$defs/a → #/$defs/b → #/$defs/a)",
+        ),
+        (
+            json!({"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}, "required": ["x"],
+                   "$defs": {"a": {"$ref": "#/$defs/a"}}}),
+            "s.properties.x.$ref",
+            "never reaches a schema describing a value",
+        ),
+        (
+            json!({"properties": {"x": {"$ref": "#/$defs/missing"}}, "$defs": {}}),
+            "s.properties.x.$ref",
+            "names no definition",
+        ),
+        (
+            json!({"type": "integer", "maximum": i64::MIN}),
+            "s.maximum",
+            "between -9007199254740991 and 9007199254740991",
+        ),
+        (
+            json!({"type": "integer", "exclusiveMinimum": 1e300}),
+            "s.exclusiveMinimum",
+            "2^53 - 1",
+        ),
+    ] {
+        let e = check(&schema, "s").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some(param), "{schema}: {}", e.message);
+        assert!(e.message.contains(says), "{schema}: {}", e.message);
+    }
+    // Recursion through a value is fine: a tree whose children are trees.
+    let tree = json!({"$defs": {"node": {"type": "object", "properties": {
+        "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$ref": "#/$defs/node"});
+    check(&tree, "s").unwrap();
+    // Bounds within 2^53 - 1, and large bounds on plain numbers, pass.
+    check(
+        &json!({"type": "integer", "minimum": -9007199254740991i64}),
+        "s",
+    )
+    .unwrap();
+    check(&json!({"type": "number", "maximum": 1e300}), "s").unwrap();
+}

@@ -326,13 +326,37 @@ fn close_objects(v: &mut Value, under_all_of: bool) {
 }
 
 /// Longest compile message passed back to the client.
-const MAX_MESSAGE: usize = 300;
-
-/// llguidance's message, cut to a printable single line for the 400 it becomes.
-/// SECURITY: it may quote the client's own schema (property names, patterns) back to the
-/// client; it is never logged.
+/// llguidance's refusal in this server's words, for the 400 it becomes.
+/// SECURITY: the compiler's own text is never shown: it names internals (grammar
+/// states, `<non-verbose/>` placeholders) and, for a panic it caught, a backtrace with
+/// file paths. Known causes get a sentence of their own; anything else one generic
+/// sentence. The API layer adds where (the `param` path); `api::schema` refuses the
+/// common causes earlier, naming the path inside the schema.
 fn client_message(raw: &str) -> String {
-    crate::sanitize::shown(raw, MAX_MESSAGE)
+    const KNOWN: &[(&str, &str)] = &[
+        (
+            "NoExtensionBias",
+            "its references never reach a schema that describes a value (a `$ref` cycle)",
+        ),
+        (
+            "integer range",
+            "an integer range the constraint cannot be built for (keep bounds within 2^53 - 1)",
+        ),
+        ("Infinite numbers", "a bound is not a finite number"),
+        ("Definition not found", "a `$ref` names no definition"),
+        ("Reference segment", "a `$ref` names no definition"),
+        ("schema too large", "it is too large to enforce"),
+        (
+            "intersection stack level",
+            "its `allOf` branches nest too deeply to enforce",
+        ),
+        ("regex", "a `pattern` this server cannot enforce"),
+        ("multipleOf", "a `multipleOf` this server cannot enforce"),
+    ];
+    match KNOWN.iter().find(|(needle, _)| raw.contains(needle)) {
+        Some((_, why)) => why.to_string(),
+        None => "it cannot be turned into a constraint on this server; simplify it".into(),
+    }
 }
 
 /// The limits llguidance uses by default, with the reasons the operator reads in
@@ -538,9 +562,33 @@ mod tests {
     }
 
     #[test]
-    fn client_messages_are_one_printable_line() {
-        let m = client_message("a\nb\u{202E}c\u{0007}");
-        assert_eq!(m, "a?b?c?");
-        assert_eq!(client_message(&"x".repeat(1000)).len(), MAX_MESSAGE);
+    fn compiler_text_never_reaches_the_client() {
+        // The two refusals issue 31 found, as llguidance words them (a `$ref` cycle, an
+        // integer bound at -2^63; the second is a caught panic in a debug build).
+        let c = compiler();
+        let cycle = json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"});
+        match c.compile_blocking(&cycle).err() {
+            Some(CompileError::Refused(m)) => assert_eq!(
+                m,
+                "its references never reach a schema that describes a value (a `$ref` cycle)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let low = json!({"type": "integer", "maximum": i64::MIN});
+        match c.compile_blocking(&low).err() {
+            Some(CompileError::Refused(m)) => {
+                assert!(
+                    !m.contains("panic") && !m.contains("Failed") && !m.contains("min="),
+                    "{m}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Unknown causes: one generic sentence, nothing of the original.
+        let m = client_message("NoSuchThing?<non-verbose/> at src/x.rs:1");
+        assert_eq!(
+            m,
+            "it cannot be turned into a constraint on this server; simplify it"
+        );
     }
 }
