@@ -9,27 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-
-/// How many templates the pinned corpus holds.
-const CORPUS_SIZE: usize = 71;
-
-fn corpus() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/template-corpus/templates");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "no template corpus at {} ({e}): run `bash .ci/setup --sdk` (make test does)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jinja"))
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), CORPUS_SIZE);
-    files
-}
 
 fn tools() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather",
@@ -155,7 +134,7 @@ async fn serve(template: &std::path::Path) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_template_serves_chat_a_tool_result_turn_and_a_streamed_call() {
     let mut failed = Vec::new();
-    let templates = corpus();
+    let templates = template_corpus();
     for path in &templates {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         match serve(path).await {

@@ -11,6 +11,9 @@
 //! the code under test. The fast tier: no llama.cpp, no model.
 #![cfg(feature = "fake-engine")]
 
+mod common;
+
+use common::{template_corpus, TEMPLATE_CORPUS_SIZE};
 use llama_gguf_inference::api::chat::ChatCompletionRequest;
 use llama_gguf_inference::config::LimitsConfig;
 use llama_gguf_inference::engine::template::ChatTemplate;
@@ -19,8 +22,6 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// How many templates the pinned corpus holds.
-const CORPUS_SIZE: usize = 71;
 const BOS: &str = "<s>";
 /// Templates that cannot render identically, and why. The test still checks that the
 /// difference is exactly the one named.
@@ -34,28 +35,6 @@ const EOS: &str = "</s>";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The corpus's templates, sorted by name; fails (never skips) when set-up did not run.
-fn corpus() -> Vec<PathBuf> {
-    let dir = root().join("target/template-corpus/templates");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "no template corpus at {} ({e}): run `bash .ci/setup --sdk` (make test does)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jinja"))
-        .collect();
-    files.sort();
-    assert_eq!(
-        files.len(),
-        CORPUS_SIZE,
-        "the pinned corpus has {CORPUS_SIZE} templates"
-    );
-    files
 }
 
 /// The conversation suite as (name, chat request body).
@@ -222,7 +201,7 @@ fn every_corpus_template_renders_every_conversation_as_transformers_does() {
     let mut not_starting = Vec::new();
     let mut caps_table = Vec::new();
     let mut readme_rows = Vec::new();
-    for path in corpus() {
+    for path in template_corpus() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let source = std::fs::read_to_string(&path).unwrap();
         let template = match ChatTemplate::new(&source, BOS, EOS) {
@@ -326,12 +305,12 @@ fn every_corpus_template_renders_every_conversation_as_transformers_does() {
     }
     let same_templates = templates_identical.values().filter(|s| **s).count();
     eprintln!(
-        "templates starting: {}/{CORPUS_SIZE}",
-        CORPUS_SIZE - not_starting.len()
+        "templates starting: {}/{TEMPLATE_CORPUS_SIZE}",
+        TEMPLATE_CORPUS_SIZE - not_starting.len()
     );
     eprintln!(
-        "templates rendering identically: {same_templates}/{CORPUS_SIZE} (conversations: {identical}/{})",
-        CORPUS_SIZE * conversations.len()
+        "templates rendering identically: {same_templates}/{TEMPLATE_CORPUS_SIZE} (conversations: {identical}/{})",
+        TEMPLATE_CORPUS_SIZE * conversations.len()
     );
     check_readme_table(&readme_rows, &templates_identical, &known);
     assert!(not_starting.is_empty(), "{not_starting:#?}");

@@ -697,3 +697,31 @@ pub fn run_cli_env(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// How many chat templates the pinned corpus holds (`.ci/template-corpus`).
+pub const TEMPLATE_CORPUS_SIZE: usize = 71;
+
+/// The chat-template corpus (llama.cpp's models/templates/, fetched by
+/// `.ci/template-corpus` into target/, never committed), sorted by name; fails, never
+/// skips, when set-up did not run.
+#[allow(dead_code)] // used by the template tests only
+pub fn template_corpus() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/template-corpus/templates");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no template corpus at {} ({e}): run `bash .ci/setup --sdk` (make test does)",
+                dir.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jinja"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        TEMPLATE_CORPUS_SIZE,
+        "the pinned corpus has {TEMPLATE_CORPUS_SIZE} templates"
+    );
+    files
+}
