@@ -503,6 +503,135 @@ async fn a_schema_over_32_kib_is_refused_naming_it() {
     assert!(e["message"].as_str().unwrap().contains("32768"), "{e}");
 }
 
+/// Issue 29: a tool call cut by `max_tokens` never comes back as text. The fake engine
+/// writes the generic envelope under its real constraint, one byte per token; each cut
+/// below falls inside a call or between calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_tool_call_never_leaks_as_text() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]);
+    let request = |max_tokens: u64, stream: bool| {
+        let mut req = chat("Weather in Paris?");
+        req["tools"] = tools.clone();
+        req["tool_choice"] = json!("required");
+        req["max_tokens"] = json!(max_tokens);
+        req["stream"] = json!(stream);
+        req
+    };
+    // The whole answer: one call, in N tokens. Cut one token short, the call is whole
+    // and only the envelope's end is missing; cut earlier, inside the call or its opener.
+    let whole = c
+        .post("/v1/chat/completions", Some(ALICE), &request(400, false))
+        .await
+        .json();
+    assert_eq!(
+        whole["choices"][0]["finish_reason"], "tool_calls",
+        "{whole}"
+    );
+    let n = whole["usage"]["completion_tokens"].as_u64().unwrap();
+    for (max_tokens, whole_calls) in [(3, 0), (n / 2, 0), (n - 1, 1)] {
+        for stream in [false, true] {
+            let r = c
+                .post(
+                    "/v1/chat/completions",
+                    Some(ALICE),
+                    &request(max_tokens, stream),
+                )
+                .await;
+            assert_eq!(r.status, 200);
+            let (content, calls, finish) = if stream {
+                let mut content = String::new();
+                let mut calls = Vec::new();
+                let mut finish = Value::Null;
+                for e in common::sse_events(&r.body) {
+                    if e == "[DONE]" {
+                        continue;
+                    }
+                    let v: Value = serde_json::from_str(&e).unwrap();
+                    let choice = &v["choices"][0];
+                    content.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+                    calls.extend(
+                        choice["delta"]["tool_calls"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default(),
+                    );
+                    if !choice["finish_reason"].is_null() {
+                        finish = choice["finish_reason"].clone();
+                    }
+                }
+                (content, calls, finish)
+            } else {
+                let v = r.json();
+                let m = &v["choices"][0]["message"];
+                (
+                    m["content"].as_str().unwrap_or("").to_string(),
+                    m["tool_calls"].as_array().cloned().unwrap_or_default(),
+                    v["choices"][0]["finish_reason"].clone(),
+                )
+            };
+            let at = format!("max_tokens {max_tokens}, stream {stream}");
+            assert_eq!(finish, "length", "{at}");
+            assert!(
+                !content.contains("tool_calls") && !content.contains('{'),
+                "{at}: {content:?}"
+            );
+            assert_eq!(content, "", "{at}");
+            // Only whole calls, each naming the declared function with valid arguments.
+            assert_eq!(calls.len(), whole_calls, "{at}: {calls:?}");
+            for call in &calls {
+                assert_eq!(call["function"]["name"], "get_weather", "{at}");
+                let args: Value =
+                    serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+                assert!(args["city"].is_string(), "{at}: {args}");
+            }
+        }
+    }
+}
+
+/// The same through /v1/responses: a cut call is never a `message` item holding the
+/// envelope; the response says it is incomplete, with the calls that completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_tool_call_is_no_responses_message() {
+    let s = InProcess::start(Options::default());
+    let mut c = s.client().await;
+    let request = |max: u64| {
+        json!({"model": MODEL_ID, "input": "Weather in Paris?", "tool_choice": "required",
+            "max_output_tokens": max,
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object",
+                "properties": {"city": {"type": "string"}}, "required": ["city"]}}]})
+    };
+    let whole = c
+        .post("/v1/responses", Some(ALICE), &request(400))
+        .await
+        .json();
+    assert_eq!(whole["status"], "completed", "{whole}");
+    let n = whole["usage"]["output_tokens"].as_u64().unwrap();
+    for (max, calls) in [(n / 2, 0), (n - 1, 1)] {
+        let v = c
+            .post("/v1/responses", Some(ALICE), &request(max))
+            .await
+            .json();
+        assert_eq!(v["status"], "incomplete", "{v}");
+        let items = v["output"].as_array().unwrap();
+        let texts: Vec<&Value> = items.iter().filter(|i| i["type"] == "message").collect();
+        for m in &texts {
+            assert!(!m.to_string().contains("tool_calls"), "{v}");
+        }
+        let made: Vec<&Value> = items
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .collect();
+        assert_eq!(made.len(), calls, "{v}");
+        for call in made {
+            assert_eq!(call["name"], "get_weather", "{v}");
+        }
+    }
+}
+
 /// Issue 31: schemas the constraint compiler cannot build are refused in this server's
 /// words, naming where, never with the compiler's own text (`<non-verbose/>`,
 /// `Failed to generate regex…`).

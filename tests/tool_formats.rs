@@ -272,3 +272,109 @@ async fn parallel_hermes_calls_and_the_generic_override() {
         .await;
     assert_eq!(r.status, 200);
 }
+
+/// Issue 29, as reported: the test model's own template (generic envelope), `required`,
+/// cut by `max_tokens` inside its answer. The reply carries the calls completed before the
+/// cut as `tool_calls`, says `length`, and never the envelope as content — whole or
+/// streamed, and through /v1/responses. The cuts are placed from the whole answer's
+/// length (temperature 0 writes the same prefix again), so they fall inside the answer
+/// on any hardware.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_generic_answer_returns_its_whole_calls_never_the_envelope() {
+    let server = Server::start();
+    let mut c = server.client().await;
+    let weather = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]);
+    let question = "What is the weather in Paris, Rome, Oslo, Lima and Cairo?";
+    let body = |max_tokens: u64, stream: bool| {
+        json!({"model": MODEL_ID, "max_tokens": max_tokens, "temperature": 0, "stream": stream,
+            "tools": weather, "tool_choice": "required",
+            "messages": [{"role": "user", "content": question}]})
+    };
+    let whole = c
+        .post("/v1/chat/completions", Some(ALICE), &body(400, false))
+        .await
+        .json();
+    assert_eq!(
+        whole["choices"][0]["finish_reason"], "tool_calls",
+        "{whole}"
+    );
+    let n = whole["usage"]["completion_tokens"].as_u64().unwrap();
+    let all = whole["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .len();
+    for max_tokens in [n / 2, n - 1] {
+        let v = c
+            .post(
+                "/v1/chat/completions",
+                Some(ALICE),
+                &body(max_tokens, false),
+            )
+            .await
+            .json();
+        let choice = &v["choices"][0];
+        eprintln!("cut at {max_tokens} of {n}: {choice}");
+        assert_eq!(choice["finish_reason"], "length", "{v}");
+        let content = choice["message"]["content"].as_str().unwrap_or("");
+        assert!(!content.contains('{'), "the envelope leaked: {v}");
+        let calls = choice["message"]["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(calls.len() < all || max_tokens == n - 1, "{v}");
+        for call in &calls {
+            assert_eq!(call["function"]["name"], "get_weather", "{v}");
+            assert!(args(call)["city"].is_string(), "{v}");
+        }
+
+        // Streamed: the same calls, the same finish, no envelope in any delta.
+        let r = c
+            .post("/v1/chat/completions", Some(ALICE), &body(max_tokens, true))
+            .await;
+        let mut streamed = 0;
+        let mut finish = Value::Null;
+        for e in sse_events(&r.body) {
+            if e == "[DONE]" {
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(&e).unwrap();
+            let ch = &chunk["choices"][0];
+            assert!(
+                !ch["delta"]["content"].as_str().unwrap_or("").contains('{'),
+                "{chunk}"
+            );
+            streamed += ch["delta"]["tool_calls"].as_array().map_or(0, Vec::len);
+            if !ch["finish_reason"].is_null() {
+                finish = ch["finish_reason"].clone();
+            }
+        }
+        assert_eq!(finish, "length");
+        assert_eq!(streamed, calls.len());
+
+        // Responses: incomplete, the same calls as function_call items, no message
+        // holding the envelope.
+        let v = c
+            .post(
+                "/v1/responses",
+                Some(ALICE),
+                &json!({"model": MODEL_ID, "max_output_tokens": max_tokens, "temperature": 0,
+                    "tool_choice": "required", "input": question,
+                    "tools": [{"type": "function", "name": "get_weather",
+                               "parameters": weather[0]["function"]["parameters"]}]}),
+            )
+            .await
+            .json();
+        assert_eq!(v["status"], "incomplete", "{v}");
+        let items = v["output"].as_array().unwrap();
+        for item in items.iter().filter(|i| i["type"] == "message") {
+            assert!(!item.to_string().contains("tool_calls"), "{v}");
+        }
+        let made = items
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .count();
+        assert_eq!(made, calls.len(), "{v}");
+    }
+}

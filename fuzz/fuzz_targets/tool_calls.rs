@@ -1,5 +1,7 @@
 //! Native tool-call syntaxes (`engine::tool_syntax`): the parser of finished answers and
-//! the trigger watcher of free text, on any text, with oracles.
+//! the trigger watcher of free text, on any text, with oracles; and the generic format's
+//! parser (`api::envelope`), whole or cut: never panics, every call's arguments are JSON,
+//! text that does not start as JSON is not taken for an answer.
 //! Input: [syntax byte] then UTF-8 (lossy) text pieces split at 0xFF bytes.
 //! - `parse` never panics; every call it returns has arguments that are a JSON object;
 //!   an answer with no opener of the syntax has no calls.
@@ -8,22 +10,38 @@
 //!   for text in which `parse` finds no opener at all.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use llama_gguf_inference::api::envelope;
+use llama_gguf_inference::api::tools::Answer;
 use llama_gguf_inference::engine::tool_syntax::{parse, Step, ToolPlan, ToolRun, ToolSyntax};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    let syntax = match which % 3 {
-        0 => ToolSyntax::Hermes,
-        1 => ToolSyntax::Llama3,
-        _ => ToolSyntax::Mistral,
-    };
     let pieces: Vec<String> = rest
         .split(|&b| b == 0xFF)
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect();
     let text: String = pieces.concat();
+    let syntax = match which % 4 {
+        0 => ToolSyntax::Hermes,
+        1 => ToolSyntax::Llama3,
+        2 => ToolSyntax::Mistral,
+        _ => {
+            match envelope::parse(&text) {
+                Some(Answer::Calls(calls, before)) => {
+                    assert!(before.is_empty());
+                    for (_, args) in &calls {
+                        serde_json::from_str::<serde_json::Value>(args).expect("arguments are JSON");
+                    }
+                }
+                Some(Answer::Content(_)) => {}
+                None => return,
+            }
+            assert!(text.trim_start().starts_with('{'), "not JSON, yet an answer: {text:?}");
+            return;
+        }
+    };
 
     let parsed = parse(syntax, &text);
     for (_, args) in &parsed.calls {

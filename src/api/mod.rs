@@ -25,6 +25,7 @@ pub mod check;
 pub mod completions;
 pub mod cors;
 pub mod embeddings;
+pub mod envelope;
 pub mod error;
 mod generate;
 pub mod generation;

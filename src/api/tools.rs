@@ -319,9 +319,10 @@ impl ToolSet {
     }
 }
 
-/// Parse a complete answer, in the generic format or the model family's own syntax.
-/// None when it is not the constrained shape (e.g. cut short by `max_tokens`): the caller
-/// returns the raw text as content.
+/// Parse an answer, in the generic format (`api::envelope`: whole, or cut by
+/// `max_tokens`, when the calls completed before the cut are kept) or the model family's
+/// own syntax. None when the text is not in the generic format at all: the caller returns
+/// it as content.
 pub fn parse_answer(text: &str, syntax: Option<ToolSyntax>) -> Option<Answer> {
     if let Some(s) = syntax {
         let parsed = tool_syntax::parse(s, text);
@@ -330,19 +331,7 @@ pub fn parse_answer(text: &str, syntax: Option<ToolSyntax>) -> Option<Answer> {
             false => Answer::Calls(parsed.calls, parsed.content),
         });
     }
-    let v: Value = serde_json::from_str(text.trim()).ok()?;
-    if let Some(calls) = v.get("tool_calls").and_then(Value::as_array) {
-        let mut out = Vec::with_capacity(calls.len());
-        for c in calls {
-            let name = c.get("name")?.as_str()?.to_string();
-            let args = c.get("arguments")?.to_string();
-            out.push((name, args));
-        }
-        return Some(Answer::Calls(out, String::new()));
-    }
-    v.get("content")
-        .and_then(Value::as_str)
-        .map(|s| Answer::Content(s.to_string()))
+    super::envelope::parse(text)
 }
 
 /// A tool-call id: `call_`, the response's random part (24 hex digits from the system
@@ -427,7 +416,11 @@ mod tests {
             parse_answer(r#" {"content":"hi"} "#, None),
             Some(Answer::Content("hi".into()))
         );
-        assert_eq!(parse_answer(r#"{"tool_calls":[{"name":"f""#, None), None);
+        // Cut inside its only call: no call, and no envelope as text either.
+        assert_eq!(
+            parse_answer(r#"{"tool_calls":[{"name":"f""#, None),
+            Some(Answer::Content(String::new()))
+        );
         // A native syntax: text before the call is kept beside it.
         let hermes = "Checking.<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>";
         assert_eq!(

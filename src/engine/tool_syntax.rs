@@ -190,6 +190,12 @@ pub fn parse(syntax: ToolSyntax, text: &str) -> Parsed {
                 };
                 match call(json, key) {
                     Some(c) => calls.push(c),
+                    // Cut inside the call (no closer; `max_tokens`): the calls before it
+                    // and the text before it, never the cut call as text.
+                    None if next.is_empty() && !body.contains("</tool_call>") => {
+                        rest = "";
+                        break;
+                    }
                     None => return as_text(),
                 }
                 rest = next;
@@ -202,7 +208,8 @@ pub fn parse(syntax: ToolSyntax, text: &str) -> Parsed {
         }
         ToolSyntax::Llama3 => {
             let body = text.trim_start();
-            let body = body.strip_prefix("<|python_tag|>").unwrap_or(body);
+            let tagged = body.strip_prefix("<|python_tag|>");
+            let body = tagged.unwrap_or(body);
             if !body.trim_start().starts_with('{') {
                 return as_text();
             }
@@ -211,6 +218,11 @@ pub fn parse(syntax: ToolSyntax, text: &str) -> Parsed {
                     content: String::new(),
                     calls: vec![c],
                 },
+                // After the tag it was a call, cut short: nothing to return as text.
+                None if tagged.is_some() => Parsed {
+                    content: String::new(),
+                    calls: Vec::new(),
+                },
                 None => as_text(),
             }
         }
@@ -218,9 +230,12 @@ pub fn parse(syntax: ToolSyntax, text: &str) -> Parsed {
             let Some(at) = text.find("[TOOL_CALLS]") else {
                 return as_text();
             };
-            let list = &text[at + "[TOOL_CALLS]".len()..];
-            let Ok(Value::Array(items)) = serde_json::from_str::<Value>(list.trim()) else {
-                return as_text();
+            let list = text[at + "[TOOL_CALLS]".len()..].trim();
+            let items = match serde_json::from_str::<Value>(list) {
+                Ok(Value::Array(items)) => items,
+                // Cut inside the list: the calls that closed before the cut.
+                Err(_) if list.starts_with('[') => closed_elements(&list[1..]),
+                _ => return as_text(),
             };
             let mut calls = Vec::with_capacity(items.len());
             for item in &items {
@@ -229,13 +244,29 @@ pub fn parse(syntax: ToolSyntax, text: &str) -> Parsed {
                     None => return as_text(),
                 }
             }
-            if calls.is_empty() {
-                return as_text();
-            }
             Parsed {
                 content: text[..at].trim().to_string(),
                 calls,
             }
+        }
+    }
+}
+
+/// The elements of a JSON array cut short (`rest` follows its `[`): every element that
+/// closed before the cut, in order.
+pub fn closed_elements(mut rest: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        let Some(Ok(v)) = values.next() else {
+            return out;
+        };
+        out.push(v);
+        rest = rest.get(values.byte_offset()..).unwrap_or("").trim_start();
+        match rest.strip_prefix(',') {
+            Some(r) => rest = r,
+            None => return out,
         }
     }
 }

@@ -45,9 +45,9 @@ fn hermes_answers_parse() {
     // No closer at the end (the model stopped after the JSON): still a call.
     let open = "<tool_call>{\"name\":\"f\",\"arguments\":{\"a\":1}}";
     assert_eq!(parse(h, open).calls, calls(&[("f", r#"{"a":1}"#)]));
-    // Cut off, malformed, or not a call object: all of it is text.
+    // Closed but malformed, or not a call object: all of it is text (a cut call is
+    // dropped instead: `cut_calls_are_dropped_not_returned_as_text`).
     for bad in [
-        "<tool_call>{\"name\":\"f\",\"argu",
         "<tool_call>not json</tool_call>",
         "<tool_call>{\"arguments\":{}}</tool_call>",
         "<tool_call>{\"name\":\"f\",\"arguments\":[1]}</tool_call>",
@@ -189,4 +189,33 @@ fn llama3_opens_with_json_only_at_the_start() {
         run.push("<|python_tag|>{"),
         Step::CallStarts { prefix: "{".into() }
     );
+}
+
+/// Issue 29: a call cut by `max_tokens` never comes back as text: the calls before it
+/// (and text before them) do, the cut one is dropped.
+#[test]
+fn cut_calls_are_dropped_not_returned_as_text() {
+    let h = ToolSyntax::Hermes;
+    let p = parse(
+        h,
+        "Checking.<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call><tool_call>{\"name\":\"b\",\"argu",
+    );
+    assert_eq!(p.calls, calls(&[("a", "{}")]));
+    assert_eq!(p.content, "Checking.");
+    let p = parse(h, "<tool_call>{\"name\":\"b\",\"argu");
+    assert_eq!((p.calls, p.content), (vec![], String::new()));
+
+    let l = ToolSyntax::Llama3;
+    let p = parse(l, "<|python_tag|>{\"name\": \"f\", \"param");
+    assert_eq!((p.calls, p.content), (vec![], String::new()));
+
+    let m = ToolSyntax::Mistral;
+    let p = parse(
+        m,
+        "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"x\": 1}}, {\"name\": \"b\", \"argum",
+    );
+    assert_eq!(p.calls, calls(&[("a", r#"{"x":1}"#)]));
+    assert_eq!(p.content, "");
+    let p = parse(m, "[TOOL_CALLS][{\"name\"");
+    assert_eq!((p.calls, p.content), (vec![], String::new()));
 }

@@ -206,12 +206,14 @@ impl Meta {
     }
 }
 
-/// The end of a choice as the API reports it.
+/// The end of a choice as the API reports it. A generation cut by `max_tokens` says so
+/// even when calls completed before the cut (issue 29: the client must know the answer
+/// is incomplete); otherwise calls end it as `tool_calls`.
 fn finish_str(reason: FinishReason, called_tools: bool) -> &'static str {
-    if called_tools {
-        "tool_calls"
-    } else {
-        reason.as_str()
+    match reason {
+        FinishReason::Length => reason.as_str(),
+        _ if called_tools => "tool_calls",
+        _ => reason.as_str(),
     }
 }
 
@@ -299,7 +301,7 @@ fn tool_message(
             m.insert("content".into(), Value::String(c));
             (m, false)
         }
-        // Cut short (max_tokens) before the JSON closed: the raw text, as content.
+        // Not the generic format at all (no constraint held the answer): the text.
         None => {
             m.insert("content".into(), Value::String(text.to_string()));
             (m, false)

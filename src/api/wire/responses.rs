@@ -212,7 +212,7 @@ impl ResponsesWire {
             match tools::parse_answer(&text, choice.shape().syntax) {
                 Some(Answer::Calls(calls, before)) => return Output::Calls(calls, before, status),
                 Some(Answer::Content(c)) => return Output::Message(c, status),
-                // Cut short before the JSON closed: the raw text, as the message.
+                // Not the generic format at all (no constraint held the answer): the text.
                 None => {}
             }
         }
