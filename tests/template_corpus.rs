@@ -39,7 +39,7 @@ async fn serve(template: &std::path::Path) -> Option<String> {
         // thinking template thinks within the low budget: 4 tokens here, so the call
         // fits in `max_tokens`.
         model_section: format!(
-            "context = 4096\nthreads = 2\nembeddings = true\nreasoning_budget_low = 4\n\
+            "context = 4096\nthreads = 2\nreasoning_budget_low = 4\n\
              chat_template_file = \"{}\"\n",
             template.display()
         ),
