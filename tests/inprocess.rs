@@ -523,15 +523,7 @@ async fn a_cut_tool_call_never_leaks_as_text() {
     };
     // The whole answer: one call, in N tokens. Cut one token short, the call is whole
     // and only the envelope's end is missing; cut earlier, inside the call or its opener.
-    let whole = c
-        .post("/v1/chat/completions", Some(ALICE), &request(400, false))
-        .await
-        .json();
-    assert_eq!(
-        whole["choices"][0]["finish_reason"], "tool_calls",
-        "{whole}"
-    );
-    let n = whole["usage"]["completion_tokens"].as_u64().unwrap();
+    let (n, _) = common::whole_call_answer(&mut c, &request(400, false)).await;
     for (max_tokens, whole_calls) in [(3, 0), (n / 2, 0), (n - 1, 1)] {
         for stream in [false, true] {
             let r = c

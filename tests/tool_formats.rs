@@ -292,19 +292,7 @@ async fn a_cut_generic_answer_returns_its_whole_calls_never_the_envelope() {
             "tools": weather, "tool_choice": "required",
             "messages": [{"role": "user", "content": question}]})
     };
-    let whole = c
-        .post("/v1/chat/completions", Some(ALICE), &body(400, false))
-        .await
-        .json();
-    assert_eq!(
-        whole["choices"][0]["finish_reason"], "tool_calls",
-        "{whole}"
-    );
-    let n = whole["usage"]["completion_tokens"].as_u64().unwrap();
-    let all = whole["choices"][0]["message"]["tool_calls"]
-        .as_array()
-        .unwrap()
-        .len();
+    let (n, all) = whole_call_answer(&mut c, &body(400, false)).await;
     for max_tokens in [n / 2, n - 1] {
         let v = c
             .post(

@@ -725,3 +725,22 @@ pub fn template_corpus() -> Vec<PathBuf> {
     );
     files
 }
+
+/// A forced tool call answered whole (`body` with a large `max_tokens`): how many
+/// completion tokens it took and how many calls it made. The cut-call tests place their
+/// `max_tokens` cuts from it, so the cuts fall inside the answer on any hardware.
+#[allow(dead_code)] // used by the cut-call tests only
+pub async fn whole_call_answer(c: &mut Client, body: &Value) -> (u64, usize) {
+    let whole = c
+        .post("/v1/chat/completions", Some(ALICE), body)
+        .await
+        .json();
+    assert_eq!(
+        whole["choices"][0]["finish_reason"], "tool_calls",
+        "{whole}"
+    );
+    let calls = whole["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .map_or(0, Vec::len);
+    (whole["usage"]["completion_tokens"].as_u64().unwrap(), calls)
+}
