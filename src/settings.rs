@@ -253,7 +253,10 @@ impl Settings {
                 "model.reasoning_format",
                 self.api.reasoning.map(ReasoningFormat::name),
                 "none",
-                ("mentions <think>", "does not mention <think>"),
+                (
+                    "mentions this format's thinking opener",
+                    "mentions no thinking opener",
+                ),
             ));
         }
         if m.tool_format == ToolFormatSetting::Auto {

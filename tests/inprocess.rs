@@ -756,3 +756,316 @@ async fn responses_whole_and_streamed() {
         "response_not_found"
     );
 }
+
+/// One scripted model output (issue 29): the server's family (`model.tool_format`) and
+/// thinking format, what the model writes (`fake::SCRIPT`), and what a client must get.
+struct Vector {
+    family: &'static str,
+    reasoning: &'static str,
+    script: &'static str,
+    max_tokens: u64,
+    want_reasoning: &'static str,
+    want_content: &'static str,
+    want_calls: &'static [(&'static str, &'static str)],
+    want_finish: &'static str,
+}
+
+/// Written from each family's documented output format (not from the parser).
+const VECTORS: &[Vector] = &[
+    Vector {
+        family: "hermes",
+        reasoning: "think",
+        script: "<think>\nNeed the weather.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        max_tokens: 400,
+        want_reasoning: "Need the weather.\n",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "qwen3-coder",
+        reasoning: "none",
+        script: "Checking both.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=add>\n<parameter=a>\n2\n</parameter>\n<parameter=b>\n40\n</parameter>\n</function>\n</tool_call>",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "Checking both.",
+        want_calls: &[("get_weather", r#"{"city":"New York"}"#), ("add", r#"{"a":2,"b":40}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "qwen3-coder",
+        reasoning: "none",
+        script: "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>",
+        // Cut inside the call: no call, no markers as the answer.
+        max_tokens: 9,
+        want_reasoning: "",
+        want_content: "",
+        want_calls: &[],
+        want_finish: "length",
+    },
+    Vector {
+        family: "glm",
+        reasoning: "think",
+        script: "<think>Two cities.</think><tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value></tool_call><tool_call>get_weather<arg_key>city</arg_key><arg_value>Rome</arg_value></tool_call>",
+        max_tokens: 400,
+        want_reasoning: "Two cities.",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#), ("get_weather", r#"{"city":"Rome"}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "harmony",
+        reasoning: "harmony",
+        script: "<|channel|>analysis<|message|>User wants the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Paris\"}<|call|>",
+        max_tokens: 400,
+        want_reasoning: "User wants the weather.",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "harmony",
+        reasoning: "harmony",
+        script: "<|channel|>analysis<|message|>Just greet.<|end|><|start|>assistant<|channel|>final<|message|>Hello there.<|return|>",
+        max_tokens: 400,
+        want_reasoning: "Just greet.",
+        want_content: "Hello there.",
+        want_calls: &[],
+        want_finish: "stop",
+    },
+    Vector {
+        family: "deepseek-v3.1",
+        reasoning: "think",
+        script: "<think>ok</think><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"<｜tool▁call▁end｜>\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+        max_tokens: 400,
+        want_reasoning: "ok",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"<｜tool▁call▁end｜>"}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "deepseek-v3.2",
+        reasoning: "none",
+        script: "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"add\">\n<｜DSML｜parameter name=\"a\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "",
+        want_calls: &[("add", r#"{"a":3}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "kimi-k2",
+        reasoning: "none",
+        script: "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\": \"Paris\"}<|tool_call_end|><|tool_call_begin|>functions.add:1<|tool_call_argument_begin|>{\"a\": 1}<|tool_call_end|><|tool_calls_section_end|>",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#), ("add", r#"{"a":1}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "mistral-args",
+        reasoning: "mistral",
+        script: "[THINK]Paris.[/THINK]Let me look.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}",
+        max_tokens: 400,
+        want_reasoning: "Paris.",
+        want_content: "Let me look.",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "command-r7b",
+        reasoning: "command",
+        script: "<|START_THINKING|>Call it.<|END_THINKING|><|START_ACTION|>[\n    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n]<|END_ACTION|>",
+        max_tokens: 400,
+        want_reasoning: "Call it.",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "minimax-m2",
+        reasoning: "think",
+        script: "<think>\nhm\n</think>\n\n<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">Paris</parameter>\n</invoke>\n</minimax:tool_call>",
+        max_tokens: 400,
+        want_reasoning: "hm\n",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
+        want_finish: "tool_calls",
+    },
+    Vector {
+        family: "llama3",
+        reasoning: "none",
+        script: "{\"name\": \"add\", \"parameters\": {\"a\": 5, \"b\": 6}}",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "",
+        want_calls: &[("add", r#"{"a":5,"b":6}"#)],
+        want_finish: "tool_calls",
+    },
+    // A slip: the call without its opener, fenced, after a sentence (auto mode).
+    Vector {
+        family: "hermes",
+        reasoning: "none",
+        script: "Sure.\n```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n```",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "Sure.",
+        want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
+        want_finish: "tool_calls",
+    },
+    // An ordinary JSON answer is no call.
+    Vector {
+        family: "hermes",
+        reasoning: "none",
+        script: "{\"city\": \"Paris\", \"temp_c\": 21}",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "{\"city\": \"Paris\", \"temp_c\": 21}",
+        want_calls: &[],
+        want_finish: "stop",
+    },
+];
+
+fn vector_tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+        {"type": "function", "function": {"name": "add", "parameters": {"type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a"]}}}
+    ])
+}
+
+/// (reasoning, content, calls, finish) of a chat answer, whole or streamed.
+async fn chat_outcome(
+    c: &mut Client,
+    v: &Vector,
+    stream: bool,
+) -> (String, String, Vec<(String, String)>, String) {
+    use llama_gguf_inference::engine::fake::SCRIPT;
+    let body = json!({"model": MODEL_ID, "max_tokens": v.max_tokens, "stream": stream,
+        "tools": vector_tools(),
+        "messages": [{"role": "user", "content": format!("{SCRIPT}{}", v.script)}]});
+    let r = c.post("/v1/chat/completions", Some(ALICE), &body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    if !stream {
+        let j = r.json();
+        let m = &j["choices"][0]["message"];
+        let calls = m["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| (s(&c["function"]["name"]), s(&c["function"]["arguments"])))
+            .collect();
+        return (
+            s(&m["reasoning_content"]),
+            s(&m["content"]),
+            calls,
+            s(&j["choices"][0]["finish_reason"]),
+        );
+    }
+    let (mut reasoning, mut content, mut finish) = (String::new(), String::new(), String::new());
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for e in common::sse_events(&r.body) {
+        if e == "[DONE]" {
+            continue;
+        }
+        let j: Value = serde_json::from_str(&e).unwrap();
+        let choice = &j["choices"][0];
+        reasoning.push_str(&s(&choice["delta"]["reasoning_content"]));
+        content.push_str(&s(&choice["delta"]["content"]));
+        for d in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let i = d["index"].as_u64().unwrap() as usize;
+            if calls.len() <= i {
+                calls.resize(i + 1, Default::default());
+            }
+            calls[i].0.push_str(&s(&d["function"]["name"]));
+            calls[i].1.push_str(&s(&d["function"]["arguments"]));
+        }
+        if !choice["finish_reason"].is_null() {
+            finish = s(&choice["finish_reason"]);
+        }
+    }
+    (reasoning, content, calls, finish)
+}
+
+/// Issue 29: each family's real-looking output, through parsing and every wire format —
+/// chat JSON, chat SSE reassembled as the SDKs do, and Responses items — asserted exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn family_outputs_come_back_exactly_through_every_wire() {
+    use llama_gguf_inference::engine::fake::SCRIPT;
+    for v in VECTORS {
+        let s = InProcess::start(Options {
+            model_section: format!(
+                "context = 1024\nthreads = 2\ntool_format = \"{}\"\nreasoning_format = \"{}\"\n",
+                v.family, v.reasoning
+            ),
+            ..Options::default()
+        });
+        let mut c = s.client().await;
+        let want_calls: Vec<(String, String)> = v
+            .want_calls
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect();
+        let at = format!("{} {:?}", v.family, &v.script[..v.script.len().min(40)]);
+        for stream in [false, true] {
+            let got = chat_outcome(&mut c, v, stream).await;
+            assert_eq!(
+                got,
+                (
+                    v.want_reasoning.to_string(),
+                    v.want_content.to_string(),
+                    want_calls.clone(),
+                    v.want_finish.to_string()
+                ),
+                "{at}, stream {stream}"
+            );
+        }
+        // Responses: a reasoning item, a message only for text, one function_call per call.
+        let body = json!({"model": MODEL_ID, "max_output_tokens": v.max_tokens,
+            "input": format!("{SCRIPT}{}", v.script),
+            "tools": vector_tools().as_array().unwrap().iter()
+                .map(|t| { let mut f = t["function"].clone(); f["type"] = json!("function"); f })
+                .collect::<Vec<_>>()});
+        let r = c.post("/v1/responses", Some(ALICE), &body).await.json();
+        let items = r["output"].as_array().unwrap();
+        let text = |kind: &str, part: &str| -> String {
+            items
+                .iter()
+                .filter(|i| i["type"] == kind)
+                .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
+                .filter(|p| p["type"] == part)
+                .map(|p| p["text"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(
+            text("reasoning", "reasoning_text"),
+            v.want_reasoning,
+            "{at}: {r}"
+        );
+        assert_eq!(text("message", "output_text"), v.want_content, "{at}: {r}");
+        let made: Vec<(String, String)> = items
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap().to_string(),
+                    i["arguments"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(made, want_calls, "{at}: {r}");
+        let status = if v.want_finish == "length" {
+            "incomplete"
+        } else {
+            "completed"
+        };
+        assert_eq!(r["status"], status, "{at}: {r}");
+    }
+}

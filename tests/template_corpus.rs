@@ -2,8 +2,9 @@
 //! (llama.cpp's models/templates/, fetched by `.ci/template-corpus`), the real binary
 //! starts with `model.chat_template_file` set to it and serves, over TLS with a key, with
 //! the real test model: a plain chat, a named tool call after a tool-result turn (the
-//! second turn of every agent loop), and the same call streamed. One server start per
-//! template. (Byte parity with transformers is `template_parity.rs`, in the fast tier.)
+//! second turn of every agent loop), and the same call streamed — in the tool syntax of
+//! the template's family (`EXPECTED_FAMILY`, which the server's log must name). One
+//! server start per template. (Byte parity with transformers is `template_parity.rs`, in the fast tier.)
 
 mod common;
 
@@ -18,8 +19,11 @@ fn tools() -> Value {
 }
 
 /// A tool-result turn, then a named call: the model must call get_weather again.
+/// 160 tokens: the test model's vocabulary has none of the families' markers as tokens,
+/// so an opener such as DeepSeek's `<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>` takes it
+/// dozens of tokens (a model of the family writes each marker as one).
 fn agent_turn(stream: bool) -> Value {
-    json!({"model": MODEL_ID, "max_tokens": 48, "temperature": 0, "stream": stream,
+    json!({"model": MODEL_ID, "max_tokens": 160, "temperature": 0, "stream": stream,
         "tools": tools(),
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         "messages": [
@@ -45,6 +49,23 @@ async fn serve(template: &std::path::Path) -> Option<String> {
         ),
         ..Options::default()
     });
+    // The family `model.tool_format = "auto"` chose, from the server's own log line.
+    let family = server
+        .log_text()
+        .lines()
+        .find(|l| l.contains("model.tool_format"))
+        .and_then(|l| l.split("value=").nth(1))
+        .map(|v| {
+            v.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_matches('"')
+                .to_string()
+        });
+    let expected = expected_family(template);
+    if family.as_deref() != Some(expected) {
+        return Some(format!("served as {family:?}, its family is {expected}"));
+    }
     let mut c = server.client().await;
     let plain = json!({"model": MODEL_ID, "max_tokens": 2, "temperature": 0,
         "messages": [{"role": "system", "content": "Be brief."},

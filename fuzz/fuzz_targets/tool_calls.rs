@@ -1,17 +1,19 @@
-//! Native tool-call syntaxes (`engine::tool_syntax`): the parser of finished answers and
-//! the trigger watcher of free text, on any text, with oracles; and the generic format's
-//! parser (`api::envelope`), whole or cut: never panics, every call's arguments are JSON,
-//! text that does not start as JSON is not taken for an answer.
-//! Input: [syntax byte] then UTF-8 (lossy) text pieces split at 0xFF bytes.
+//! Every model family's tool-call syntax (`engine::family`): the parser of finished
+//! answers and the trigger watcher of free text, on any text, with oracles; and the
+//! generic format's parser (`api::envelope`), whole or cut: never panics, every call's
+//! arguments are JSON, text that does not start as JSON is not taken for an answer.
+//! Input: [family byte] then UTF-8 (lossy) text pieces split at 0xFF bytes; the byte
+//! picks a family of the registry, or the generic envelope one past the last.
 //! - `parse` never panics; every call it returns has arguments that are a JSON object;
-//!   an answer with no opener of the syntax has no calls.
+//!   an answer with none of the family's call openers has no calls; at most MAX_CALLS.
 //! - `ToolRun` never panics however the text is split; a call it starts carries a prefix
 //!   that is a suffix of the text pushed (nothing invented), and it never starts a call
-//!   for text in which `parse` finds no opener at all.
+//!   for text that holds no trigger of the family.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::envelope;
 use llama_gguf_inference::api::tools::Answer;
+use llama_gguf_inference::engine::family::{Untyped, FAMILIES, MAX_CALLS};
 use llama_gguf_inference::engine::tool_syntax::{parse, Step, ToolPlan, ToolRun, ToolSyntax};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,11 +25,10 @@ fuzz_target!(|data: &[u8]| {
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect();
     let text: String = pieces.concat();
-    let syntax = match which % 4 {
-        0 => ToolSyntax::Hermes,
-        1 => ToolSyntax::Llama3,
-        2 => ToolSyntax::Mistral,
-        _ => {
+    let pick = which as usize % (FAMILIES.len() + 1);
+    let syntax = match FAMILIES.get(pick) {
+        Some(f) => ToolSyntax(f),
+        None => {
             match envelope::parse(&text) {
                 Some(Answer::Calls(calls, before)) => {
                     assert!(before.is_empty());
@@ -43,19 +44,20 @@ fuzz_target!(|data: &[u8]| {
         }
     };
 
-    let parsed = parse(syntax, &text);
+    let parsed = parse(syntax, &text, &Untyped);
+    assert!(parsed.calls.len() <= MAX_CALLS as usize, "{} calls", parsed.calls.len());
     for (_, args) in &parsed.calls {
         let v: serde_json::Value = serde_json::from_str(args).expect("arguments are JSON");
         assert!(v.is_object(), "arguments are an object: {args}");
     }
-    let opener = match syntax {
-        ToolSyntax::Hermes => text.contains("<tool_call>"),
-        ToolSyntax::Llama3 => text.trim_start().starts_with('{') || text.contains("<|python_tag|>"),
-        ToolSyntax::Mistral => text.contains("[TOOL_CALLS]"),
-    };
+    let f = syntax.family();
+    let opener = f.call_open.iter().any(|o| text.contains(o))
+        || (f.json_at_start && text.trim_start().starts_with('{'));
     if !opener {
         assert!(parsed.calls.is_empty(), "a call without an opener in {text:?}");
     }
+    let triggered = f.triggers.iter().any(|t| text.contains(t))
+        || (f.json_at_start && text.trim_start().starts_with('{'));
 
     let plan = ToolPlan {
         syntax,
@@ -68,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
         pushed.push_str(p);
         if let Step::CallStarts { prefix } = run.push(p) {
             assert!(pushed.ends_with(&prefix), "prefix {prefix:?} not from {pushed:?}");
-            assert!(opener, "a call started without an opener in {text:?}");
+            assert!(triggered, "a call started without a trigger in {text:?}");
             run.call_complete();
             while run.forced().is_some() {}
         }

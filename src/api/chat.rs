@@ -410,7 +410,9 @@ mod tests {
         assert_eq!(g.max_tokens, Some(5));
         assert_eq!(g.stop, vec!["END"]);
         match g.prompt {
-            Prompt::Chat { messages, tools } => {
+            Prompt::Chat {
+                messages, tools, ..
+            } => {
                 assert_eq!(messages[1].content, "hi!");
                 assert!(tools.is_empty());
             }
@@ -543,7 +545,10 @@ mod tests {
               "tool_choice":"required","n":2,"logprobs":true,"top_logprobs":3,"logit_bias":{"7":-100}}"#,
         )
         .unwrap();
-        let Prompt::Chat { messages: m, tools } = &g.prompt else {
+        let Prompt::Chat {
+            messages: m, tools, ..
+        } = &g.prompt
+        else {
             panic!()
         };
         assert_eq!(m[0].role, "system");

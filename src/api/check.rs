@@ -54,6 +54,19 @@ pub struct JsonSchemaFormat {
 pub struct OutputSchema {
     pub schema: Value,
     pub param: &'static str,
+    /// A model family's call grammar replaces `schema` (which then holds the called
+    /// functions' parameter schemas, for the size limit): built at compile time, where
+    /// the model's special tokens are known.
+    pub native: Option<NativeCall>,
+}
+
+/// One call in a model family's own syntax (`engine::family`): to one of `functions`
+/// (name, parameters schema); a list body holds up to `max_calls`.
+#[derive(Debug, Clone)]
+pub struct NativeCall {
+    pub syntax: crate::engine::tool_syntax::ToolSyntax,
+    pub functions: Vec<(String, Value)>,
+    pub max_calls: u32,
 }
 
 /// Most `logit_bias` entries (OpenAI documents a map; each entry is one sampler bias).
@@ -299,7 +312,11 @@ pub(super) fn output_schema(
         )
         .with_code("invalid_json_schema"));
     }
-    Ok(Some(OutputSchema { schema, param }))
+    Ok(Some(OutputSchema {
+        schema,
+        param,
+        native: None,
+    }))
 }
 
 pub(super) fn check_stream(

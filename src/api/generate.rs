@@ -24,7 +24,7 @@ use super::{json_response, random_hex, secure_headers, unix_now, ApiBody, AppSta
 use crate::auth::Principal;
 use crate::engine::constraint::Constraint;
 use crate::engine::reasoning::Plan;
-use crate::engine::{Event, GenerateRequest};
+use crate::engine::{Event, GenerateRequest, Prompt};
 use crate::metrics::Trace;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -75,6 +75,11 @@ pub(super) async fn generate(
     .await?;
     let count_only = endpoint == Endpoint::InputTokens;
     let reasoning = reasoning_plan(endpoint, &generation, &state.api)?;
+    // The effort reaches the template too (gpt-oss's `Reasoning:` line), for a model
+    // that thinks.
+    if let (Some(_), Prompt::Chat { effort, .. }) = (reasoning, &mut generation.prompt) {
+        *effort = generation.reasoning_effort.map(|e| e.effort);
+    }
     // A model family's own tool syntax replaces the generic envelope (`prompt.rs`).
     let tools = match state.api.tool_syntax {
         Some(syntax) => use_native_tools(&mut generation, syntax)?,
@@ -150,6 +155,13 @@ pub(super) async fn generate(
         logprobs: generation.logprobs.is_some(),
         tools: generation.tools.is_some(),
         syntax: tools.map(|plan| plan.syntax),
+        functions: std::sync::Arc::new(
+            generation
+                .tools
+                .as_ref()
+                .map(|t| t.functions_and_parameters())
+                .unwrap_or_default(),
+        ),
         stream: generation.stream,
     };
     let created = unix_now();
@@ -274,9 +286,17 @@ async fn compile_constraint(
     };
     let compiler = state.engine.constraints().ok_or_else(ApiError::not_ready)?;
     let timeout_ms = compiler.settings().compile_timeout.as_millis();
-    compiler
-        .compile(s.schema.clone())
-        .await
+    let compiled = match &s.native {
+        Some(call) => {
+            let special = |marker: &str| compiler.special_token(marker);
+            let grammar = call
+                .syntax
+                .grammar(&call.functions, call.max_calls, &special);
+            compiler.compile_call(grammar).await
+        }
+        None => compiler.compile(s.schema.clone()).await,
+    };
+    compiled
         .map(Some)
         .map_err(|e| ApiError::from_compile(&e, s.param, timeout_ms))
 }

@@ -33,6 +33,7 @@ pub mod json;
 mod prompt;
 pub mod responses;
 pub mod schema;
+pub mod slips;
 pub mod stream;
 pub mod tools;
 pub mod wire;

@@ -9,6 +9,7 @@ use super::tools::ToolSet;
 use crate::config::LimitsConfig;
 use crate::engine::tool_syntax::{ToolPlan, ToolSyntax};
 use crate::engine::{ChatMessage, Prompt};
+use serde_json::Value;
 
 /// The prompt of a chat-shaped request (chat completions, Responses) and the schema its
 /// output is constrained to: the tool instructions go first, in a system message of their
@@ -62,6 +63,8 @@ pub(super) fn chat_prompt(
     let prompt = Prompt::Chat {
         messages,
         tools: tool_objects,
+        // Set with the reasoning plan (`generate`), once the effort is known.
+        effort: None,
     };
     Ok((prompt, json_schema))
 }
@@ -87,7 +90,13 @@ pub(super) fn use_native_tools(
             messages.remove(0);
         }
     }
-    generation.json_schema = output_schema(Some(tools.native_schema(syntax)), "tools")?;
+    let call = tools.native_call(syntax);
+    let parameters: Vec<&Value> = call.functions.iter().map(|(_, p)| p).collect();
+    let mut schema = output_schema(Some(serde_json::json!(parameters)), "tools")?;
+    if let Some(s) = schema.as_mut() {
+        s.native = Some(call);
+    }
+    generation.json_schema = schema;
     Ok(Some(tools.native_plan(syntax)))
 }
 
@@ -133,18 +142,22 @@ mod tests {
             ["system", "user"],
             "the generic instructions first"
         );
-        let plan = use_native_tools(&mut g, ToolSyntax::Hermes)
+        let plan = use_native_tools(&mut g, ToolSyntax::HERMES)
             .unwrap()
             .unwrap();
         assert_eq!(roles(&g), ["user"]);
         assert!(!plan.force, "auto: the model opens calls itself");
         assert_eq!(plan.max_calls, 8);
-        let schema = &g.json_schema.as_ref().unwrap().schema;
-        assert_eq!(schema["anyOf"][0]["properties"]["name"]["const"], "add");
-        assert!(
-            schema.get("properties").is_none(),
-            "not the generic envelope: {schema}"
-        );
+        let out = g.json_schema.as_ref().unwrap();
+        let call = out
+            .native
+            .as_ref()
+            .expect("one call in the family's syntax");
+        assert_eq!(call.syntax, ToolSyntax::HERMES);
+        assert_eq!(call.functions[0].0, "add");
+        assert_eq!(call.functions[0].1["properties"]["a"]["type"], "integer");
+        // What the size limit measures: the called functions' parameter schemas.
+        assert_eq!(out.schema[0]["properties"]["a"]["type"], "integer");
         // The tool objects stay for the template to render.
         match &g.prompt {
             Prompt::Chat { tools, .. } => assert_eq!(tools.len(), 1),
@@ -155,15 +168,16 @@ mod tests {
             r#""tool_choice":{"type":"function","function":{"name":"add"}},"tools":"#,
         );
         let mut g = chat(&named);
-        let plan = use_native_tools(&mut g, ToolSyntax::Mistral)
+        let plan = use_native_tools(&mut g, ToolSyntax::MISTRAL)
             .unwrap()
             .unwrap();
         assert!(plan.force);
         assert_eq!(plan.max_calls, 1);
-        assert_eq!(g.json_schema.as_ref().unwrap().schema["maxItems"], 1);
+        let call = g.json_schema.as_ref().unwrap().native.as_ref().unwrap();
+        assert_eq!(call.max_calls, 1);
         // No tools: nothing changes.
         let mut g = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-        assert!(use_native_tools(&mut g, ToolSyntax::Hermes)
+        assert!(use_native_tools(&mut g, ToolSyntax::HERMES)
             .unwrap()
             .is_none());
         assert!(g.json_schema.is_none());

@@ -54,7 +54,7 @@ impl<W: Wire> SseBody<W> {
             .enumerate()
             .map(|(i, events)| ChoiceStream {
                 events,
-                builder: ChoiceBuilder::new(i, shape),
+                builder: ChoiceBuilder::new(i, shape.clone()),
                 done: false,
             })
             .collect();

@@ -13,17 +13,17 @@
 //! SECURITY: tool definitions are client data rendered into the prompt; they are size-
 //! and count-capped and their schemas go through `schema::check` like response formats.
 
+use super::check::NativeCall;
 use super::check::{check_text, valid_name};
 use super::error::ApiError;
 use super::schema;
+use crate::engine::family::Declared;
 use crate::engine::tool_syntax::{self, ToolPlan, ToolSyntax, MAX_CALLS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Most tools in one request (OpenAI allows 128; each adds prompt text and grammar).
 pub const MAX_TOOLS: usize = 64;
-/// Most calls in one answer when `parallel_tool_calls` is true.
-pub const MAX_PARALLEL_CALLS: u64 = 8;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +104,8 @@ pub struct ToolSet {
     pub functions: Vec<Function>,
     pub choice: Choice,
     pub parallel: bool,
+    /// Responses `max_tool_calls`: at most this many calls in the answer.
+    pub max_tool_calls: Option<u32>,
 }
 
 /// What the model answered, once parsed.
@@ -212,6 +214,7 @@ pub fn validate(
         functions,
         choice,
         parallel: parallel.unwrap_or(true),
+        max_tool_calls: None,
     }))
 }
 
@@ -254,14 +257,22 @@ impl ToolSet {
             .collect()
     }
 
-    /// How a native syntax runs this tool set: a required or named call is opened by
-    /// the engine; parallel calls up to the generic format's limit.
-    pub fn native_plan(&self, syntax: ToolSyntax) -> ToolPlan {
+    /// Calls one answer may make: one for a named function or without
+    /// `parallel_tool_calls`, else up to `MAX_CALLS`, and never more than
+    /// `max_tool_calls`.
+    pub fn max_calls(&self) -> u32 {
         let one = matches!(self.choice, Choice::Named(_)) || !self.parallel;
+        let max = if one { 1 } else { MAX_CALLS };
+        self.max_tool_calls.map_or(max, |m| m.min(max))
+    }
+
+    /// How a native syntax runs this tool set: a required or named call is opened by
+    /// the engine; at most `max_calls` calls.
+    pub fn native_plan(&self, syntax: ToolSyntax) -> ToolPlan {
         ToolPlan {
             syntax,
             force: self.choice != Choice::Auto,
-            max_calls: if one { 1 } else { MAX_CALLS },
+            max_calls: self.max_calls(),
         }
     }
 
@@ -273,13 +284,21 @@ impl ToolSet {
         })
     }
 
-    /// The JSON Schema of one call in a native syntax (what follows its opener).
-    pub fn native_schema(&self, syntax: ToolSyntax) -> Value {
-        let functions: Vec<(String, Value)> = self
-            .callable()
+    /// One call in a native syntax (what follows its opener): the functions it may
+    /// call and how many calls one list may hold.
+    pub fn native_call(&self, syntax: ToolSyntax) -> NativeCall {
+        NativeCall {
+            syntax,
+            functions: self.functions_and_parameters(),
+            max_calls: self.native_plan(syntax).max_calls,
+        }
+    }
+
+    /// (name, parameters schema) of each function the answer may call.
+    pub fn functions_and_parameters(&self) -> Vec<(String, Value)> {
+        self.callable()
             .map(|f| (f.name.clone(), f.parameters.clone()))
-            .collect();
-        syntax.call_schema(&functions, self.native_plan(syntax).max_calls)
+            .collect()
     }
 
     /// The JSON Schema the answer is constrained to.
@@ -295,10 +314,7 @@ impl ToolSet {
                 })
             })
             .collect();
-        let max = match (&self.choice, self.parallel) {
-            (Choice::Named(_), _) | (_, false) => 1,
-            _ => MAX_PARALLEL_CALLS,
-        };
+        let max = self.max_calls();
         let call_branch = json!({
             "type": "object",
             "properties": {"tool_calls": {
@@ -321,17 +337,28 @@ impl ToolSet {
 
 /// Parse an answer, in the generic format (`api::envelope`: whole, or cut by
 /// `max_tokens`, when the calls completed before the cut are kept) or the model family's
-/// own syntax. None when the text is not in the generic format at all: the caller returns
+/// own syntax (argument values written as text read by `functions`' schemas; a call of
+/// one of them written without the family's opener accepted, `slips`). None when the text is not in the generic format at all: the caller returns
 /// it as content.
-pub fn parse_answer(text: &str, syntax: Option<ToolSyntax>) -> Option<Answer> {
-    if let Some(s) = syntax {
-        let parsed = tool_syntax::parse(s, text);
-        return Some(match parsed.calls.is_empty() {
-            true => Answer::Content(parsed.content),
-            false => Answer::Calls(parsed.calls, parsed.content),
-        });
+pub fn parse_answer(
+    text: &str,
+    syntax: Option<ToolSyntax>,
+    functions: &[(String, Value)],
+) -> Option<Answer> {
+    let Some(s) = syntax else {
+        return super::envelope::parse(text);
+    };
+    let parsed = tool_syntax::parse(s, text, &Declared(functions));
+    if !parsed.calls.is_empty() {
+        return Some(Answer::Calls(parsed.calls, parsed.content));
     }
-    super::envelope::parse(text)
+    // No call in the family's syntax: a call written without its opener (`slips`).
+    Some(
+        match super::slips::slipped_call(&parsed.content, functions) {
+            Some((before, call)) => Answer::Calls(vec![call], before),
+            None => Answer::Content(parsed.content),
+        },
+    )
 }
 
 /// A tool-call id: `call_`, the response's random part (24 hex digits from the system
@@ -353,6 +380,35 @@ mod tests {
             json!([{"type": "function", "function": {"name": "get_weather",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]),
         )
+    }
+
+    /// `parallel_tool_calls: false`, a named function and Responses' `max_tool_calls`
+    /// each bound the calls, in the generic envelope and in every native family.
+    #[test]
+    fn calls_are_bounded_by_parallel_named_and_max_tool_calls() {
+        let auto = validate(Some(weather()), None, None).unwrap().unwrap();
+        assert_eq!(auto.max_calls(), MAX_CALLS);
+        let single = validate(Some(weather()), None, Some(false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(single.max_calls(), 1);
+        assert_eq!(
+            single.answer_schema()["anyOf"][0]["properties"]["tool_calls"]["maxItems"],
+            1
+        );
+        let mut capped = validate(Some(weather()), None, None).unwrap().unwrap();
+        capped.max_tool_calls = Some(3);
+        assert_eq!(capped.max_calls(), 3);
+        assert_eq!(
+            capped.answer_schema()["anyOf"][0]["properties"]["tool_calls"]["maxItems"],
+            3
+        );
+        for f in crate::engine::family::FAMILIES {
+            let syntax = ToolSyntax(f);
+            assert_eq!(single.native_plan(syntax).max_calls, 1, "{}", f.name);
+            assert_eq!(single.native_call(syntax).max_calls, 1, "{}", f.name);
+            assert_eq!(capped.native_plan(syntax).max_calls, 3, "{}", f.name);
+        }
     }
 
     #[test]
@@ -406,32 +462,36 @@ mod tests {
     #[test]
     fn answers_parse() {
         assert_eq!(
-            parse_answer(r#"{"tool_calls":[{"name":"f","arguments":{"a":1}}]}"#, None),
+            parse_answer(
+                r#"{"tool_calls":[{"name":"f","arguments":{"a":1}}]}"#,
+                None,
+                &[]
+            ),
             Some(Answer::Calls(
                 vec![("f".into(), r#"{"a":1}"#.into())],
                 String::new()
             ))
         );
         assert_eq!(
-            parse_answer(r#" {"content":"hi"} "#, None),
+            parse_answer(r#" {"content":"hi"} "#, None, &[]),
             Some(Answer::Content("hi".into()))
         );
         // Cut inside its only call: no call, and no envelope as text either.
         assert_eq!(
-            parse_answer(r#"{"tool_calls":[{"name":"f""#, None),
+            parse_answer(r#"{"tool_calls":[{"name":"f""#, None, &[]),
             Some(Answer::Content(String::new()))
         );
         // A native syntax: text before the call is kept beside it.
         let hermes = "Checking.<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>";
         assert_eq!(
-            parse_answer(hermes, Some(ToolSyntax::Hermes)),
+            parse_answer(hermes, Some(ToolSyntax::HERMES), &[]),
             Some(Answer::Calls(
                 vec![("f".into(), "{}".into())],
                 "Checking.".into()
             ))
         );
         assert_eq!(
-            parse_answer("Just text.", Some(ToolSyntax::Hermes)),
+            parse_answer("Just text.", Some(ToolSyntax::HERMES), &[]),
             Some(Answer::Content("Just text.".into()))
         );
     }

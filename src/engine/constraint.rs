@@ -18,6 +18,7 @@
 //! - Errors never carry the schema's text to the log: llguidance's verbose errors (which
 //!   include the grammar and the tokens so far) are off and its own logging is silenced.
 
+use super::family::CallGrammar;
 use llguidance::api::{ParserLimits, TopLevelGrammar};
 use llguidance::{Matcher, ParserFactory};
 use serde_json::Value;
@@ -93,14 +94,33 @@ impl ConstraintCompiler {
         })
     }
 
+    /// The model's special token whose text is `marker` (e.g. `<|tool_call_begin|>`).
+    pub fn special_token(&self, marker: &str) -> Option<u32> {
+        self.factory.tok_env().tok_trie().get_special_token(marker)
+    }
+
     pub fn settings(&self) -> &ConstraintSettings {
         &self.settings
     }
 
     /// Compile on the calling thread (the blocking pool, a test, or the fuzzer).
     pub fn compile_blocking(&self, schema: &Value) -> Result<Constraint, CompileError> {
+        self.compile_grammar(TopLevelGrammar::from_json_schema(as_enforced(schema)))
+    }
+
+    /// Compile a model family's call grammar (`engine::family`): a JSON Schema, or a Lark
+    /// grammar whose JSON parts are `%json` schemas already in `enforced` form.
+    pub fn compile_call_blocking(&self, call: &CallGrammar) -> Result<Constraint, CompileError> {
+        match call {
+            CallGrammar::Schema(schema) => self.compile_blocking(schema),
+            CallGrammar::Lark(lark) => {
+                self.compile_grammar(TopLevelGrammar::from_lark(lark.clone()))
+            }
+        }
+    }
+
+    fn compile_grammar(&self, grammar: TopLevelGrammar) -> Result<Constraint, CompileError> {
         let started = Instant::now();
-        let grammar = TopLevelGrammar::from_json_schema(as_enforced(schema));
         let parser = self
             .factory
             .create_parser(grammar)
@@ -127,6 +147,14 @@ impl ConstraintCompiler {
     /// both within `compile_timeout`. A compile that overruns keeps its slot until it
     /// finishes (llguidance's fuel bounds that), so overruns cannot pile up.
     pub async fn compile(self: &Arc<Self>, schema: Value) -> Result<Constraint, CompileError> {
+        self.compile_call(CallGrammar::Schema(schema)).await
+    }
+
+    /// `compile` for a model family's call grammar.
+    pub async fn compile_call(
+        self: &Arc<Self>,
+        grammar: CallGrammar,
+    ) -> Result<Constraint, CompileError> {
         let deadline = self.settings.compile_timeout;
         let permit = match tokio::time::timeout(deadline, self.slots.clone().acquire_owned()).await
         {
@@ -135,7 +163,7 @@ impl ConstraintCompiler {
         };
         let this = self.clone();
         let job = tokio::task::spawn_blocking(move || {
-            let out = this.compile_blocking(&schema);
+            let out = this.compile_call_blocking(&grammar);
             drop(permit);
             out
         });
@@ -287,7 +315,7 @@ pub struct ConstraintReport {
 ///   `additionalProperties` allows no other keys (llama.cpp's converter and OpenAI's
 ///   strict mode both read it so); schemas directly under `allOf` are left open, since
 ///   closing each branch would forbid the others' properties.
-fn as_enforced(schema: &Value) -> Value {
+pub fn as_enforced(schema: &Value) -> Value {
     let mut s = schema.clone();
     close_objects(&mut s, false);
     if let Value::Object(root) = &mut s {

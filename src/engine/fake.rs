@@ -13,8 +13,13 @@
 //! - embeddings are a fixed unit vector per input;
 //! - the prompt counts one token per 4 bytes of its text (at least 1).
 //!
-//! It does not apply stop strings, logprobs, logit_bias or the reasoning split (those are
-//! the real engine's and its tests'). A test can hold every generation after its first token with
+//! - a chat whose last message begins with `SCRIPT` is answered with the rest of that
+//!   message, as a model would write it (three bytes per token, through the real output
+//!   path: stop strings and the reasoning split), so a model family's real-looking output
+//!   goes through parsing and every wire format (issue 29's vectors).
+//!
+//! It does not apply logprobs, logit_bias, or (outside a script) stop strings and the
+//! reasoning split (those are the real engine's and its tests'). A test can hold every generation after its first token with
 //! `Gate` (`EngineParams::fake_gate`), to observe a stream mid-way without depending on
 //! how fast tokens come.
 
@@ -27,6 +32,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// A chat's last message that begins with this is a script: the rest is the answer.
+pub const SCRIPT: &str = "[fake engine script]";
 
 /// What an unconstrained generation says, one word per token.
 pub const ANSWER: &str = "The quick brown fox jumps over the lazy dog.";
@@ -129,7 +137,9 @@ fn input_tokens(input: &EmbedInput) -> u32 {
 fn prompt_tokens(prompt: &Prompt) -> u32 {
     match prompt {
         Prompt::Text(t) => text_tokens(t),
-        Prompt::Chat { messages, tools } => {
+        Prompt::Chat {
+            messages, tools, ..
+        } => {
             let bytes: usize = messages.iter().map(|m| m.content.len() + 8).sum::<usize>()
                 + tools.iter().map(|t| t.to_string().len()).sum::<usize>();
             (bytes as u32).div_ceil(4).max(1)
@@ -156,6 +166,13 @@ fn generate(mut job: GenerateRequest, eos: u32, gate: &Gate, stats: &EngineStats
         return;
     }
     stats.active.fetch_add(1, Ordering::Relaxed);
+    if let Some(script) = scripted(&job.prompt) {
+        let (reason, usage) = play(&job, &script, max_tokens, prompt_tokens);
+        stats.active.fetch_sub(1, Ordering::Relaxed);
+        stats.completed.fetch_add(1, Ordering::Relaxed);
+        let _ = job.events.send(Event::Finished { reason, usage });
+        return;
+    }
     let mut completion = 0u32;
     let mut words = ANSWER.split_inclusive(' ');
     let reason = loop {
@@ -213,6 +230,53 @@ fn generate(mut job: GenerateRequest, eos: u32, gate: &Gate, stats: &EngineStats
             stats.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The script of a chat whose last message holds one (`SCRIPT`).
+fn scripted(prompt: &Prompt) -> Option<String> {
+    match prompt {
+        Prompt::Chat { messages, .. } => messages
+            .last()
+            .and_then(|m| m.content.strip_prefix(SCRIPT))
+            .map(str::to_string),
+        Prompt::Text(_) => None,
+    }
+}
+
+/// Write a script through the real output path, three bytes per token (markers arrive
+/// split), up to `max_tokens` tokens.
+fn play(
+    job: &GenerateRequest,
+    script: &str,
+    max_tokens: u32,
+    prompt_tokens: u32,
+) -> (FinishReason, Usage) {
+    let reasoning = job
+        .reasoning
+        .map(|plan| super::reasoning::Run::<u8>::new(plan, false, Vec::new()));
+    let mut out = super::output::TextOut::new(job.stop.clone(), reasoning);
+    let mut tokens = 0u32;
+    let mut reason = FinishReason::Stop;
+    for chunk in script.as_bytes().chunks(3) {
+        if tokens == max_tokens {
+            reason = FinishReason::Length;
+            break;
+        }
+        tokens += 1;
+        let pieces = out.push(chunk);
+        let stopped = pieces.stopped;
+        if !pieces.send(&job.events) || stopped {
+            break;
+        }
+    }
+    out.finish().send(&job.events);
+    let usage = Usage {
+        prompt_tokens,
+        completion_tokens: tokens,
+        cached_tokens: 0,
+        reasoning_tokens: out.reasoning_tokens(),
+    };
+    (reason, usage)
 }
 
 /// The byte a constrained walk emits next (None: the constraint allows the end).

@@ -12,6 +12,7 @@
 //! llama.cpp itself is touched only in `llama/`, behind the `llama` cargo feature.
 
 pub mod constraint;
+pub mod family;
 pub mod output;
 pub mod prefix;
 pub mod queue;
@@ -169,6 +170,9 @@ pub enum Prompt {
     Chat {
         messages: Vec<ChatMessage>,
         tools: Vec<serde_json::Value>,
+        /// The request's `reasoning_effort`, for templates that read it (gpt-oss's
+        /// `Reasoning:` line, Qwen3's `enable_thinking`).
+        effort: Option<reasoning::Effort>,
     },
     Text(String),
 }

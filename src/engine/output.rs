@@ -125,11 +125,11 @@ impl<T: Copy> TextOut<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::reasoning::{Plan, ReasoningFormat};
+    use crate::engine::reasoning::Plan;
 
     fn think(opened: bool) -> Option<Run<u32>> {
         let plan = Plan {
-            format: ReasoningFormat::Think,
+            format: crate::engine::reasoning::THINK,
             budget: None,
         };
         Some(Run::new(plan, opened, Vec::new()))

@@ -18,47 +18,134 @@ use serde::Deserialize;
 
 /// `model.reasoning_format`: how the model's thinking is marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum ReasoningSetting {
-    /// `think` when the chat template mentions `<think>`, else `none`.
+    /// The format whose opener the chat template mentions, else `none`.
     #[default]
     Auto,
     /// No split: thinking, if any, stays in the answer.
     None,
-    /// `<think>…</think>` (DeepSeek-R1 and its distills, Qwen3, QwQ, and their fine-tunes).
-    Think,
+    /// One of `FORMATS`, by name.
+    Format(ReasoningFormat),
 }
 
-/// A reasoning format the engine splits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReasoningFormat {
-    Think,
+impl TryFrom<String> for ReasoningSetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(ReasoningSetting::Auto),
+            "none" => Ok(ReasoningSetting::None),
+            name => FORMATS
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| ReasoningSetting::Format(*f))
+                .ok_or_else(|| {
+                    let names: Vec<&str> = FORMATS.iter().map(|f| f.name).collect();
+                    format!(
+                        "unknown reasoning format `{name}`: use auto, none or one of {}",
+                        names.join(", ")
+                    )
+                }),
+        }
+    }
 }
+
+/// A reasoning format the engine splits: the thinking between `open` and `close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasoningFormat {
+    name: &'static str,
+    open: &'static str,
+    close: &'static str,
+    /// What the engine writes around the closer when a thinking budget is spent, so the
+    /// model goes on to its answer.
+    before_close: &'static str,
+    after_close: &'static str,
+    /// Headers that may begin the answer after the thinking (harmony's final channel),
+    /// dropped in order where present; never answer text.
+    answer_headers: &'static [&'static str],
+}
+
+/// `<think>…</think>`: DeepSeek-R1 and its distills, Qwen3, QwQ, GLM, Kimi K2, MiniMax M2
+/// and their fine-tunes.
+pub const THINK: ReasoningFormat = ReasoningFormat {
+    name: "think",
+    open: "<think>",
+    close: "</think>",
+    before_close: "\n",
+    after_close: "\n\n",
+    answer_headers: &[],
+};
+
+/// Every format, most specific first: `auto` takes the first whose opener the template
+/// mentions.
+pub const FORMATS: &[ReasoningFormat] = &[
+    // gpt-oss: the analysis channel, then the final channel's message.
+    ReasoningFormat {
+        name: "harmony",
+        open: "<|channel|>analysis<|message|>",
+        close: "<|end|>",
+        before_close: "",
+        after_close: "<|start|>assistant",
+        answer_headers: &["<|start|>assistant", "<|channel|>final<|message|>"],
+    },
+    ReasoningFormat {
+        name: "seed",
+        open: "<seed:think>",
+        close: "</seed:think>",
+        before_close: "\n",
+        after_close: "\n",
+        answer_headers: &[],
+    },
+    ReasoningFormat {
+        name: "hunyuan",
+        open: "<think:opensource>",
+        close: "</think:opensource>",
+        before_close: "",
+        after_close: "",
+        answer_headers: &[],
+    },
+    ReasoningFormat {
+        name: "command",
+        open: "<|START_THINKING|>",
+        close: "<|END_THINKING|>",
+        before_close: "",
+        after_close: "",
+        answer_headers: &["<|START_RESPONSE|>"],
+    },
+    ReasoningFormat {
+        name: "mistral",
+        open: "[THINK]",
+        close: "[/THINK]",
+        before_close: "",
+        after_close: "",
+        answer_headers: &[],
+    },
+    THINK,
+];
 
 impl ReasoningFormat {
     pub fn name(self) -> &'static str {
-        match self {
-            ReasoningFormat::Think => "think",
-        }
+        self.name
     }
 
     pub fn open(self) -> &'static str {
-        match self {
-            ReasoningFormat::Think => "<think>",
-        }
+        self.open
     }
 
     pub fn close(self) -> &'static str {
-        match self {
-            ReasoningFormat::Think => "</think>",
-        }
+        self.close
     }
 
-    /// What the engine writes when a thinking budget is spent: the closer on its own
-    /// line and the blank line these models write before their answer (without it a
+    /// What the engine writes when a thinking budget is spent: the closer (on its own
+    /// line for `<think>`) and what the family writes before its answer (without it a
     /// model may end at once). An output constraint applies from the next token.
     pub fn forced_close(self) -> String {
-        format!("\n{}\n\n", self.close())
+        format!("{}{}{}", self.before_close, self.close, self.after_close)
+    }
+
+    /// Headers that may begin the answer (dropped there).
+    pub fn answer_headers(self) -> &'static [&'static str] {
+        self.answer_headers
     }
 }
 
@@ -67,10 +154,11 @@ impl ReasoningSetting {
     pub fn resolve(self, template: Option<&str>) -> Option<ReasoningFormat> {
         match self {
             ReasoningSetting::None => None,
-            ReasoningSetting::Think => Some(ReasoningFormat::Think),
-            ReasoningSetting::Auto => template
-                .filter(|t| t.contains(ReasoningFormat::Think.open()))
-                .map(|_| ReasoningFormat::Think),
+            ReasoningSetting::Format(f) => Some(f),
+            ReasoningSetting::Auto => {
+                let t = template?;
+                FORMATS.iter().find(|f| t.contains(f.open)).copied()
+            }
         }
     }
 }
@@ -222,7 +310,11 @@ impl Split {
                         self.held = rest.to_string();
                         self.state = State::Reasoning { fresh: true };
                     } else if !trimmed.is_empty() && !open.starts_with(trimmed) {
-                        // The answer began without thinking: everything held is answer.
+                        // The answer began without thinking: everything held is answer
+                        // (past the format's answer headers).
+                        if self.holds_answer_header() {
+                            return out;
+                        }
                         self.state = State::Content { fresh: false };
                     } else {
                         return out;
@@ -252,6 +344,9 @@ impl Split {
                     return out;
                 }
                 State::Content { fresh } => {
+                    if fresh && self.holds_answer_header() {
+                        return out;
+                    }
                     let text = match fresh {
                         true => self.held.trim_start(),
                         false => self.held.as_str(),
@@ -265,6 +360,20 @@ impl Split {
                 }
             }
         }
+    }
+
+    /// At the answer's start: drop the format's answer headers that are there (in order);
+    /// true while what is held may still be the start of one (wait for more text).
+    fn holds_answer_header(&mut self) -> bool {
+        for header in self.format.answer_headers() {
+            let t = self.held.trim_start();
+            if let Some(rest) = t.strip_prefix(header) {
+                self.held = rest.to_string();
+            } else if !t.is_empty() && header.starts_with(t) {
+                return true;
+            }
+        }
+        false
     }
 
     /// The generation ended: release what is held, in the channel it was in (a partial
@@ -360,8 +469,6 @@ impl<T: Copy> Run<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const THINK: ReasoningFormat = ReasoningFormat::Think;
 
     /// Every piece through a split, then its end: (reasoning, content).
     fn split(opened: bool, pieces: &[&str]) -> (String, String) {
@@ -460,8 +567,99 @@ mod tests {
         assert_eq!(ReasoningSetting::Auto.resolve(Some(qwen3)), Some(THINK));
         assert_eq!(ReasoningSetting::Auto.resolve(Some("{{ messages }}")), None);
         assert_eq!(ReasoningSetting::Auto.resolve(None), None);
-        assert_eq!(ReasoningSetting::Think.resolve(None), Some(THINK));
+        assert_eq!(ReasoningSetting::Format(THINK).resolve(None), Some(THINK));
         assert_eq!(ReasoningSetting::None.resolve(Some(qwen3)), None);
+    }
+
+    fn format(name: &str) -> ReasoningFormat {
+        match ReasoningSetting::try_from(name.to_string()) {
+            Ok(ReasoningSetting::Format(f)) => f,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    /// Split `text` fed one character at a time (every marker arrives in pieces).
+    fn split_chars(f: ReasoningFormat, text: &str) -> (String, String) {
+        let mut s = Split::new(f, false);
+        let (mut r, mut c) = (String::new(), String::new());
+        for ch in text.chars() {
+            let o = s.push(&ch.to_string());
+            r.push_str(&o.reasoning);
+            c.push_str(&o.content);
+        }
+        let o = s.finish();
+        (r + &o.reasoning, c + &o.content)
+    }
+
+    /// Issue 29: each family's thinking markers, written as its models write them.
+    #[test]
+    fn every_format_splits_its_families_output() {
+        let harmony = format("harmony");
+        assert_eq!(
+            split_chars(
+                harmony,
+                "<|channel|>analysis<|message|>User wants weather.<|end|><|start|>assistant<|channel|>final<|message|>It is sunny."
+            ),
+            pair("User wants weather.", "It is sunny.")
+        );
+        // No analysis: the final channel's header is still no answer text.
+        assert_eq!(
+            split_chars(harmony, "<|channel|>final<|message|>Hi."),
+            pair("", "Hi.")
+        );
+        // A call after the analysis keeps its channel for the tool parser.
+        assert_eq!(
+            split_chars(
+                harmony,
+                "<|channel|>analysis<|message|>Call it.<|end|><|start|>assistant<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}"
+            ),
+            pair("Call it.", "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}")
+        );
+        assert_eq!(
+            split_chars(format("seed"), "<seed:think>hmm</seed:think>\nAnswer."),
+            pair("hmm", "Answer.")
+        );
+        assert_eq!(
+            split_chars(
+                format("command"),
+                "<|START_THINKING|>plan<|END_THINKING|><|START_RESPONSE|>Done."
+            ),
+            pair("plan", "Done.")
+        );
+        assert_eq!(
+            split_chars(format("mistral"), "[THINK]step[/THINK]Result."),
+            pair("step", "Result.")
+        );
+        assert_eq!(
+            split_chars(format("hunyuan"), "<think:opensource>x</think:opensource>y"),
+            pair("x", "y")
+        );
+        // Text that only starts like a header is answer text.
+        assert_eq!(
+            split_chars(harmony, "<|channel|>analysis<|message|>a<|end|><|st>"),
+            pair("a", "<|st>")
+        );
+    }
+
+    #[test]
+    fn auto_picks_the_format_whose_opener_the_template_mentions() {
+        let gpt_oss = "{%- if \"<|channel|>analysis<|message|>\" in message.content %}<think>";
+        assert_eq!(
+            ReasoningSetting::Auto.resolve(Some(gpt_oss)),
+            Some(format("harmony"))
+        );
+        let seed = "{{ '<seed:think>' + m.reasoning_content + '</seed:think>' }}";
+        assert_eq!(
+            ReasoningSetting::Auto.resolve(Some(seed)),
+            Some(format("seed"))
+        );
+        let err = ReasoningSetting::try_from("thinking".to_string()).unwrap_err();
+        assert!(err.contains("harmony") && err.contains("think"), "{err}");
+        assert_eq!(
+            format("harmony").forced_close(),
+            "<|end|><|start|>assistant"
+        );
+        assert_eq!(THINK.forced_close(), "\n</think>\n\n");
     }
 
     #[test]

@@ -166,7 +166,7 @@ mod tests {
                    "required": ["a"], "additionalProperties": false}),
         )];
         compiler
-            .compile_blocking(&syntax.call_schema(&functions, 2))
+            .compile_call_blocking(&syntax.grammar(&functions, 2, &|_| None))
             .unwrap()
     }
 
@@ -217,19 +217,19 @@ mod tests {
 
     fn hermes(force: bool) -> Steer<u8> {
         let plan = ToolPlan {
-            syntax: ToolSyntax::Hermes,
+            syntax: ToolSyntax::HERMES,
             force,
             max_calls: 1,
         };
         let run = ToolRun::new(
             plan,
-            bytes(ToolSyntax::Hermes.opener()),
-            bytes(ToolSyntax::Hermes.closer()),
+            bytes(ToolSyntax::HERMES.opener()),
+            bytes(ToolSyntax::HERMES.closer()),
         );
         Steer::new(
             TextOut::new(Vec::new(), None),
             Some(run),
-            Some(call_constraint(ToolSyntax::Hermes)),
+            Some(call_constraint(ToolSyntax::HERMES)),
         )
     }
 
@@ -248,7 +248,11 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("}}\n</tool_call>"), "{text}");
-        let parsed = crate::engine::tool_syntax::parse(ToolSyntax::Hermes, &text);
+        let parsed = crate::engine::tool_syntax::parse(
+            ToolSyntax::HERMES,
+            &text,
+            &crate::engine::family::Untyped,
+        );
         assert_eq!(parsed.calls.len(), 1, "{text}");
         assert_eq!(parsed.content, "Let me add.");
     }
@@ -265,9 +269,13 @@ mod tests {
         assert!(ended);
         assert!(text.starts_with("<tool_call>\n{\"name\":\"add\""), "{text}");
         assert_eq!(
-            crate::engine::tool_syntax::parse(ToolSyntax::Hermes, &text)
-                .calls
-                .len(),
+            crate::engine::tool_syntax::parse(
+                ToolSyntax::HERMES,
+                &text,
+                &crate::engine::family::Untyped
+            )
+            .calls
+            .len(),
             1
         );
     }
@@ -277,7 +285,7 @@ mod tests {
         // Llama 3: the JSON itself opens the call; the first bytes came before the
         // constraint and are fed to it.
         let plan = ToolPlan {
-            syntax: ToolSyntax::Llama3,
+            syntax: ToolSyntax::LLAMA3,
             force: false,
             max_calls: 1,
         };
@@ -285,7 +293,7 @@ mod tests {
         let mut steer = Steer::new(
             TextOut::new(Vec::new(), None),
             Some(run),
-            Some(call_constraint(ToolSyntax::Llama3)),
+            Some(call_constraint(ToolSyntax::LLAMA3)),
         );
         let (text, ended) = drive(
             &mut steer,
@@ -293,7 +301,11 @@ mod tests {
         );
         assert!(ended, "{text}");
         assert!(text.starts_with("{\"name\":"), "{text}");
-        let parsed = crate::engine::tool_syntax::parse(ToolSyntax::Llama3, &text);
+        let parsed = crate::engine::tool_syntax::parse(
+            ToolSyntax::LLAMA3,
+            &text,
+            &crate::engine::family::Untyped,
+        );
         assert_eq!(parsed.calls.len(), 1, "{text}");
     }
 

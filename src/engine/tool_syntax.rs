@@ -1,253 +1,62 @@
-//! Native tool-call formats: models trained to call tools in their family's own syntax
-//! answer in it, and the calls are parsed back into OpenAI `tool_calls`.
-//!
-//! | family | a call in the model's output |
-//! |---|---|
-//! | Hermes (Qwen 2.5/3, Hermes 2 Pro/3, many fine-tunes) | `<tool_call>\n{"name": …, "arguments": {…}}\n</tool_call>`, repeated for parallel calls |
-//! | Llama 3.1+ (JSON tool calling) | `{"name": …, "parameters": {…}}` as the whole answer, optionally after `<|python_tag|>` |
-//! | Mistral (v3 tokenizer: Nemo, Small, …) | `[TOOL_CALLS][{"name": …, "arguments": {…}}, …]` |
+//! Tool calls in a model family's own syntax (the families: `engine::family`): which
+//! family `model.tool_format` selects, and the per-generation state machine that
+//! watches free text for a call's opener, writes a required call's opener and closer,
+//! and says when the call's constraint applies.
 //!
 //! With `tool_choice: "auto"` the model writes free text until it opens a call (the
 //! family's trigger); from there the call is constrained to a declared function and its
 //! `parameters` (lazily: the constraint starts at the trigger). With `required` or a named
 //! function the engine writes the opener itself, so the answer is a call. `ToolRun` is
-//! that state machine (pure, generic over the token type); `parse` turns a finished
-//! answer back into text and calls.
+//! that state machine (pure, generic over the token type); `family::parse` turns a
+//! finished answer back into text and calls.
 //!
-//! SECURITY / robustness: the parser never panics on any text (fuzzed: `tool_calls`
-//! target); a malformed or cut-off call stays text in the answer rather than becoming a
-//! call the client did not get constrained. Triggers are matched on the model's output
-//! only; the opener and closer the engine forces are constants of the format.
+//! SECURITY / robustness: triggers are matched on the model's output only; the opener
+//! and closer the engine forces are constants of the family (fuzzed: `tool_calls`).
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// `model.tool_format`.
+pub use super::family::{parse, CallGrammar, Parsed, ToolSyntax, MAX_CALLS};
+
+/// `model.tool_format`: `auto`, `generic`, or a family's name (`engine::family`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum ToolFormatSetting {
     /// The family's syntax when the chat template shows one, else `generic`.
     #[default]
     Auto,
     /// llama.cpp's generic JSON envelope (`{"tool_calls": […]}`), for any template.
     Generic,
-    Hermes,
-    Llama3,
-    Mistral,
+    Family(ToolSyntax),
+}
+
+impl TryFrom<String> for ToolFormatSetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(ToolFormatSetting::Auto),
+            "generic" => Ok(ToolFormatSetting::Generic),
+            name => ToolSyntax::named(name)
+                .map(ToolFormatSetting::Family)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = super::family::FAMILIES.iter().map(|f| f.name).collect();
+                    format!(
+                        "unknown tool format `{name}`: use auto, generic or one of {}",
+                        names.join(", ")
+                    )
+                }),
+        }
+    }
 }
 
 impl ToolFormatSetting {
     /// The native syntax in use (None: the generic format), from the setting and the
-    /// effective chat template's text.
+    /// effective chat template's text (`ToolSyntax::of_template`).
     pub fn resolve(self, template: Option<&str>) -> Option<ToolSyntax> {
         match self {
             ToolFormatSetting::Generic => None,
-            ToolFormatSetting::Hermes => Some(ToolSyntax::Hermes),
-            ToolFormatSetting::Llama3 => Some(ToolSyntax::Llama3),
-            ToolFormatSetting::Mistral => Some(ToolSyntax::Mistral),
-            ToolFormatSetting::Auto => {
-                let t = template?;
-                if t.contains("<tool_call>") {
-                    Some(ToolSyntax::Hermes)
-                } else if t.contains("[TOOL_CALLS]") {
-                    Some(ToolSyntax::Mistral)
-                } else if t.contains("<|python_tag|>") {
-                    Some(ToolSyntax::Llama3)
-                } else {
-                    None
-                }
-            }
-        }
-    }
-}
-
-/// A family's tool-call syntax.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolSyntax {
-    Hermes,
-    Llama3,
-    Mistral,
-}
-
-/// Most calls one answer may make (as the generic format's `MAX_PARALLEL_CALLS`).
-pub const MAX_CALLS: u32 = 8;
-
-impl ToolSyntax {
-    pub fn name(self) -> &'static str {
-        match self {
-            ToolSyntax::Hermes => "hermes",
-            ToolSyntax::Llama3 => "llama3",
-            ToolSyntax::Mistral => "mistral",
-        }
-    }
-
-    /// What the engine writes to open a call when one is required.
-    pub fn opener(self) -> &'static str {
-        match self {
-            ToolSyntax::Hermes => "<tool_call>\n",
-            // The JSON object itself opens the call.
-            ToolSyntax::Llama3 => "",
-            ToolSyntax::Mistral => "[TOOL_CALLS]",
-        }
-    }
-
-    /// What the engine writes after a call's JSON is complete.
-    pub fn closer(self) -> &'static str {
-        match self {
-            ToolSyntax::Hermes => "\n</tool_call>",
-            ToolSyntax::Llama3 | ToolSyntax::Mistral => "",
-        }
-    }
-
-    /// The key of a call's arguments.
-    pub fn arguments_key(self) -> &'static str {
-        match self {
-            ToolSyntax::Llama3 => "parameters",
-            ToolSyntax::Hermes | ToolSyntax::Mistral => "arguments",
-        }
-    }
-
-    /// Several calls come as several opened blocks (Hermes); the others write one value
-    /// (Mistral's list holds every call; Llama 3 makes one call).
-    fn repeats(self) -> bool {
-        self == ToolSyntax::Hermes
-    }
-
-    /// The JSON Schema of what follows the opener: one call (Hermes, Llama 3) or the list
-    /// of calls (Mistral), each naming one of `functions` (name, parameters schema).
-    pub fn call_schema(self, functions: &[(String, Value)], max_calls: u32) -> Value {
-        let calls: Vec<Value> = functions
-            .iter()
-            .map(|(name, parameters)| {
-                json!({
-                    "type": "object",
-                    "properties": {"name": {"const": name}, self.arguments_key(): parameters},
-                    "required": ["name", self.arguments_key()],
-                    "additionalProperties": false
-                })
-            })
-            .collect();
-        let one = json!({"anyOf": calls});
-        match self {
-            ToolSyntax::Mistral => json!({
-                "type": "array", "items": one, "minItems": 1, "maxItems": max_calls.max(1)
-            }),
-            ToolSyntax::Hermes | ToolSyntax::Llama3 => one,
-        }
-    }
-
-    /// Where, in free text, the model opens a call: the trigger's byte range in `window`
-    /// and whether the trigger text is itself the start of the constrained value.
-    /// `at_start`: `window` is the whole answer so far.
-    fn find_trigger(self, window: &str, at_start: bool) -> Option<(usize, usize, bool)> {
-        let literal = |t: &str| window.find(t).map(|at| (at, at + t.len(), false));
-        match self {
-            ToolSyntax::Hermes => literal("<tool_call>"),
-            ToolSyntax::Mistral => literal("[TOOL_CALLS]"),
-            ToolSyntax::Llama3 => literal("<|python_tag|>").or_else(|| {
-                let lead = window.len() - window.trim_start().len();
-                (at_start && window[lead..].starts_with('{')).then_some((lead, lead, true))
-            }),
-        }
-    }
-
-    /// Longest trigger text (the free-text window keeps this much minus one).
-    fn trigger_len(self) -> usize {
-        match self {
-            ToolSyntax::Hermes => "<tool_call>".len(),
-            ToolSyntax::Mistral => "[TOOL_CALLS]".len(),
-            ToolSyntax::Llama3 => "<|python_tag|>".len(),
-        }
-    }
-}
-
-/// A finished answer in a native syntax: the text outside calls and the calls made
-/// (function name, arguments as JSON text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed {
-    pub content: String,
-    pub calls: Vec<(String, String)>,
-}
-
-/// Parse a finished answer. A call that is cut off or not a `{name, arguments}` object
-/// leaves the whole answer as text (no calls), so nothing unconstrained becomes a call.
-pub fn parse(syntax: ToolSyntax, text: &str) -> Parsed {
-    let as_text = || Parsed {
-        content: text.trim().to_string(),
-        calls: Vec::new(),
-    };
-    let key = syntax.arguments_key();
-    match syntax {
-        ToolSyntax::Hermes => {
-            let (mut content, mut calls, mut rest) = (String::new(), Vec::new(), text);
-            while let Some(at) = rest.find("<tool_call>") {
-                content.push_str(&rest[..at]);
-                let body = &rest[at + "<tool_call>".len()..];
-                let (json, next) = match body.find("</tool_call>") {
-                    Some(end) => (&body[..end], &body[end + "</tool_call>".len()..]),
-                    // The model ended without the closer: the call must be whole JSON.
-                    None => (body, ""),
-                };
-                match call(json, key) {
-                    Some(c) => calls.push(c),
-                    // Cut inside the call (no closer; `max_tokens`): the calls before it
-                    // and the text before it, never the cut call as text.
-                    None if next.is_empty() && !body.contains("</tool_call>") => {
-                        rest = "";
-                        break;
-                    }
-                    None => return as_text(),
-                }
-                rest = next;
-            }
-            content.push_str(rest);
-            Parsed {
-                content: content.trim().to_string(),
-                calls,
-            }
-        }
-        ToolSyntax::Llama3 => {
-            let body = text.trim_start();
-            let tagged = body.strip_prefix("<|python_tag|>");
-            let body = tagged.unwrap_or(body);
-            if !body.trim_start().starts_with('{') {
-                return as_text();
-            }
-            match call(body, key) {
-                Some(c) => Parsed {
-                    content: String::new(),
-                    calls: vec![c],
-                },
-                // After the tag it was a call, cut short: nothing to return as text.
-                None if tagged.is_some() => Parsed {
-                    content: String::new(),
-                    calls: Vec::new(),
-                },
-                None => as_text(),
-            }
-        }
-        ToolSyntax::Mistral => {
-            let Some(at) = text.find("[TOOL_CALLS]") else {
-                return as_text();
-            };
-            let list = text[at + "[TOOL_CALLS]".len()..].trim();
-            let items = match serde_json::from_str::<Value>(list) {
-                Ok(Value::Array(items)) => items,
-                // Cut inside the list: the calls that closed before the cut.
-                Err(_) if list.starts_with('[') => closed_elements(&list[1..]),
-                _ => return as_text(),
-            };
-            let mut calls = Vec::with_capacity(items.len());
-            for item in &items {
-                match call_value(item, key) {
-                    Some(c) => calls.push(c),
-                    None => return as_text(),
-                }
-            }
-            Parsed {
-                content: text[..at].trim().to_string(),
-                calls,
-            }
+            ToolFormatSetting::Family(s) => Some(s),
+            ToolFormatSetting::Auto => ToolSyntax::of_template(template?),
         }
     }
 }
@@ -269,23 +78,6 @@ pub fn closed_elements(mut rest: &str) -> Vec<Value> {
             None => return out,
         }
     }
-}
-
-/// One `{"name": …, key: {…}}` call in JSON text.
-fn call(json: &str, key: &str) -> Option<(String, String)> {
-    call_value(&serde_json::from_str::<Value>(json.trim()).ok()?, key)
-}
-
-fn call_value(v: &Value, key: &str) -> Option<(String, String)> {
-    let name = v.get("name")?.as_str()?.to_string();
-    let args = v.get(key)?;
-    // Some models write the arguments as a JSON string; the API carries JSON text.
-    let args = match args {
-        Value::String(s) => serde_json::from_str::<Value>(s).ok()?.to_string(),
-        Value::Object(_) => args.to_string(),
-        _ => return None,
-    };
-    Some((name, args))
 }
 
 /// What a request asks of the tool-call syntax.

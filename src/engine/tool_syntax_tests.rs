@@ -10,30 +10,40 @@ fn calls(v: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The families' own parser over untyped arguments (these tests declare no tools).
+fn parse(syntax: ToolSyntax, text: &str) -> Parsed {
+    super::parse(syntax, text, &crate::engine::family::Untyped)
+}
+
 #[test]
-fn auto_finds_the_family_in_the_template() {
+fn auto_finds_the_family_in_how_the_template_writes_a_call() {
+    let d = ToolSyntax::detect;
+    let hermes = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}";
+    assert_eq!(d("", hermes), Some(ToolSyntax::HERMES));
+    // Qwen3-Coder shares Hermes's tag but not its body.
+    let coder = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis";
+    assert_eq!(d("", coder).map(ToolSyntax::name), Some("qwen3-coder"));
+    // A template that renders no call of its own: its source decides.
+    assert_eq!(d("[TOOL_CALLS] [", ""), Some(ToolSyntax::MISTRAL));
+    assert_eq!(d("<|python_tag|>", ""), Some(ToolSyntax::LLAMA3));
+    assert_eq!(d("<|im_start|>", "<|im_start|>"), None);
+    // From a template's text (the 71 real templates: tests/template_parity.rs).
     let a = ToolFormatSetting::Auto;
-    assert_eq!(
-        a.resolve(Some("{% for t in tools %}<tool_call>{% endfor %}")),
-        Some(ToolSyntax::Hermes)
-    );
-    assert_eq!(a.resolve(Some("[TOOL_CALLS] [")), Some(ToolSyntax::Mistral));
-    assert_eq!(a.resolve(Some("<|python_tag|>")), Some(ToolSyntax::Llama3));
-    assert_eq!(a.resolve(Some("<|im_start|>")), None);
+    assert_eq!(a.resolve(Some("{{ messages[0].content }}")), None);
     assert_eq!(a.resolve(None), None);
     assert_eq!(
-        ToolFormatSetting::Generic.resolve(Some("<tool_call>")),
+        ToolFormatSetting::Generic.resolve(Some("<|python_tag|>")),
         None
     );
-    assert_eq!(
-        ToolFormatSetting::Mistral.resolve(None),
-        Some(ToolSyntax::Mistral)
-    );
+    let named = ToolFormatSetting::try_from("mistral".to_string()).unwrap();
+    assert_eq!(named.resolve(None), Some(ToolSyntax::MISTRAL));
+    let err = ToolFormatSetting::try_from("nope".to_string()).unwrap_err();
+    assert!(err.contains("hermes") && err.contains("harmony"), "{err}");
 }
 
 #[test]
 fn hermes_answers_parse() {
-    let h = ToolSyntax::Hermes;
+    let h = ToolSyntax::HERMES;
     let two = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
     assert_eq!(
         parse(h, two),
@@ -77,7 +87,7 @@ fn hermes_answers_parse() {
 
 #[test]
 fn llama3_answers_parse() {
-    let l = ToolSyntax::Llama3;
+    let l = ToolSyntax::LLAMA3;
     let c = "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}";
     assert_eq!(
         parse(l, c).calls,
@@ -86,17 +96,16 @@ fn llama3_answers_parse() {
     let tagged = format!("<|python_tag|>{c}");
     assert_eq!(parse(l, &tagged).calls.len(), 1);
     assert_eq!(parse(l, "It is sunny.").calls, vec![]);
-    assert_eq!(
-        parse(l, "{\"name\": \"f\", \"param").content,
-        "{\"name\": \"f\", \"param"
-    );
+    // A JSON object at the start is a call the engine constrained: cut, it is dropped
+    // (never returned as text), as after the tag.
+    assert_eq!(parse(l, "{\"name\": \"f\", \"param").content, "");
     // Text before the JSON: an answer, not a call.
     assert_eq!(parse(l, &format!("Sure: {c}")).calls, vec![]);
 }
 
 #[test]
 fn mistral_answers_parse() {
-    let m = ToolSyntax::Mistral;
+    let m = ToolSyntax::MISTRAL;
     let c = "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"x\": 1}}, {\"name\": \"b\", \"arguments\": {}}]";
     assert_eq!(
         parse(m, c).calls,
@@ -109,11 +118,16 @@ fn mistral_answers_parse() {
 
 #[test]
 fn call_schemas_name_declared_functions() {
-    let f = vec![("f".to_string(), json!({"type": "object"}))];
-    let one = ToolSyntax::Llama3.call_schema(&f, 1);
+    let f = vec![("f".to_string(), serde_json::json!({"type": "object"}))];
+    let none = |_: &str| None;
+    let CallGrammar::Schema(one) = ToolSyntax::LLAMA3.grammar(&f, 1, &none) else {
+        panic!("llama3 calls are JSON objects")
+    };
     assert_eq!(one["anyOf"][0]["properties"]["name"]["const"], "f");
     assert!(one["anyOf"][0]["properties"]["parameters"].is_object());
-    let list = ToolSyntax::Mistral.call_schema(&f, 3);
+    let CallGrammar::Schema(list) = ToolSyntax::MISTRAL.grammar(&f, 3, &none) else {
+        panic!("mistral calls are a JSON list")
+    };
     assert_eq!(list["maxItems"], 3);
     assert!(list["items"]["anyOf"][0]["properties"]["arguments"].is_object());
 }
@@ -129,7 +143,7 @@ fn plan(syntax: ToolSyntax, force: bool, max_calls: u32) -> ToolPlan {
 #[test]
 fn auto_waits_for_the_trigger_split_anywhere() {
     let mut run: ToolRun<char> =
-        ToolRun::new(plan(ToolSyntax::Hermes, false, 2), vec![], vec!['x']);
+        ToolRun::new(plan(ToolSyntax::HERMES, false, 2), vec![], vec!['x']);
     assert_eq!(run.forced(), None);
     assert!(!run.in_call());
     for piece in ["Let me look that up. <tool", "_ca"] {
@@ -159,8 +173,8 @@ fn auto_waits_for_the_trigger_split_anywhere() {
 
 #[test]
 fn required_forces_the_opener_then_the_call() {
-    let opener: Vec<char> = ToolSyntax::Hermes.opener().chars().collect();
-    let mut run = ToolRun::new(plan(ToolSyntax::Hermes, true, 1), opener, vec![]);
+    let opener: Vec<char> = ToolSyntax::HERMES.opener().chars().collect();
+    let mut run = ToolRun::new(plan(ToolSyntax::HERMES, true, 1), opener, vec![]);
     let written: String = std::iter::from_fn(|| run.forced()).collect();
     assert_eq!(written, "<tool_call>\n");
     assert!(run.take_call_start());
@@ -169,20 +183,20 @@ fn required_forces_the_opener_then_the_call() {
     run.call_complete();
     assert!(run.done());
     // Llama 3 has no opener: the call starts at once.
-    let mut run: ToolRun<char> = ToolRun::new(plan(ToolSyntax::Llama3, true, 1), vec![], vec![]);
+    let mut run: ToolRun<char> = ToolRun::new(plan(ToolSyntax::LLAMA3, true, 1), vec![], vec![]);
     assert!(run.take_call_start() && run.in_call());
 }
 
 #[test]
 fn llama3_opens_with_json_only_at_the_start() {
-    let mut run: ToolRun<char> = ToolRun::new(plan(ToolSyntax::Llama3, false, 1), vec![], vec![]);
+    let mut run: ToolRun<char> = ToolRun::new(plan(ToolSyntax::LLAMA3, false, 1), vec![], vec![]);
     assert_eq!(
         run.push("  {\"name"),
         Step::CallStarts {
             prefix: "{\"name".into()
         }
     );
-    let mut run: ToolRun<char> = ToolRun::new(plan(ToolSyntax::Llama3, false, 1), vec![], vec![]);
+    let mut run: ToolRun<char> = ToolRun::new(plan(ToolSyntax::LLAMA3, false, 1), vec![], vec![]);
     assert_eq!(run.push("Sure, "), Step::Nothing);
     assert_eq!(run.push("{\"name"), Step::Nothing);
     assert_eq!(
@@ -195,7 +209,7 @@ fn llama3_opens_with_json_only_at_the_start() {
 /// (and text before them) do, the cut one is dropped.
 #[test]
 fn cut_calls_are_dropped_not_returned_as_text() {
-    let h = ToolSyntax::Hermes;
+    let h = ToolSyntax::HERMES;
     let p = parse(
         h,
         "Checking.<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call><tool_call>{\"name\":\"b\",\"argu",
@@ -205,11 +219,11 @@ fn cut_calls_are_dropped_not_returned_as_text() {
     let p = parse(h, "<tool_call>{\"name\":\"b\",\"argu");
     assert_eq!((p.calls, p.content), (vec![], String::new()));
 
-    let l = ToolSyntax::Llama3;
+    let l = ToolSyntax::LLAMA3;
     let p = parse(l, "<|python_tag|>{\"name\": \"f\", \"param");
     assert_eq!((p.calls, p.content), (vec![], String::new()));
 
-    let m = ToolSyntax::Mistral;
+    let m = ToolSyntax::MISTRAL;
     let p = parse(
         m,
         "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"x\": 1}}, {\"name\": \"b\", \"argum",

@@ -701,6 +701,87 @@ pub fn run_cli_env(
 /// How many chat templates the pinned corpus holds (`.ci/template-corpus`).
 pub const TEMPLATE_CORPUS_SIZE: usize = 71;
 
+/// The tool-call syntax each corpus template is served in (`model.tool_format = "auto"`),
+/// read by hand from how the template writes the sample call (transformers' render) and
+/// from each family's documentation. `generic`: the template has no syntax the server
+/// parses natively (the generic JSON envelope serves it).
+pub const EXPECTED_FAMILY: &[(&str, &str)] = &[
+    ("Apertus-8B-Instruct", "generic"),
+    ("Apriel-1.6-15b-Thinker-fixed", "apriel"),
+    ("Bielik-11B-v3.0-Instruct", "hermes"),
+    ("ByteDance-Seed-OSS", "seed-oss"),
+    ("Cohere2MoE", "command-r7b"),
+    ("CohereForAI-c4ai-command-r-plus-tool_use", "generic"),
+    (
+        "CohereForAI-c4ai-command-r7b-12-2024-tool_use",
+        "command-r7b",
+    ),
+    ("GLM-4.6", "glm"),
+    ("GLM-4.7-Flash", "glm"),
+    ("GigaChat3-10B-A1.8B", "gigachat-v3"),
+    ("GigaChat3.1-10B-A1.8B", "gigachat"),
+    ("HuggingFaceTB-SmolLM3-3B", "generic"),
+    ("Kimi-K2-Instruct", "kimi-k2"),
+    ("Kimi-K2-Thinking", "kimi-k2"),
+    ("Kimi-K3", "generic"),
+    ("LFM2-8B-A1B", "generic"),
+    ("LFM2.5-8B-A1B", "generic"),
+    ("LFM2.5-Instruct", "generic"),
+    ("MiMo-VL", "hermes"),
+    ("MiniMax-M1", "minimax-m1"),
+    ("MiniMax-M2", "minimax-m2"),
+    ("MiniMax-M3", "generic"),
+    ("Mistral-Small-3.2-24B-Instruct-2506", "mistral-args"),
+    ("NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "qwen3-coder"),
+    ("NVIDIA-Nemotron-Nano-v2", "nemotron"),
+    ("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use", "hermes"),
+    ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use", "hermes"),
+    ("Qwen-QwQ-32B", "hermes"),
+    ("Qwen-Qwen2.5-7B-Instruct", "hermes"),
+    ("Qwen-Qwen3-0.6B", "hermes"),
+    ("Qwen3-Coder", "qwen3-coder"),
+    ("Qwen3.5-4B", "qwen3-coder"),
+    ("Reka-Edge", "hermes"),
+    ("Spark2.5", "glm"),
+    ("StepFun3.5-Flash", "qwen3-coder"),
+    ("deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "deepseek-r1"),
+    ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "deepseek-r1"),
+    ("deepseek-ai-DeepSeek-V3.1", "deepseek-v3.1"),
+    ("deepseek-ai-DeepSeek-V3.2", "deepseek-v3.2"),
+    ("deepseek-ai-DeepSeek-V4-Flash-0731", "deepseek-v4"),
+    ("deepseek-ai-DeepSeek-V4", "deepseek-v4"),
+    ("fireworks-ai-llama-3-firefunction-v2", "generic"),
+    ("google-gemma-2-2b-it", "generic"),
+    ("google-gemma-4-31B-it-interleaved", "generic"),
+    ("google-gemma-4-31B-it", "generic"),
+    ("ibm-granite-granite-3.3-2B-Instruct", "granite"),
+    ("ibm-granite-granite-4.0", "hermes"),
+    ("ibm-granite-granite-4.1", "hermes"),
+    ("inclusionai-ling-3.0-flash", "glm"),
+    ("llama-cpp-deepseek-r1", "deepseek-r1"),
+    ("llama-cpp-rwkv-world", "generic"),
+    ("llm-jp-llm-jp-4.1-8b-thinking", "harmony"),
+    ("meetkai-functionary-medium-v3.1", "functionary-v3.1"),
+    ("meetkai-functionary-medium-v3.2", "functionary-v3.2"),
+    ("meta-llama-Llama-3.1-8B-Instruct", "llama3"),
+    ("meta-llama-Llama-3.2-3B-Instruct", "llama3"),
+    ("meta-llama-Llama-3.3-70B-Instruct", "llama3"),
+    ("microsoft-Phi-3.5-mini-instruct", "generic"),
+    ("mistralai-Ministral-3-14B-Reasoning-2512", "mistral-args"),
+    ("mistralai-Mistral-Nemo-Instruct-2407", "mistral"),
+    ("moonshotai-Kimi-K2", "kimi-k2"),
+    ("muse-glimmer", "atem"),
+    ("openai-gpt-oss-120b", "harmony"),
+    ("openbmb-MiniCPM5-1B", "minicpm"),
+    ("poolside-Laguna-S-2.1", "glm"),
+    ("poolside-Laguna-XS-2.1", "glm"),
+    ("poolside-Laguna-XS.2", "glm"),
+    ("tencent-Hy3", "hunyuan"),
+    ("unsloth-Apriel-1.5", "apriel"),
+    ("unsloth-mistral-Devstral-Small-2507", "mistral-args"),
+    ("upstage-Solar-Open-100B", "generic"),
+];
+
 /// The chat-template corpus (llama.cpp's models/templates/, fetched by
 /// `.ci/template-corpus` into target/, never committed), sorted by name; fails, never
 /// skips, when set-up did not run.
@@ -724,6 +805,16 @@ pub fn template_corpus() -> Vec<PathBuf> {
         "the pinned corpus has {TEMPLATE_CORPUS_SIZE} templates"
     );
     files
+}
+
+/// The family a corpus template is expected to be served in (`EXPECTED_FAMILY`).
+pub fn expected_family(template: &Path) -> &'static str {
+    let name = template.file_stem().unwrap().to_string_lossy();
+    EXPECTED_FAMILY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no expected family for {name}"))
+        .1
 }
 
 /// A forced tool call answered whole (`body` with a large `max_tokens`): how many

@@ -57,6 +57,9 @@ pub struct ResponsesRequest {
     pub tool_choice: Option<Value>,
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
+    /// Most tool calls in the answer (1 to `MAX_CALLS`).
+    #[serde(default)]
+    pub max_tool_calls: Option<i64>,
     #[serde(default)]
     pub text: Option<TextConfig>,
     #[serde(default)]
@@ -216,12 +219,27 @@ impl ResponsesRequest {
         )?;
         // `tools: []` is how SDKs say "no tools" here (unlike chat completions).
         let declared = self.tools.clone().filter(|t| !t.is_empty());
-        let tools = tools::validate(
+        let mut tools = tools::validate(
             declared.map(function_tools).transpose()?,
             self.tool_choice.clone().map(tool_choice).transpose()?,
             self.parallel_tool_calls,
         )
         .map_err(|e| e.with_param_renamed(".function.", "."))?;
+        if let Some(n) = self.max_tool_calls {
+            let most = crate::engine::family::MAX_CALLS;
+            let n = u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=most).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("`max_tool_calls` must be 1 to {most}"),
+                        "max_tool_calls",
+                    )
+                })?;
+            if let Some(t) = tools.as_mut() {
+                t.max_tool_calls = Some(n);
+            }
+        }
         let mut messages = Vec::new();
         if let Some(text) = &self.instructions {
             check_text(text, "instructions")?;
@@ -264,6 +282,7 @@ impl ResponsesRequest {
             "max_output_tokens": self.max_output_tokens,
             "metadata": self.metadata.unwrap_or_default(),
             "parallel_tool_calls": self.parallel_tool_calls.unwrap_or(true),
+            "max_tool_calls": self.max_tool_calls,
             "temperature": self.temperature.unwrap_or(1.0),
             "top_p": self.top_p.unwrap_or(1.0),
             "tool_choice": self.tool_choice.unwrap_or_else(|| json!("auto")),
@@ -519,6 +538,23 @@ mod tests {
         assert_eq!(m[3].name.as_deref(), Some("get_weather"));
         assert_eq!(m[3].tool_call_id.as_deref(), Some("c1"));
         assert!(g.tools.is_some() && g.json_schema.is_some());
+    }
+
+    #[test]
+    fn max_tool_calls_bounds_the_calls() {
+        let tools = r#""tools":[{"type":"function","name":"f","parameters":{"type":"object"}}]"#;
+        let g = validate(&format!(
+            r#"{{"model":"m","input":"hi",{tools},"max_tool_calls":2}}"#
+        ))
+        .unwrap();
+        assert_eq!(g.tools.as_ref().unwrap().max_calls(), 2);
+        for bad in ["0", "9", "-1"] {
+            let e = validate(&format!(
+                r#"{{"model":"m","input":"hi",{tools},"max_tool_calls":{bad}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("max_tool_calls"), "{bad}");
+        }
     }
 
     #[test]

@@ -2,10 +2,9 @@
 //! `text_completion`) and stream chunks (`chat.completion.chunk`), with log-probabilities
 //! and parsed tool calls, in the shapes the OpenAI SDKs parse.
 
-use super::{sse_event, usage_json, ChoiceBuilder, Totals, Wire};
+use super::{sse_event, usage_json, ChoiceBuilder, Shape, Totals, Wire};
 use crate::api::error::ApiError;
 use crate::api::tools::{self, Answer};
-use crate::engine::tool_syntax::ToolSyntax;
 use crate::engine::{FinishReason, TokenLogprob};
 use serde_json::{json, Map, Value};
 /// Which endpoint's shape to produce.
@@ -128,8 +127,7 @@ impl Wire for Meta {
         let mut called = false;
         if choice.shape().tools {
             let text = choice.take_held();
-            let syntax = choice.shape().syntax;
-            let (delta, calls) = tool_message(&text, syntax, true, &self.random, index);
+            let (delta, calls) = tool_message(&text, choice.shape(), true, &self.random, index);
             called = calls;
             let logprobs = self.logprobs(choice);
             sse_event(
@@ -181,8 +179,8 @@ impl Meta {
         let index = choice.index();
         let (field, mut body, called) = match self.kind {
             Kind::Chat if choice.shape().tools => {
-                let syntax = choice.shape().syntax;
-                let (mut m, called) = tool_message(&text, syntax, false, &self.random, index);
+                let (mut m, called) =
+                    tool_message(&text, choice.shape(), false, &self.random, index);
                 m.insert("role".into(), json!("assistant"));
                 m.insert("refusal".into(), Value::Null);
                 ("message", Value::Object(m), called)
@@ -265,13 +263,13 @@ fn logprobs_json(kind: Kind, lps: &[TokenLogprob], offset: &mut usize) -> Value 
 /// `call_{random}_{choice}_{i}`: the response's random part keeps them unique.
 fn tool_message(
     text: &str,
-    syntax: Option<ToolSyntax>,
+    shape: &Shape,
     stream: bool,
     random: &str,
     choice: usize,
 ) -> (Map<String, Value>, bool) {
     let mut m = Map::new();
-    match tools::parse_answer(text, syntax) {
+    match tools::parse_answer(text, shape.syntax, &shape.functions) {
         Some(Answer::Calls(calls, before)) => {
             let list: Vec<Value> = calls
                 .into_iter()
@@ -350,6 +348,7 @@ mod tests {
             logprobs: true,
             tools,
             syntax: None,
+            functions: Default::default(),
             stream,
         };
         let whole = testing::whole(&mut meta(kind), shape(false), events());
@@ -455,9 +454,10 @@ mod tests {
             logprobs: false,
             tools: false,
             syntax: None,
+            functions: Default::default(),
             stream: true,
         };
-        let mut b = ChoiceBuilder::new(0, shape);
+        let mut b = ChoiceBuilder::new(0, shape.clone());
         assert!(
             b.feed(None, &trace).is_err(),
             "a dropped channel is an error"
@@ -489,6 +489,7 @@ mod tests {
             logprobs: false,
             tools: false,
             syntax: None,
+            functions: Default::default(),
             stream,
         };
         let events = || testing::thought(FinishReason::Stop, &["Fo", "ur"]);
@@ -529,6 +530,7 @@ mod tests {
             logprobs: false,
             tools: true,
             syntax: None,
+            functions: Default::default(),
             stream: true,
         };
         let call = [r#"{"tool_calls":[{"name":"f","arguments":{}}]}"#];

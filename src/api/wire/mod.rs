@@ -17,13 +17,16 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// What the request asked of its output.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Shape {
     pub logprobs: bool,
     /// Tools may be called: the answer is held back and written parsed at its end.
     pub tools: bool,
     /// The model family's tool-call syntax the answer is parsed in (None: generic).
     pub syntax: Option<ToolSyntax>,
+    /// The callable functions' parameter schemas: how a native syntax's argument values
+    /// written as text are read (a string parameter's text is the string).
+    pub functions: std::sync::Arc<Vec<(String, Value)>>,
     pub stream: bool,
 }
 
@@ -73,8 +76,8 @@ impl ChoiceBuilder {
         self.index
     }
 
-    pub fn shape(&self) -> Shape {
-        self.shape
+    pub fn shape(&self) -> &Shape {
+        &self.shape
     }
 
     fn holds_text(&self) -> bool {
@@ -213,7 +216,7 @@ pub async fn collect<W: Wire>(
     let mut choices = Vec::with_capacity(receivers.len());
     let mut totals = Totals::default();
     for (i, mut rx) in receivers.into_iter().enumerate() {
-        let mut builder = ChoiceBuilder::new(i, shape);
+        let mut builder = ChoiceBuilder::new(i, shape.clone());
         loop {
             // A whole body holds all text in the builder: `Step::Text` is for streams.
             if let Step::Finished(reason, usage) = builder.feed(rx.recv().await, trace)? {

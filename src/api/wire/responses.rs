@@ -209,7 +209,7 @@ impl ResponsesWire {
         };
         let status = status_of(reason);
         if choice.shape().tools {
-            match tools::parse_answer(&text, choice.shape().syntax) {
+            match tools::parse_answer(&text, choice.shape().syntax, &choice.shape().functions) {
                 Some(Answer::Calls(calls, before)) => return Output::Calls(calls, before, status),
                 Some(Answer::Content(c)) => return Output::Message(c, status),
                 // Not the generic format at all (no constraint held the answer): the text.

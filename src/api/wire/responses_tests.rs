@@ -33,6 +33,7 @@ fn shape(tools: bool, stream: bool) -> Shape {
         logprobs: false,
         tools,
         syntax: None,
+        functions: Default::default(),
         stream,
     }
 }

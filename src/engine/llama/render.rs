@@ -50,13 +50,17 @@ fn render_prompt(
     renderer: &Renderer,
     prompt: &Prompt,
 ) -> Result<(String, bool), EngineError> {
-    let (messages, tools) = match prompt {
+    let (messages, tools, effort) = match prompt {
         Prompt::Text(t) => return Ok((t.clone(), false)),
-        Prompt::Chat { messages, tools } => (messages, tools),
+        Prompt::Chat {
+            messages,
+            tools,
+            effort,
+        } => (messages, tools, *effort),
     };
     let text = match renderer {
         Renderer::Jinja(t) => {
-            let text = t.render(messages, tools).map_err(|e| {
+            let text = t.render_effort(messages, tools, effort).map_err(|e| {
                 tracing::info!(error = %e, "chat template refused the messages");
                 EngineError::Template
             })?;

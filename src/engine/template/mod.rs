@@ -17,6 +17,7 @@
 pub mod caps;
 pub mod env;
 
+use super::reasoning::Effort;
 use super::template_families::Family;
 use super::{ChatMessage, ToolCall};
 pub use caps::Caps;
@@ -221,6 +222,34 @@ impl ChatTemplate {
     /// objects (passed only to templates that render them).
     pub fn render(&self, messages: &[ChatMessage], tools: &[Value]) -> Result<String, String> {
         self.render_input(&self.input(messages, tools))
+    }
+
+    /// `render`, with the request's reasoning effort as the variables templates read:
+    /// `reasoning_effort` (gpt-oss writes `Reasoning: low|medium|high`; none and minimal
+    /// are its `low`) and `enable_thinking` (false for none and minimal: Qwen3 and its
+    /// kin then write an empty thinking block).
+    pub fn render_effort(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Value],
+        effort: Option<Effort>,
+    ) -> Result<String, String> {
+        let mut input = self.input(messages, tools);
+        if let Some(e) = effort {
+            let (level, thinking) = match e {
+                Effort::None | Effort::Minimal => ("low", false),
+                Effort::Low => ("low", true),
+                Effort::Medium => ("medium", true),
+                Effort::High => ("high", true),
+            };
+            input
+                .extra
+                .insert("reasoning_effort".into(), Value::from(level));
+            input
+                .extra
+                .insert("enable_thinking".into(), Value::from(thinking));
+        }
+        self.render_input(&input)
     }
 
     /// Render template-facing input as transformers' `render_jinja_template` does:

@@ -1,0 +1,754 @@
+//! Model families' own tool-call syntax: the registry. Each family is one file in this
+//! folder holding one [`Family`] value — how its chat template is recognised, how a
+//! call opens and closes, how the function and its arguments are written — and the
+//! vectors of real-looking output it is tested with. Everything a family needs is built
+//! from that value here, once: the parser of finished answers ([`parse`]), the grammar
+//! the engine constrains a call with ([`Family::grammar`]), the triggers `ToolRun`
+//! watches free text for, and the README's family table ([`table`]). Adding a family is
+//! adding one file and one line in [`FAMILIES`].
+//!
+//! The shapes a call can take ([`Body`]):
+//! - a JSON object naming the function (`{"name": …, "arguments": {…}}`), alone or in a
+//!   JSON list (Hermes, Llama 3, Mistral v3, Command R7B, …);
+//! - the function's name, a separator, then its arguments as a JSON object (Mistral
+//!   `[ARGS]`, DeepSeek, Kimi K2, harmony, functionary);
+//! - the function's name, then one XML-like element per argument (Qwen3-Coder, GLM,
+//!   MiniMax M2, DeepSeek DSML, Seed-OSS, …).
+//!
+//! SECURITY / robustness: pure Rust over text the model produced; the parser never
+//! panics on any text (fuzzed: `tool_calls` target, every family). A call that is
+//! malformed leaves the answer as text (nothing unconstrained becomes a call); a call cut
+//! off by the end of the output is dropped with everything after it, so a family's
+//! markers never reach the client as the answer. The texts the engine forces (opener,
+//! closer) and the grammar's literals are constants of the family; the only client text
+//! in a grammar is a declared function's name and parameter names, written as quoted
+//! literals (`lark_str`), and its parameter schemas, which the schema checks vetted.
+
+mod apriel;
+mod command_r7b;
+mod deepseek_dsml;
+mod deepseek_r1;
+mod deepseek_v3;
+mod functionary_v31;
+mod functionary_v32;
+mod gigachat;
+mod glm;
+mod granite;
+mod harmony;
+mod hermes;
+mod hy3;
+mod kimi_k2;
+mod llama3;
+mod minicpm;
+mod minimax_m1;
+mod minimax_m2;
+mod mistral;
+mod mistral_args;
+mod muse;
+mod nemotron;
+mod qwen3_coder;
+mod seed_oss;
+
+#[cfg(test)]
+mod vectors;
+
+use serde_json::{json, Value};
+
+/// Every family, most specific first: detection takes the first that matches (Qwen3-Coder
+/// before Hermes, whose `<tool_call>` it shares).
+pub static FAMILIES: &[&Family] = &[
+    &harmony::FAMILY,
+    &qwen3_coder::FAMILY,
+    &seed_oss::FAMILY,
+    &glm::FAMILY,
+    &hy3::FAMILY,
+    &minimax_m2::FAMILY,
+    &muse::FAMILY,
+    &deepseek_dsml::FAMILY_V32,
+    &deepseek_dsml::FAMILY_V4,
+    &deepseek_v3::FAMILY,
+    &deepseek_r1::FAMILY,
+    &kimi_k2::FAMILY,
+    &mistral_args::FAMILY,
+    &mistral::FAMILY,
+    &command_r7b::FAMILY,
+    &nemotron::FAMILY,
+    &apriel::FAMILY,
+    &minimax_m1::FAMILY,
+    &granite::FAMILY,
+    &functionary_v31::FAMILY,
+    &functionary_v32::FAMILY,
+    &gigachat::FAMILY,
+    &gigachat::FAMILY_V3,
+    &minicpm::FAMILY,
+    &hermes::FAMILY,
+    &llama3::FAMILY,
+];
+
+/// Most calls one answer may make.
+pub const MAX_CALLS: u32 = 8;
+
+/// One family's tool-call syntax.
+#[derive(Debug)]
+pub struct Family {
+    /// `model.tool_format` names it so.
+    pub name: &'static str,
+    /// The models whose templates use it (README).
+    pub models: &'static str,
+    /// Recognised when the template, rendering the sample conversation's call, writes
+    /// every one of these (empty: never from the render)…
+    pub renders: &'static [&'static str],
+    /// …or, for templates that render no call of their own, when its source holds every
+    /// one of these (empty: never from the source).
+    pub source: &'static [&'static str],
+    /// What the engine writes to open a call when one is required.
+    pub opener: &'static str,
+    /// Texts in the model's free output that open a call (the constraint starts after).
+    pub triggers: &'static [&'static str],
+    /// A JSON object at the very start of the answer is a call (Llama 3).
+    pub json_at_start: bool,
+    /// Where each call starts, for the parser (the texts in `triggers` or their tails).
+    pub call_open: &'static [&'static str],
+    /// Markers around a group of calls, dropped from the text (e.g. DeepSeek's
+    /// `<｜tool▁calls▁begin｜>`), and other family markers that are never answer text.
+    pub noise: &'static [&'static str],
+    pub body: Body,
+    /// What the engine writes after the constrained part of a call (the parser skips it).
+    pub closer: &'static str,
+    /// Several calls come as several opened blocks; else one value holds every call (a
+    /// list) or the answer makes one call.
+    pub repeats: bool,
+    /// Reasoning markers of the family (README only; `engine::reasoning` splits them).
+    pub reasoning: &'static str,
+}
+
+/// How a call's function and arguments are written after its opener.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// A JSON object with the function's name under `name` and its arguments (an object,
+    /// or a JSON string holding one) under `args`; `id`: an optional call-id key the
+    /// model writes first; `list`: the calls come as one JSON list.
+    Object {
+        name: &'static str,
+        args: &'static str,
+        id: Option<&'static str>,
+        list: bool,
+    },
+    /// The name, then `sep`, then the arguments as a JSON object.
+    Named { sep: Sep },
+    /// The name, then `sep`, then each argument as `param` KEY `key_close` VALUE
+    /// `value_close`, and `end` after the last.
+    Params {
+        sep: Sep,
+        param: &'static str,
+        key_close: Sep,
+        value_close: &'static str,
+        end: &'static str,
+    },
+}
+
+/// The most common body: `{"name": …, "arguments": {…}}`.
+pub const JSON_CALL: Body = Body::Object {
+    name: "name",
+    args: "arguments",
+    id: None,
+    list: false,
+};
+
+/// A JSON list of `{"name": …, "arguments": {…}}` calls.
+pub const JSON_LIST: Body = Body::Object {
+    name: "name",
+    args: "arguments",
+    id: None,
+    list: true,
+};
+
+/// A separator the model writes between two parts of a call: the parser skips past the
+/// end of `find`; the grammar writes `lark` (a Lark fragment; `{{X}}` is the marker X,
+/// the model's special token where it has one).
+#[derive(Debug, Clone, Copy)]
+pub struct Sep {
+    pub find: &'static str,
+    pub lark: &'static str,
+}
+
+/// Characters that end a function's or parameter's name in the parser.
+const NAME_STOP: &[char] = &['<', '>', '"', '\'', ':', '[', '\n', ' ', '(', '{', '|'];
+
+/// A handle on a family (what the rest of the server passes around).
+#[derive(Clone, Copy)]
+pub struct ToolSyntax(pub &'static Family);
+
+impl PartialEq for ToolSyntax {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+impl Eq for ToolSyntax {}
+
+impl std::fmt::Debug for ToolSyntax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+/// The constraint of one call (what follows the opener, up to the closer).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallGrammar {
+    /// A JSON Schema (object bodies).
+    Schema(Value),
+    /// A Lark grammar (llguidance's dialect; JSON parts as `%json`).
+    Lark(String),
+}
+
+impl ToolSyntax {
+    pub const HERMES: ToolSyntax = ToolSyntax(&hermes::FAMILY);
+    pub const LLAMA3: ToolSyntax = ToolSyntax(&llama3::FAMILY);
+    pub const MISTRAL: ToolSyntax = ToolSyntax(&mistral::FAMILY);
+
+    /// The family `model.tool_format` names.
+    pub fn named(name: &str) -> Option<Self> {
+        FAMILIES
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| ToolSyntax(f))
+    }
+
+    /// The family whose syntax a chat template shows, in how it writes the sample
+    /// conversation's tool call (`template::sample_conversation`), else in its text.
+    pub fn of_template(source: &str) -> Option<Self> {
+        use super::template::{sample_conversation, sample_tools, ChatTemplate};
+        let rendered = ChatTemplate::new(source, "", "")
+            .and_then(|t| t.render(&sample_conversation(), &sample_tools()))
+            .unwrap_or_default();
+        Self::detect(source, &rendered)
+    }
+
+    /// The family whose syntax a template shows: `rendered` is the template's render of
+    /// the sample conversation (with its tool call), `source` its text.
+    pub fn detect(source: &str, rendered: &str) -> Option<Self> {
+        let all = |hay: &str, needles: &[&str]| {
+            !needles.is_empty() && needles.iter().all(|n| hay.contains(n))
+        };
+        FAMILIES
+            .iter()
+            .find(|f| all(rendered, f.renders))
+            .or_else(|| FAMILIES.iter().find(|f| all(source, f.source)))
+            .map(|f| ToolSyntax(f))
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    pub fn family(self) -> &'static Family {
+        self.0
+    }
+
+    pub fn opener(self) -> &'static str {
+        self.0.opener
+    }
+
+    pub fn closer(self) -> &'static str {
+        self.0.closer
+    }
+
+    pub fn repeats(self) -> bool {
+        self.0.repeats
+    }
+
+    /// Where, in free text, the model opens a call: the trigger's byte range in `window`
+    /// and whether the trigger text is itself the start of the constrained value.
+    /// `at_start`: `window` is the whole answer so far.
+    pub fn find_trigger(self, window: &str, at_start: bool) -> Option<(usize, usize, bool)> {
+        let found = self
+            .0
+            .triggers
+            .iter()
+            .filter_map(|t| window.find(t).map(|at| (at, at + t.len(), false)))
+            .min_by_key(|&(at, _, _)| at);
+        found.or_else(|| {
+            let lead = window.len() - window.trim_start().len();
+            (self.0.json_at_start && at_start && window[lead..].starts_with('{'))
+                .then_some((lead, lead, true))
+        })
+    }
+
+    /// Longest trigger text (the free-text window keeps this much minus one).
+    pub fn trigger_len(self) -> usize {
+        self.0.triggers.iter().map(|t| t.len()).max().unwrap_or(1)
+    }
+
+    /// The constraint of one call to one of `functions` (name, parameters schema); a
+    /// list body holds up to `max_calls`. `special`: the model's special token for a
+    /// marker text, where it has one.
+    pub fn grammar(
+        self,
+        functions: &[(String, Value)],
+        max_calls: u32,
+        special: &dyn Fn(&str) -> Option<u32>,
+    ) -> CallGrammar {
+        match self.0.body {
+            Body::Object {
+                name,
+                args,
+                id,
+                list,
+            } => {
+                let calls: Vec<Value> = functions
+                    .iter()
+                    .map(|(f, parameters)| {
+                        let mut props = serde_json::Map::new();
+                        if let Some(id) = id {
+                            props.insert(id.into(), json!({"type": "string", "maxLength": 16}));
+                        }
+                        props.insert(name.into(), json!({"const": f}));
+                        props.insert(args.into(), parameters.clone());
+                        json!({"type": "object", "properties": props,
+                            "required": [name, args], "additionalProperties": false})
+                    })
+                    .collect();
+                let one = json!({"anyOf": calls});
+                CallGrammar::Schema(match list {
+                    true => json!({"type": "array", "items": one, "minItems": 1,
+                        "maxItems": max_calls.max(1)}),
+                    false => one,
+                })
+            }
+            Body::Named { sep } => {
+                let sep = markers(sep.lark, special);
+                CallGrammar::Lark(alternatives(functions, |i, f, params| {
+                    format!(
+                        "c{i}: {} {sep} %json {}\n",
+                        lark_str(f),
+                        super::constraint::as_enforced(params)
+                    )
+                }))
+            }
+            Body::Params {
+                sep,
+                param,
+                key_close,
+                value_close,
+                end,
+            } => {
+                let sep = markers(sep.lark, special);
+                let key_close = markers(key_close.lark, special);
+                let (param, value_close, end) = (
+                    lark_str(param),
+                    lark_str(value_close),
+                    lark_str(end.trim_start()),
+                );
+                CallGrammar::Lark(alternatives(functions, |i, f, params| {
+                    let mut rule = format!("c{i}: {} {sep}", lark_str(f));
+                    let mut defs = String::new();
+                    let required: Vec<&str> = params
+                        .get("required")
+                        .and_then(Value::as_array)
+                        .map(|r| r.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    let props = params.get("properties").and_then(Value::as_object);
+                    for (j, (key, schema)) in props.into_iter().flatten().enumerate() {
+                        let value = match is_string(schema) {
+                            true => "/[^<]*/".to_string(),
+                            false => format!(
+                                "\"\\n\"? %json {} \"\\n\"?",
+                                super::constraint::as_enforced(schema)
+                            ),
+                        };
+                        let optional = if required.contains(&key.as_str()) {
+                            ""
+                        } else {
+                            "?"
+                        };
+                        rule.push_str(&format!(" p{i}_{j}{optional}"));
+                        defs.push_str(&format!(
+                            "p{i}_{j}: {param} {} {key_close} {value} {value_close} \"\\n\"?\n",
+                            lark_str(key)
+                        ));
+                    }
+                    format!("{rule} {end}\n{defs}")
+                }))
+            }
+        }
+    }
+}
+
+/// `start` as one alternative per function, each rule written by `rule(index, name,
+/// parameters)`.
+fn alternatives(
+    functions: &[(String, Value)],
+    rule: impl Fn(usize, &str, &Value) -> String,
+) -> String {
+    let names: Vec<String> = (0..functions.len()).map(|i| format!("c{i}")).collect();
+    let mut g = format!("start: {}\n", names.join(" | "));
+    for (i, (f, params)) in functions.iter().enumerate() {
+        g.push_str(&rule(i, f, params));
+    }
+    g
+}
+
+/// A Lark string literal for `s` (JSON escaping, which llguidance's Lark reads).
+fn lark_str(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+/// A Lark fragment with its `{{X}}` markers as the special token X (`<[id]>`) where the
+/// model has one, else as the literal text X.
+fn markers(fragment: &str, special: &dyn Fn(&str) -> Option<u32>) -> String {
+    let mut out = String::new();
+    let mut rest = fragment;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        let Some(end) = rest[at..].find("}}") else {
+            break;
+        };
+        let marker = &rest[at + 2..at + end];
+        match special(marker) {
+            Some(id) => out.push_str(&format!("<[{id}]>")),
+            None => out.push_str(&lark_str(marker)),
+        }
+        rest = &rest[at + end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A parameter whose value is written as bare text (a string schema).
+fn is_string(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("string")
+}
+
+/// The parameter schemas of the declared functions, to read XML-like argument values:
+/// a string parameter's text is the string; any other is JSON text.
+pub trait ParamTypes {
+    fn is_string(&self, function: &str, key: &str) -> bool;
+}
+
+/// No declared schemas: every value that is valid JSON is read as JSON.
+pub struct Untyped;
+
+impl ParamTypes for Untyped {
+    fn is_string(&self, _: &str, _: &str) -> bool {
+        false
+    }
+}
+
+/// The declared functions (name, parameters schema).
+pub struct Declared<'a>(pub &'a [(String, Value)]);
+
+impl ParamTypes for Declared<'_> {
+    fn is_string(&self, function: &str, key: &str) -> bool {
+        self.0
+            .iter()
+            .find(|(f, _)| f == function)
+            .is_some_and(|(_, p)| {
+                p.get("properties")
+                    .and_then(|props| props.get(key))
+                    .is_some_and(is_string)
+            })
+    }
+}
+
+/// A finished answer: the text outside calls and the calls made (function name,
+/// arguments as JSON text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub content: String,
+    pub calls: Vec<(String, String)>,
+}
+
+/// What reading one call gave.
+enum Read {
+    /// The calls (one, or a list's) and the bytes of the body they took.
+    Calls(Vec<(String, String)>, usize),
+    /// The text ended inside the call.
+    Cut(Vec<(String, String)>),
+    /// Not a call of this family.
+    Malformed,
+}
+
+/// Parse a finished answer in `syntax`. A malformed call leaves the whole answer as text,
+/// as written (no calls); a call cut off by the end of the text is dropped, with the calls and text
+/// before it kept.
+pub fn parse(syntax: ToolSyntax, text: &str, types: &dyn ParamTypes) -> Parsed {
+    let f = syntax.0;
+    // A malformed call: the model's text as it wrote it.
+    let as_text = || Parsed {
+        content: text.trim().to_string(),
+        calls: Vec::new(),
+    };
+    let (mut content, mut calls) = (String::new(), Vec::new());
+    let mut rest = text;
+    // Llama 3: the whole answer is one JSON call.
+    let lead = text.len() - text.trim_start().len();
+    let mut at_start = f.json_at_start && text[lead..].starts_with('{');
+    loop {
+        let opened = match at_start {
+            true => Some((lead, lead)),
+            false => f
+                .call_open
+                .iter()
+                .filter_map(|o| rest.find(o).map(|at| (at, at + o.len())))
+                .min_by_key(|&(at, _)| at),
+        };
+        at_start = false;
+        let Some((at, body_at)) = opened else {
+            content.push_str(rest);
+            break;
+        };
+        content.push_str(&rest[..at]);
+        let body = &rest[body_at..];
+        match read_call(f, body, types) {
+            Read::Calls(c, used) => {
+                if calls.len() + c.len() > MAX_CALLS as usize {
+                    return as_text();
+                }
+                calls.extend(c);
+                rest = skip_closer(f, &body[used..]);
+            }
+            Read::Cut(c) => {
+                calls.extend(c.into_iter().take(MAX_CALLS as usize));
+                break;
+            }
+            Read::Malformed => return as_text(),
+        }
+    }
+    Parsed {
+        content: clean(f, &content),
+        calls,
+    }
+}
+
+/// The answer text without the family's markers, trimmed.
+fn clean(f: &Family, text: &str) -> String {
+    let mut t = text.to_string();
+    for n in f.noise {
+        t = t.replace(n, "");
+    }
+    t.trim().to_string()
+}
+
+/// Past the closer the engine or the model wrote after a call (whitespace before it
+/// allowed); nothing when the text ends inside the closer (the engine's closer cut by
+/// `max_tokens` is no answer text); the rest unchanged when it is not there.
+fn skip_closer<'a>(f: &Family, rest: &'a str) -> &'a str {
+    let closer = f.closer.trim();
+    let trimmed = rest.trim_start();
+    if closer.is_empty() {
+        return rest;
+    }
+    match trimmed.strip_prefix(closer) {
+        Some(after) => after,
+        None if !trimmed.is_empty() && closer.starts_with(trimmed) => "",
+        None => rest,
+    }
+}
+
+fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
+    match f.body {
+        Body::Object {
+            name,
+            args,
+            list: false,
+            ..
+        } => {
+            // One object, or several in a row (one block holding a call per line).
+            let mut calls = Vec::new();
+            let mut used = 0;
+            loop {
+                let rest = &body[used..];
+                let lead = rest.len() - rest.trim_start().len();
+                if !rest[lead..].starts_with('{') {
+                    break;
+                }
+                match json_value(&rest[lead..]) {
+                    Ok((v, n)) => match object_call(&v, name, args) {
+                        Some(c) => {
+                            calls.push(c);
+                            used += lead + n;
+                        }
+                        None => return Read::Malformed,
+                    },
+                    Err(true) => return Read::Cut(calls),
+                    Err(false) => return Read::Malformed,
+                }
+            }
+            match calls.is_empty() {
+                true if body.trim().is_empty() => Read::Cut(calls),
+                true => Read::Malformed,
+                false => Read::Calls(calls, used),
+            }
+        }
+        Body::Object {
+            name,
+            args,
+            list: true,
+            ..
+        } => {
+            let lead = body.len() - body.trim_start().len();
+            let rest = &body[lead..];
+            if rest.is_empty() {
+                return Read::Cut(Vec::new());
+            }
+            let (items, n) = match json_value(rest) {
+                Ok((Value::Array(items), n)) => (items, n),
+                Err(true) if rest.starts_with('[') => {
+                    let closed = crate::engine::tool_syntax::closed_elements(&rest[1..]);
+                    let calls: Option<Vec<_>> =
+                        closed.iter().map(|v| object_call(v, name, args)).collect();
+                    return calls.map_or(Read::Malformed, Read::Cut);
+                }
+                _ => return Read::Malformed,
+            };
+            let calls: Option<Vec<_>> = items.iter().map(|v| object_call(v, name, args)).collect();
+            match calls {
+                Some(c) if !c.is_empty() => Read::Calls(c, lead + n),
+                _ => Read::Malformed,
+            }
+        }
+        Body::Named { sep } => {
+            let Some((function, after)) = name_then(body, sep.find) else {
+                return cut_or_malformed(body, f);
+            };
+            let start = body.len() - after.len();
+            let lead = after.len() - after.trim_start().len();
+            match json_value(&after[lead..]) {
+                Ok((Value::Object(o), n)) => Read::Calls(
+                    vec![(function, Value::Object(o).to_string())],
+                    start + lead + n,
+                ),
+                Ok(_) => Read::Malformed,
+                Err(true) => Read::Cut(Vec::new()),
+                Err(false) => Read::Malformed,
+            }
+        }
+        Body::Params {
+            sep,
+            param,
+            key_close,
+            value_close,
+            end,
+        } => {
+            let Some((function, mut rest)) = name_then(body, sep.find) else {
+                return cut_or_malformed(body, f);
+            };
+            let end = end.trim();
+            let mut args = serde_json::Map::new();
+            loop {
+                let t = rest.trim_start();
+                if let Some(after) = t.strip_prefix(end) {
+                    let used = body.len() - after.len();
+                    return Read::Calls(vec![(function, Value::Object(args).to_string())], used);
+                }
+                let Some(p) = t.strip_prefix(param) else {
+                    // Unexpected text before the end: cut if the end never comes.
+                    return match t.contains(end) {
+                        true => Read::Malformed,
+                        false => Read::Cut(Vec::new()),
+                    };
+                };
+                let key_end = p.find(NAME_STOP).unwrap_or(p.len());
+                let key = &p[..key_end];
+                let Some(v_at) = p.find(key_close.find) else {
+                    return Read::Cut(Vec::new());
+                };
+                let v = &p[v_at + key_close.find.len()..];
+                let Some(v_end) = v.find(value_close) else {
+                    return Read::Cut(Vec::new());
+                };
+                let raw = &v[..v_end];
+                let raw = raw.strip_prefix('\n').unwrap_or(raw);
+                let raw = raw.strip_suffix('\n').unwrap_or(raw);
+                let value = match types.is_string(&function, key) {
+                    true => Value::String(raw.to_string()),
+                    false => serde_json::from_str(raw.trim())
+                        .unwrap_or_else(|_| Value::String(raw.to_string())),
+                };
+                if key.is_empty() {
+                    return Read::Malformed;
+                }
+                args.insert(key.to_string(), value);
+                rest = &v[v_end + value_close.len()..];
+            }
+        }
+    }
+}
+
+/// A call whose name ran to the end of the text (or its separator never came) was cut;
+/// one with a separator elsewhere is malformed.
+fn cut_or_malformed(body: &str, f: &Family) -> Read {
+    let ends = f.call_open.iter().any(|o| body.contains(o)) || body.contains(f.closer.trim());
+    match ends && !f.closer.trim().is_empty() {
+        true => Read::Malformed,
+        false => Read::Cut(Vec::new()),
+    }
+}
+
+/// The function name at the start of `body` and the text after `sep` (None: the name
+/// is empty or `sep` never comes).
+fn name_then<'a>(body: &'a str, sep: &str) -> Option<(String, &'a str)> {
+    let t = body.trim_start();
+    let end = t.find(NAME_STOP).unwrap_or(t.len());
+    let name = &t[..end];
+    let at = t[end..].find(sep)?;
+    if name.is_empty() {
+        return None;
+    }
+    Some((name.to_string(), &t[end + at + sep.len()..]))
+}
+
+/// The JSON value at the start of `text`; Err(true) when the text ends inside it.
+fn json_value(text: &str) -> Result<(Value, usize), bool> {
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    match values.next() {
+        Some(Ok(v)) => Ok((v, values.byte_offset())),
+        Some(Err(e)) => Err(e.is_eof()),
+        None => Err(true),
+    }
+}
+
+/// One `{name: …, args: {…}}` call.
+fn object_call(v: &Value, name: &str, args: &str) -> Option<(String, String)> {
+    let function = v.get(name)?.as_str()?.to_string();
+    let args = match v.get(args)? {
+        // Some models write the arguments as a JSON string; the API carries JSON text.
+        Value::String(s) => match serde_json::from_str::<Value>(s).ok()? {
+            o @ Value::Object(_) => o.to_string(),
+            _ => return None,
+        },
+        o @ Value::Object(_) => o.to_string(),
+        _ => return None,
+    };
+    Some((function, args))
+}
+
+/// The README's family table (between its markers; a test keeps it in step).
+pub fn table() -> String {
+    let mut t = String::from(
+        "| `model.tool_format` | models (templates in the corpus) | a call | arguments | reasoning |\n|---|---|---|---|---|\n",
+    );
+    for f in FAMILIES {
+        let args = match f.body {
+            Body::Object { list: true, .. } => "JSON list of call objects",
+            Body::Object { .. } => "JSON call object",
+            Body::Named { .. } => "name, then a JSON object",
+            Body::Params { .. } => "name, then one element per argument",
+        };
+        let opens = match (f.opener.trim(), f.json_at_start) {
+            ("", true) => "`{` at the start".to_string(),
+            (o, _) => format!("`{}`", o.replace('\n', "⏎").replace('|', "\\|")),
+        };
+        t.push_str(&format!(
+            "| `{}` | {} | {opens} | {args} | {} |\n",
+            f.name,
+            f.models,
+            if f.reasoning.is_empty() {
+                "—".to_string()
+            } else {
+                format!("`{}`", f.reasoning.replace('|', "\\|"))
+            }
+        ));
+    }
+    t
+}
