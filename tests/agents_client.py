@@ -58,4 +58,21 @@ usage = result.context_wrapper.usage
 check("agent: usage counted over the run", usage.requests >= 2 and usage.input_tokens > 0 and usage.output_tokens > 0,
       usage)
 print(f"final answer: {result.final_output!r}")
+
+# Issue 29: the same agent with a budget too small for its forced call. The call is cut;
+# the server never returns the call's raw text as an answer, so the agent cannot take it
+# for its final output: the run either stops on the incomplete response or ends without
+# that text, and no tool ran on cut arguments.
+calls.clear()
+short = agent.clone(model_settings=ModelSettings(tool_choice="required", parallel_tool_calls=False,
+                                                 temperature=0, max_tokens=8))
+try:
+    cut = Runner.run_sync(short, "What is the secret number?", max_turns=2)
+    outcome = repr(cut.final_output)
+except Exception as e:  # the SDK's own refusal of an incomplete response
+    outcome = f"{type(e).__name__}: {e}"
+print(f"small max_tokens: {outcome}")
+check("agent, small max_tokens: no tool ran on a cut call", not calls, calls)
+check("agent, small max_tokens: no call text taken as the answer",
+      "tool_calls" not in outcome and '{"name"' not in outcome and "get_secret_number" not in outcome, outcome)
 print(f"all Agents SDK checks passed: {client_checks.passed}")

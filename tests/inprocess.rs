@@ -545,15 +545,40 @@ async fn a_cut_tool_call_never_leaks_as_text() {
                     let v: Value = serde_json::from_str(&e).unwrap();
                     let choice = &v["choices"][0];
                     content.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
-                    calls.extend(
-                        choice["delta"]["tool_calls"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default(),
-                    );
+                    // Reassembled as the SDKs do: by index, the name once, the
+                    // arguments joined.
+                    for d in choice["delta"]["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        let i = d["index"].as_u64().unwrap() as usize;
+                        if calls.len() <= i {
+                            calls.push(json!({"function": {"name": "", "arguments": ""}}));
+                        }
+                        let f = &mut calls[i]["function"];
+                        for key in ["name", "arguments"] {
+                            let more = d["function"][key].as_str().unwrap_or("");
+                            f[key] = json!(format!("{}{more}", f[key].as_str().unwrap()));
+                        }
+                    }
                     if !choice["finish_reason"].is_null() {
                         finish = choice["finish_reason"].clone();
                     }
+                }
+                // A stream sends a call's arguments as they are written (as OpenAI's
+                // does): a call the cut went through arrives as far as it was written,
+                // after the whole ones, and the finish reason says "length".
+                if calls.len() > whole_calls {
+                    let cut = calls.pop().unwrap();
+                    assert_eq!(cut["function"]["name"], "get_weather", "{cut}");
+                    assert!(
+                        serde_json::from_str::<Value>(
+                            cut["function"]["arguments"].as_str().unwrap()
+                        )
+                        .is_err(),
+                        "a whole call counted as cut: {cut}"
+                    );
                 }
                 (content, calls, finish)
             } else {
@@ -768,6 +793,9 @@ struct Vector {
     want_content: &'static str,
     want_calls: &'static [(&'static str, &'static str)],
     want_finish: &'static str,
+    /// A call written without the family's opener: found when the answer is whole, so
+    /// a stream sends it whole at the end.
+    slip: bool,
 }
 
 /// Written from each family's documented output format (not from the parser).
@@ -781,6 +809,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "qwen3-coder",
@@ -791,6 +820,7 @@ const VECTORS: &[Vector] = &[
         want_content: "Checking both.",
         want_calls: &[("get_weather", r#"{"city":"New York"}"#), ("add", r#"{"a":2,"b":40}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "qwen3-coder",
@@ -802,6 +832,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[],
         want_finish: "length",
+        slip: false,
     },
     Vector {
         family: "glm",
@@ -812,6 +843,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#), ("get_weather", r#"{"city":"Rome"}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "harmony",
@@ -822,6 +854,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "harmony",
@@ -832,6 +865,7 @@ const VECTORS: &[Vector] = &[
         want_content: "Hello there.",
         want_calls: &[],
         want_finish: "stop",
+        slip: false,
     },
     Vector {
         family: "deepseek-v3.1",
@@ -842,6 +876,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("get_weather", r#"{"city":"<｜tool▁call▁end｜>"}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "deepseek-v3.2",
@@ -852,6 +887,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("add", r#"{"a":3}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "kimi-k2",
@@ -862,6 +898,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#), ("add", r#"{"a":1}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "mistral-args",
@@ -872,6 +909,7 @@ const VECTORS: &[Vector] = &[
         want_content: "Let me look.",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "command-r7b",
@@ -882,6 +920,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "minimax-m2",
@@ -892,6 +931,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     Vector {
         family: "llama3",
@@ -902,6 +942,7 @@ const VECTORS: &[Vector] = &[
         want_content: "",
         want_calls: &[("add", r#"{"a":5,"b":6}"#)],
         want_finish: "tool_calls",
+        slip: false,
     },
     // A slip: the call without its opener, fenced, after a sentence (auto mode).
     Vector {
@@ -913,6 +954,7 @@ const VECTORS: &[Vector] = &[
         want_content: "Sure.",
         want_calls: &[("get_weather", r#"{"city":"Paris"}"#)],
         want_finish: "tool_calls",
+        slip: true,
     },
     // An ordinary JSON answer is no call.
     Vector {
@@ -924,6 +966,7 @@ const VECTORS: &[Vector] = &[
         want_content: "{\"city\": \"Paris\", \"temp_c\": 21}",
         want_calls: &[],
         want_finish: "stop",
+        slip: false,
     },
 ];
 
@@ -967,6 +1010,7 @@ async fn chat_outcome(
     }
     let (mut reasoning, mut content, mut finish) = (String::new(), String::new(), String::new());
     let mut calls: Vec<(String, String)> = Vec::new();
+    let mut pieces: Vec<usize> = Vec::new();
     for e in common::sse_events(&r.body) {
         if e == "[DONE]" {
             continue;
@@ -982,14 +1026,39 @@ async fn chat_outcome(
         {
             let i = d["index"].as_u64().unwrap() as usize;
             if calls.len() <= i {
-                calls.resize(i + 1, Default::default());
+                // A call's first delta names it, with its id (OpenAI's shape).
+                assert_eq!(i, calls.len(), "calls open in order: {e}");
+                assert!(
+                    d["id"].as_str().is_some_and(|id| id.starts_with("call_")),
+                    "{e}"
+                );
+                assert!(!s(&d["function"]["name"]).is_empty(), "{e}");
+                calls.push(Default::default());
+                pieces.push(0);
+            } else {
+                assert!(
+                    d["function"].get("name").is_none(),
+                    "the name is sent once: {e}"
+                );
             }
             calls[i].0.push_str(&s(&d["function"]["name"]));
-            calls[i].1.push_str(&s(&d["function"]["arguments"]));
+            let more = s(&d["function"]["arguments"]);
+            if !more.is_empty() {
+                pieces[i] += 1;
+            }
+            calls[i].1.push_str(&more);
         }
         if !choice["finish_reason"].is_null() {
             finish = s(&choice["finish_reason"]);
         }
+    }
+    // The arguments came as they were written (three bytes a token here), not whole.
+    for (call, n) in calls.iter().zip(&pieces) {
+        assert!(
+            v.slip || *n >= 2,
+            "{}: {call:?} arrived in {n} piece(s)",
+            v.family
+        );
     }
     (reasoning, content, calls, finish)
 }

@@ -124,6 +124,21 @@ async fn streamed_text_and_tool_calls_come_as_typed_events_in_order() {
     assert!(args["city"].is_string(), "{args}");
     assert_eq!(events[3].1["delta"], call["arguments"]);
     assert_eq!(events[6].1["response"]["output"][0], *call);
+
+    // Issue 29: `max_tool_calls` bounds the calls, parallel calls allowed (the engine
+    // ends the answer at the bound), and is echoed.
+    let body = json!({"model": MODEL_ID, "input": "Weather in Paris, Rome and Oslo?",
+                      "tools": [weather_tool()], "tool_choice": "required",
+                      "max_tool_calls": 1, "max_output_tokens": 200, "temperature": 0});
+    let v = c.post("/v1/responses", Some(ALICE), &body).await.json();
+    assert_eq!(v["max_tool_calls"], 1, "{v}");
+    let made = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "function_call")
+        .count();
+    assert_eq!(made, 1, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,10 @@
 //! picks a family of the registry, or the generic envelope one past the last.
 //! - `parse` never panics; every call it returns has arguments that are a JSON object;
 //!   an answer with none of the family's call openers has no calls; at most MAX_CALLS.
+//! - `progress` (what a stream sends of calls being written) never panics, and across
+//!   the text's piece boundaries what it said stays true: the calls it named keep their
+//!   names, their arguments only grow (each is a prefix of the next); a call it calls
+//!   whole has arguments that are a JSON object.
 //! - `ToolRun` never panics however the text is split; a call it starts carries a prefix
 //!   that is a suffix of the text pushed (nothing invented), and it never starts a call
 //!   for text that holds no trigger of the family.
@@ -13,6 +17,7 @@
 use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::api::envelope;
 use llama_gguf_inference::api::tools::Answer;
+use llama_gguf_inference::engine::family::progress::{progress, CallProgress};
 use llama_gguf_inference::engine::family::{Untyped, FAMILIES, MAX_CALLS};
 use llama_gguf_inference::engine::tool_syntax::{parse, Step, ToolPlan, ToolRun, ToolSyntax};
 
@@ -26,6 +31,24 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let text: String = pieces.concat();
     let pick = which as usize % (FAMILIES.len() + 1);
+    let syntax = FAMILIES.get(pick).map(|f| ToolSyntax(f));
+    let mut said: Vec<CallProgress> = Vec::new();
+    let mut prefix = String::new();
+    for p in &pieces {
+        prefix.push_str(p);
+        let now = progress(syntax, &prefix, &Untyped);
+        assert!(now.len() <= MAX_CALLS as usize);
+        for (old, new) in said.iter().zip(&now) {
+            assert_eq!(old.name, new.name, "a streamed name changed in {prefix:?}");
+            assert!(new.args.starts_with(&old.args), "streamed arguments changed: {old:?} {new:?}");
+        }
+        assert!(now.len() >= said.len(), "a streamed call vanished in {prefix:?}");
+        for c in now.iter().filter(|c| c.done) {
+            let v: serde_json::Value = serde_json::from_str(&c.args).expect("whole arguments are JSON");
+            assert!(v.is_object(), "{c:?}");
+        }
+        said = now;
+    }
     let syntax = match FAMILIES.get(pick) {
         Some(f) => ToolSyntax(f),
         None => {

@@ -113,6 +113,14 @@ pub const FORMATS: &[ReasoningFormat] = &[
         answer_headers: &["<|START_RESPONSE|>"],
     },
     ReasoningFormat {
+        name: "kimi-k3",
+        open: "<|open|>think<|sep|>",
+        close: "<|close|>think<|sep|>",
+        before_close: "",
+        after_close: "",
+        answer_headers: &["<|open|>response<|sep|>"],
+    },
+    ReasoningFormat {
         name: "mistral",
         open: "[THINK]",
         close: "[/THINK]",
@@ -633,6 +641,13 @@ mod tests {
         assert_eq!(
             split_chars(format("hunyuan"), "<think:opensource>x</think:opensource>y"),
             pair("x", "y")
+        );
+        assert_eq!(
+            split_chars(
+                format("kimi-k3"),
+                "<|open|>think<|sep|>hm<|close|>think<|sep|><|open|>response<|sep|>Yes."
+            ),
+            pair("hm", "Yes.")
         );
         // Text that only starts like a header is answer text.
         assert_eq!(

@@ -706,12 +706,12 @@ pub const TEMPLATE_CORPUS_SIZE: usize = 71;
 /// from each family's documentation. `generic`: the template has no syntax the server
 /// parses natively (the generic JSON envelope serves it).
 pub const EXPECTED_FAMILY: &[(&str, &str)] = &[
-    ("Apertus-8B-Instruct", "generic"),
+    ("Apertus-8B-Instruct", "apertus"),
     ("Apriel-1.6-15b-Thinker-fixed", "apriel"),
     ("Bielik-11B-v3.0-Instruct", "hermes"),
     ("ByteDance-Seed-OSS", "seed-oss"),
     ("Cohere2MoE", "command-r7b"),
-    ("CohereForAI-c4ai-command-r-plus-tool_use", "generic"),
+    ("CohereForAI-c4ai-command-r-plus-tool_use", "command-r-plus"),
     (
         "CohereForAI-c4ai-command-r7b-12-2024-tool_use",
         "command-r7b",
@@ -723,7 +723,7 @@ pub const EXPECTED_FAMILY: &[(&str, &str)] = &[
     ("HuggingFaceTB-SmolLM3-3B", "generic"),
     ("Kimi-K2-Instruct", "kimi-k2"),
     ("Kimi-K2-Thinking", "kimi-k2"),
-    ("Kimi-K3", "generic"),
+    ("Kimi-K3", "kimi-k3"),
     ("LFM2-8B-A1B", "generic"),
     ("LFM2.5-8B-A1B", "generic"),
     ("LFM2.5-Instruct", "generic"),
@@ -750,7 +750,7 @@ pub const EXPECTED_FAMILY: &[(&str, &str)] = &[
     ("deepseek-ai-DeepSeek-V3.2", "deepseek-v3.2"),
     ("deepseek-ai-DeepSeek-V4-Flash-0731", "deepseek-v4"),
     ("deepseek-ai-DeepSeek-V4", "deepseek-v4"),
-    ("fireworks-ai-llama-3-firefunction-v2", "generic"),
+    ("fireworks-ai-llama-3-firefunction-v2", "firefunction"),
     ("google-gemma-2-2b-it", "generic"),
     ("google-gemma-4-31B-it-interleaved", "generic"),
     ("google-gemma-4-31B-it", "generic"),

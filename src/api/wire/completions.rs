@@ -2,9 +2,11 @@
 //! `text_completion`) and stream chunks (`chat.completion.chunk`), with log-probabilities
 //! and parsed tool calls, in the shapes the OpenAI SDKs parse.
 
-use super::{sse_event, usage_json, ChoiceBuilder, Shape, Totals, Wire};
+use super::{sse_event, usage_json, CallDelta, ChoiceBuilder, Shape, Totals, Wire};
 use crate::api::error::ApiError;
 use crate::api::tools::{self, Answer};
+use crate::engine::family::progress::progress;
+use crate::engine::family::Declared;
 use crate::engine::{FinishReason, TokenLogprob};
 use serde_json::{json, Map, Value};
 /// Which endpoint's shape to produce.
@@ -113,8 +115,30 @@ impl Wire for Meta {
         }
     }
 
-    /// With tools, the parsed answer first; then the finish reason (with any
-    /// log-probabilities not yet sent); after the last choice, the usage and [DONE].
+    /// Chat with tools: each call's id and name as soon as the name is whole, then its
+    /// arguments as they are written (`delta.tool_calls`, as OpenAI streams them).
+    fn calls(&mut self, choice: &mut ChoiceBuilder, deltas: Vec<CallDelta>, out: &mut String) {
+        if self.kind != Kind::Chat {
+            return;
+        }
+        let index = choice.index();
+        let list: Vec<Value> = deltas
+            .into_iter()
+            .map(|d| match d.name {
+                Some(name) => json!({"index": d.index,
+                    "id": tools::call_id(&self.random, index, d.index), "type": "function",
+                    "function": {"name": name, "arguments": d.arguments}}),
+                None => json!({"index": d.index, "function": {"arguments": d.arguments}}),
+            })
+            .collect();
+        let logprobs = self.logprobs(choice);
+        let body = json!({"tool_calls": list});
+        sse_event(out, None, &self.chunk(index, body, logprobs, None));
+    }
+
+    /// With tools, the parsed answer first (what the stream has not sent of it yet);
+    /// then the finish reason (with any log-probabilities not yet sent); after the last
+    /// choice, the usage and [DONE].
     fn finished(
         &mut self,
         choice: &mut ChoiceBuilder,
@@ -127,14 +151,20 @@ impl Wire for Meta {
         let mut called = false;
         if choice.shape().tools {
             let text = choice.take_held();
-            let (delta, calls) = tool_message(&text, choice.shape(), true, &self.random, index);
+            let (delta, calls) = match choice.sent_calls().is_empty() {
+                true => tool_message(&text, choice.shape(), true, &self.random, index),
+                false => self.rest_of_calls(&text, choice, index),
+            };
             called = calls;
-            let logprobs = self.logprobs(choice);
-            sse_event(
-                out,
-                None,
-                &self.chunk(index, Value::Object(delta), logprobs, None),
-            );
+            // Nothing left when the stream already sent every call whole.
+            if !delta.is_empty() || choice.has_pending() {
+                let logprobs = self.logprobs(choice);
+                sse_event(
+                    out,
+                    None,
+                    &self.chunk(index, Value::Object(delta), logprobs, None),
+                );
+            }
         }
         let logprobs = if choice.has_pending() {
             self.logprobs(choice)
@@ -171,6 +201,51 @@ impl Wire for Meta {
 }
 
 impl Meta {
+    /// The end of a stream whose calls were sent as they were written: what is left of
+    /// each (the arguments' last pieces), any call the stream did not see (one written
+    /// without the family's opener, `slips`), and the text before the calls. A call cut
+    /// by the end of the output was sent as far as it went; the finish reason is then
+    /// "length".
+    fn rest_of_calls(
+        &self,
+        text: &str,
+        choice: &ChoiceBuilder,
+        index: usize,
+    ) -> (Map<String, Value>, bool) {
+        let shape = choice.shape();
+        let streamed = progress(shape.syntax, text, &Declared(&shape.functions));
+        let (calls, before) = match tools::parse_answer(text, shape.syntax, &shape.functions) {
+            Some(Answer::Calls(calls, before)) => (calls, before),
+            Some(Answer::Content(c)) => (Vec::new(), c),
+            None => (Vec::new(), text.to_string()),
+        };
+        let mut list = Vec::new();
+        for (i, (name, args)) in calls.iter().enumerate() {
+            match choice.sent_calls().get(i) {
+                Some(&sent) => {
+                    let rest = streamed
+                        .get(i)
+                        .and_then(|c| c.args.get(sent..))
+                        .unwrap_or("");
+                    if !rest.is_empty() {
+                        list.push(json!({"index": i, "function": {"arguments": rest}}));
+                    }
+                }
+                None => list.push(json!({"index": i,
+                    "id": tools::call_id(&self.random, index, i), "type": "function",
+                    "function": {"name": name, "arguments": args}})),
+            }
+        }
+        let mut m = Map::new();
+        if !before.is_empty() {
+            m.insert("content".into(), Value::String(before));
+        }
+        if !list.is_empty() {
+            m.insert("tool_calls".into(), Value::Array(list));
+        }
+        (m, !calls.is_empty())
+    }
+
     /// One finished choice of a whole body.
     fn whole_choice(&self, choice: &mut ChoiceBuilder, reason: FinishReason) -> Value {
         let logprobs = self.logprobs(choice);

@@ -10,6 +10,8 @@ pub mod completions;
 pub mod responses;
 
 use super::error::ApiError;
+use crate::engine::family::progress::progress;
+use crate::engine::family::Declared;
 use crate::engine::tool_syntax::ToolSyntax;
 use crate::engine::{Event, FinishReason, TokenLogprob, Usage};
 use crate::metrics::Trace;
@@ -40,8 +42,19 @@ pub enum Step {
     /// Thinking to stream now (reasoning models; it is never held back: only the
     /// answer is parsed for tool calls).
     Reasoning(String),
+    /// Tool calls begun or grown in a streamed answer (`family::progress`).
+    Calls(Vec<CallDelta>),
     /// The choice is complete.
     Finished(FinishReason, Usage),
+}
+
+/// What a stream learnt of one call: its name the first time (with its id), then the
+/// next piece of its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallDelta {
+    pub index: usize,
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 /// One choice's progress: text and log-probabilities not yet sent.
@@ -58,6 +71,8 @@ pub struct ChoiceBuilder {
     pending: Vec<TokenLogprob>,
     /// Bytes of text before the first pending token (the legacy `text_offset`).
     offset: usize,
+    /// A stream with tools: for each call announced, the bytes of its arguments sent.
+    sent_calls: Vec<usize>,
 }
 
 impl ChoiceBuilder {
@@ -69,6 +84,7 @@ impl ChoiceBuilder {
             reasoning: String::new(),
             pending: Vec::new(),
             offset: 0,
+            sent_calls: Vec::new(),
         }
     }
 
@@ -98,7 +114,10 @@ impl ChoiceBuilder {
                 trace.first_token();
                 if self.holds_text() {
                     self.held.push_str(&t);
-                    Ok(Step::Nothing)
+                    match self.shape.stream && self.shape.tools {
+                        true => Ok(self.call_deltas()),
+                        false => Ok(Step::Nothing),
+                    }
                 } else {
                     Ok(Step::Text(t))
                 }
@@ -116,6 +135,47 @@ impl ChoiceBuilder {
             Some(Event::Failed(e)) => Err(ApiError::from_engine(&e)),
             None => Err(ApiError::internal()),
         }
+    }
+
+    /// A stream with tools: the calls the held answer has begun since the last look, as
+    /// deltas (each call's name once, then its arguments piece by piece).
+    fn call_deltas(&mut self) -> Step {
+        let calls = progress(
+            self.shape.syntax,
+            &self.held,
+            &Declared(&self.shape.functions),
+        );
+        let mut deltas = Vec::new();
+        for (index, call) in calls.into_iter().enumerate() {
+            let name = match self.sent_calls.get(index) {
+                Some(_) => None,
+                None => {
+                    self.sent_calls.push(0);
+                    Some(call.name)
+                }
+            };
+            let sent = self.sent_calls.get(index).copied().unwrap_or(0);
+            let arguments = call.args.get(sent..).unwrap_or("").to_string();
+            if name.is_some() || !arguments.is_empty() {
+                if let Some(s) = self.sent_calls.get_mut(index) {
+                    *s = call.args.len();
+                }
+                deltas.push(CallDelta {
+                    index,
+                    name,
+                    arguments,
+                });
+            }
+        }
+        match deltas.is_empty() {
+            true => Step::Nothing,
+            false => Step::Calls(deltas),
+        }
+    }
+
+    /// A stream: for each call announced, the bytes of its arguments sent so far.
+    pub fn sent_calls(&self) -> &[usize] {
+        &self.sent_calls
     }
 
     /// The text held back so far (see `held`), taken.
@@ -189,6 +249,8 @@ pub trait Wire: Send + Sync + Unpin + 'static {
     fn text(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String);
     /// Stream: a piece of one choice's thinking (always before its text).
     fn reasoning(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String);
+    /// Stream: tool calls begun or grown (the finish then sends only what is left).
+    fn calls(&mut self, choice: &mut ChoiceBuilder, deltas: Vec<CallDelta>, out: &mut String);
     /// Stream: one choice finished; `totals` already counts it. When it was the last,
     /// the stream's end follows.
     fn finished(
@@ -259,6 +321,10 @@ pub fn stream_event<W: Wire>(
         }
         Ok(Step::Reasoning(t)) => {
             wire.reasoning(choice, t, out);
+            Progress::Open
+        }
+        Ok(Step::Calls(deltas)) => {
+            wire.calls(choice, deltas, out);
             Progress::Open
         }
         Ok(Step::Finished(reason, usage)) => {

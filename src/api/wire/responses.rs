@@ -19,7 +19,7 @@
 //! Plain text streams as it is generated; with tools the answer is held back (it is one
 //! constrained JSON object) and sent parsed at its end, as for chat completions.
 
-use super::{sse_event, ChoiceBuilder, Totals, Wire};
+use super::{sse_event, CallDelta, ChoiceBuilder, Totals, Wire};
 use crate::api::error::ApiError;
 use crate::api::tools::{self, Answer};
 use crate::engine::{FinishReason, Usage};
@@ -335,6 +335,9 @@ impl Wire for ResponsesWire {
         self.emit(out, "response.reasoning_text.delta", delta);
         self.reasoning.push_str(&text);
     }
+
+    /// Calls are sent whole, as items, when the answer is finished.
+    fn calls(&mut self, _: &mut ChoiceBuilder, _: Vec<CallDelta>, _: &mut String) {}
 
     fn text(&mut self, _choice: &mut ChoiceBuilder, text: String, out: &mut String) {
         if !self.message_open {

@@ -24,11 +24,14 @@
 //! in a grammar is a declared function's name and parameter names, written as quoted
 //! literals (`lark_str`), and its parameter schemas, which the schema checks vetted.
 
+mod apertus;
 mod apriel;
 mod command_r7b;
+mod command_r_plus;
 mod deepseek_dsml;
 mod deepseek_r1;
 mod deepseek_v3;
+mod firefunction;
 mod functionary_v31;
 mod functionary_v32;
 mod gigachat;
@@ -38,6 +41,7 @@ mod harmony;
 mod hermes;
 mod hy3;
 mod kimi_k2;
+mod kimi_k3;
 mod llama3;
 mod minicpm;
 mod minimax_m1;
@@ -46,6 +50,7 @@ mod mistral;
 mod mistral_args;
 mod muse;
 mod nemotron;
+pub mod progress;
 mod qwen3_coder;
 mod seed_oss;
 
@@ -69,15 +74,19 @@ pub static FAMILIES: &[&Family] = &[
     &deepseek_v3::FAMILY,
     &deepseek_r1::FAMILY,
     &kimi_k2::FAMILY,
+    &kimi_k3::FAMILY,
     &mistral_args::FAMILY,
     &mistral::FAMILY,
     &command_r7b::FAMILY,
+    &command_r_plus::FAMILY,
     &nemotron::FAMILY,
     &apriel::FAMILY,
     &minimax_m1::FAMILY,
     &granite::FAMILY,
     &functionary_v31::FAMILY,
     &functionary_v32::FAMILY,
+    &apertus::FAMILY,
+    &firefunction::FAMILY,
     &gigachat::FAMILY,
     &gigachat::FAMILY_V3,
     &minicpm::FAMILY,
@@ -134,6 +143,9 @@ pub enum Body {
         id: Option<&'static str>,
         list: bool,
     },
+    /// A JSON list of objects, each with one key: the function's name, its value the
+    /// arguments (`[{"get_weather": {"city": "Paris"}}]`, Apertus).
+    Keyed,
     /// The name, then `sep`, then the arguments as a JSON object.
     Named { sep: Sep },
     /// The name, then `sep`, then each argument as `param` KEY `key_close` VALUE
@@ -315,6 +327,17 @@ impl ToolSyntax {
                     false => one,
                 })
             }
+            Body::Keyed => {
+                let calls: Vec<Value> = functions
+                    .iter()
+                    .map(|(f, parameters)| {
+                        json!({"type": "object", "properties": {f.as_str(): parameters},
+                            "required": [f], "additionalProperties": false})
+                    })
+                    .collect();
+                CallGrammar::Schema(json!({"type": "array", "items": {"anyOf": calls},
+                    "minItems": 1, "maxItems": max_calls.max(1)}))
+            }
             Body::Named { sep } => {
                 let sep = markers(sep.lark, special);
                 CallGrammar::Lark(alternatives(functions, |i, f, params| {
@@ -486,11 +509,7 @@ pub fn parse(syntax: ToolSyntax, text: &str, types: &dyn ParamTypes) -> Parsed {
     loop {
         let opened = match at_start {
             true => Some((lead, lead)),
-            false => f
-                .call_open
-                .iter()
-                .filter_map(|o| rest.find(o).map(|at| (at, at + o.len())))
-                .min_by_key(|&(at, _)| at),
+            false => find_open(f, rest),
         };
         at_start = false;
         let Some((at, body_at)) = opened else {
@@ -518,6 +537,15 @@ pub fn parse(syntax: ToolSyntax, text: &str, types: &dyn ParamTypes) -> Parsed {
         content: clean(f, &content),
         calls,
     }
+}
+
+/// The first call opener in `text`: where it starts and where the call's body does (the
+/// first listed opener wins at one place: the longer ones are listed first).
+fn find_open(f: &Family, text: &str) -> Option<(usize, usize)> {
+    f.call_open
+        .iter()
+        .filter_map(|o| text.find(o).map(|at| (at, at + o.len())))
+        .min_by_key(|&(at, _)| at)
 }
 
 /// The answer text without the family's markers, trimmed.
@@ -607,6 +635,28 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 _ => Read::Malformed,
             }
         }
+        Body::Keyed => {
+            let lead = body.len() - body.trim_start().len();
+            let rest = &body[lead..];
+            if rest.is_empty() {
+                return Read::Cut(Vec::new());
+            }
+            let (items, n, cut) = match json_value(rest) {
+                Ok((Value::Array(items), n)) => (items, n, false),
+                Err(true) if rest.starts_with('[') => (
+                    crate::engine::tool_syntax::closed_elements(&rest[1..]),
+                    0,
+                    true,
+                ),
+                _ => return Read::Malformed,
+            };
+            let calls: Option<Vec<_>> = items.iter().map(keyed_call).collect();
+            match (calls, cut) {
+                (Some(c), true) => Read::Cut(c),
+                (Some(c), false) if !c.is_empty() => Read::Calls(c, lead + n),
+                _ => Read::Malformed,
+            }
+        }
         Body::Named { sep } => {
             let Some((function, after)) = name_then(body, sep.find) else {
                 return cut_or_malformed(body, f);
@@ -657,20 +707,27 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 let Some(v_end) = v.find(value_close) else {
                     return Read::Cut(Vec::new());
                 };
-                let raw = &v[..v_end];
-                let raw = raw.strip_prefix('\n').unwrap_or(raw);
-                let raw = raw.strip_suffix('\n').unwrap_or(raw);
-                let value = match types.is_string(&function, key) {
-                    true => Value::String(raw.to_string()),
-                    false => serde_json::from_str(raw.trim())
-                        .unwrap_or_else(|_| Value::String(raw.to_string())),
-                };
+                let value = param_value(&function, key, &v[..v_end], types);
                 if key.is_empty() {
                     return Read::Malformed;
                 }
                 args.insert(key.to_string(), value);
                 rest = &v[v_end + value_close.len()..];
             }
+        }
+    }
+}
+
+/// One XML-like argument's value: a string parameter's text (one newline each side
+/// dropped, as the families write them), any other parameter's JSON (its text as a
+/// string when it is not JSON).
+fn param_value(function: &str, key: &str, raw: &str, types: &dyn ParamTypes) -> Value {
+    let raw = raw.strip_prefix('\n').unwrap_or(raw);
+    let raw = raw.strip_suffix('\n').unwrap_or(raw);
+    match types.is_string(function, key) {
+        true => Value::String(raw.to_string()),
+        false => {
+            serde_json::from_str(raw.trim()).unwrap_or_else(|_| Value::String(raw.to_string()))
         }
     }
 }
@@ -686,10 +743,11 @@ fn cut_or_malformed(body: &str, f: &Family) -> Read {
 }
 
 /// The function name at the start of `body` and the text after `sep` (None: the name
-/// is empty or `sep` never comes).
+/// is empty or not ended yet, or `sep` never comes).
 fn name_then<'a>(body: &'a str, sep: &str) -> Option<(String, &'a str)> {
     let t = body.trim_start();
-    let end = t.find(NAME_STOP).unwrap_or(t.len());
+    // A name running to the end of the text may still grow.
+    let end = t.find(NAME_STOP)?;
     let name = &t[..end];
     let at = t[end..].find(sep)?;
     if name.is_empty() {
@@ -706,6 +764,13 @@ fn json_value(text: &str) -> Result<(Value, usize), bool> {
         Some(Err(e)) => Err(e.is_eof()),
         None => Err(true),
     }
+}
+
+/// One `{NAME: {…}}` call (the keyed body).
+fn keyed_call(v: &Value) -> Option<(String, String)> {
+    let o = v.as_object()?;
+    let (name, args) = o.iter().next().filter(|_| o.len() == 1)?;
+    args.is_object().then(|| (name.clone(), args.to_string()))
 }
 
 /// One `{name: …, args: {…}}` call.
@@ -732,6 +797,7 @@ pub fn table() -> String {
         let args = match f.body {
             Body::Object { list: true, .. } => "JSON list of call objects",
             Body::Object { .. } => "JSON call object",
+            Body::Keyed => "JSON list of {name: arguments}",
             Body::Named { .. } => "name, then a JSON object",
             Body::Params { .. } => "name, then one element per argument",
         };
