@@ -944,6 +944,28 @@ const VECTORS: &[Vector] = &[
         want_finish: "tool_calls",
         slip: false,
     },
+    Vector {
+        family: "gemma4",
+        reasoning: "none",
+        script: "<|tool_call>call:add{a:2,b:3}<tool_call|><|tool_call>call:get_weather{city:<|\"|>Rome<|\"|>}<tool_call|>",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "",
+        want_calls: &[("add", r#"{"a":2,"b":3}"#), ("get_weather", r#"{"city":"Rome"}"#)],
+        want_finish: "tool_calls",
+        slip: false,
+    },
+    Vector {
+        family: "apertus",
+        reasoning: "none",
+        script: "<|tools_prefix|>[{\"get_weather\": {\"city\": \"Bern\"}}]<|tools_suffix|>",
+        max_tokens: 400,
+        want_reasoning: "",
+        want_content: "",
+        want_calls: &[("get_weather", r#"{"city":"Bern"}"#)],
+        want_finish: "tool_calls",
+        slip: false,
+    },
     // A slip: the call without its opener, fenced, after a sentence (auto mode).
     Vector {
         family: "hermes",

@@ -34,6 +34,7 @@ mod deepseek_v3;
 mod firefunction;
 mod functionary_v31;
 mod functionary_v32;
+mod gemma4;
 mod gigachat;
 mod glm;
 mod granite;
@@ -85,6 +86,7 @@ pub static FAMILIES: &[&Family] = &[
     &granite::FAMILY,
     &functionary_v31::FAMILY,
     &functionary_v32::FAMILY,
+    &gemma4::FAMILY,
     &apertus::FAMILY,
     &firefunction::FAMILY,
     &gigachat::FAMILY,
@@ -148,6 +150,10 @@ pub enum Body {
     Keyed,
     /// The name, then `sep`, then the arguments as a JSON object.
     Named { sep: Sep },
+    /// The name, then the arguments as `{key:value,…}` with bare keys and strings
+    /// between `quote` marks (Gemma 4: `get_weather{city:<|"|>Paris<|"|>}`), keys in
+    /// sorted order as the family's template writes them.
+    Braced { quote: &'static str },
     /// The name, then `sep`, then each argument as `param` KEY `key_close` VALUE
     /// `value_close`, and `end` after the last.
     Params {
@@ -348,6 +354,12 @@ impl ToolSyntax {
                     )
                 }))
             }
+            Body::Braced { quote } => {
+                let q = markers(&format!("{{{{{quote}}}}}"), special);
+                CallGrammar::Lark(alternatives(functions, |i, f, params| {
+                    braced_rules(i, f, params, &q)
+                }))
+            }
             Body::Params {
                 sep,
                 param,
@@ -395,6 +407,53 @@ impl ToolSyntax {
             }
         }
     }
+}
+
+/// A braced call's rules: `NAME{` then its parameters in sorted key order (as the
+/// family's template writes them), each required one once and each optional one at most
+/// once, comma-separated, then `}`. `s{i}_{j}_{f}`: the parameters from the j-th on,
+/// `f` = 1 while none was written yet (no comma before the next).
+fn braced_rules(i: usize, f: &str, params: &Value, q: &str) -> String {
+    let required: Vec<&str> = params
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut props: Vec<(&String, &Value)> = params
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    props.sort_by(|a, b| a.0.cmp(b.0));
+    let n = props.len();
+    let start = if n == 0 {
+        String::new()
+    } else {
+        format!(" s{i}_0_1")
+    };
+    let mut g = format!("c{i}: {} \"{{\"{start} \"}}\"\n", lark_str(f));
+    for (j, (key, schema)) in props.iter().enumerate() {
+        let value = match schema.get("type").and_then(Value::as_str) {
+            Some("string") => format!("{q} /[^<]*/ {q}"),
+            Some("boolean") => "(\"true\" | \"false\")".to_string(),
+            _ => format!("%json {}", super::constraint::as_enforced(schema)),
+        };
+        let next = |first: u8| match j + 1 == n {
+            true => String::new(),
+            false => format!(" s{i}_{}_{first}", j + 1),
+        };
+        for first in [0u8, 1] {
+            let comma = if first == 1 { "" } else { "\",\" " };
+            let take = format!("{comma}{} \":\" {value}{}", lark_str(key), next(0));
+            let rule = match (required.contains(&key.as_str()), j + 1 == n) {
+                (true, _) => take,
+                (false, true) => format!("({take})?"),
+                (false, false) => format!("{take} |{}", next(first)),
+            };
+            g.push_str(&format!("s{i}_{j}_{first}: {rule}\n"));
+        }
+    }
+    g
 }
 
 /// `start` as one alternative per function, each rule written by `rule(index, name,
@@ -657,6 +716,22 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 _ => Read::Malformed,
             }
         }
+        Body::Braced { quote } => {
+            let Some((function, after)) = name_then(body, "{") else {
+                return cut_or_malformed(body, f);
+            };
+            let start = body.len() - after.len() - 1;
+            match braced_json(&body[start..], quote) {
+                Ok((json, Some(used))) => match serde_json::from_str::<Value>(&json) {
+                    Ok(o @ Value::Object(_)) => {
+                        Read::Calls(vec![(function, o.to_string())], start + used)
+                    }
+                    _ => Read::Malformed,
+                },
+                Ok((_, None)) => Read::Cut(Vec::new()),
+                Err(()) => Read::Malformed,
+            }
+        }
         Body::Named { sep } => {
             let Some((function, after)) = name_then(body, sep.find) else {
                 return cut_or_malformed(body, f);
@@ -716,6 +791,72 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
             }
         }
     }
+}
+
+/// A braced value (`{key:<|"|>text<|"|>,n:1}`, from its `{`) as JSON text, written left
+/// to right: bare keys and quoted strings come out once they are whole. With the length
+/// of the value once it is closed (None: the text ends inside it); Err: not such a value.
+fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), ()> {
+    let mut out = String::new();
+    let mut stack: Vec<char> = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while let Some(rest) = text.get(i..).filter(|r| !r.is_empty()) {
+        if let Some(inner) = rest.strip_prefix(quote) {
+            let Some(end) = inner.find(quote) else {
+                return Ok((out, None));
+            };
+            out.push_str(&Value::String(inner[..end].to_string()).to_string());
+            i += 2 * quote.len() + end;
+            continue;
+        }
+        if quote.starts_with(rest) {
+            // The text ends inside a quote mark.
+            return Ok((out, None));
+        }
+        let c = rest.chars().next().ok_or(())?;
+        if c == '"' {
+            match json_value(rest) {
+                Ok((_, n)) => {
+                    out.push_str(&rest[..n]);
+                    i += n;
+                    continue;
+                }
+                Err(true) => return Ok((out, None)),
+                Err(false) => return Err(()),
+            }
+        }
+        if expect_key && !c.is_whitespace() && c != '}' {
+            let Some(colon) = rest.find(':') else {
+                return Ok((out, None));
+            };
+            let key = rest[..colon].trim();
+            if key.is_empty() || key.contains(['{', '}', ',', '[', ']']) {
+                return Err(());
+            }
+            out.push_str(&Value::String(key.to_string()).to_string());
+            i += colon;
+            expect_key = false;
+            continue;
+        }
+        match c {
+            '{' => {
+                stack.push('}');
+                expect_key = true;
+            }
+            '[' => stack.push(']'),
+            // The guard pops the opener a closer must match.
+            '}' | ']' if stack.pop() != Some(c) => return Err(()),
+            ',' => expect_key = stack.last() == Some(&'}'),
+            _ => {}
+        }
+        out.push(c);
+        i += c.len_utf8();
+        if stack.is_empty() {
+            return Ok((out, Some(i)));
+        }
+    }
+    Ok((out, None))
 }
 
 /// One XML-like argument's value: a string parameter's text (one newline each side
@@ -798,6 +939,7 @@ pub fn table() -> String {
             Body::Object { list: true, .. } => "JSON list of call objects",
             Body::Object { .. } => "JSON call object",
             Body::Keyed => "JSON list of {name: arguments}",
+            Body::Braced { .. } => "name, then {key:value} (quoted strings)",
             Body::Named { .. } => "name, then a JSON object",
             Body::Params { .. } => "name, then one element per argument",
         };

@@ -98,6 +98,20 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                     None => None,
                 }
             }
+            Body::Braced { quote } => {
+                let Some((function, after)) = name_then(body, "{") else {
+                    return;
+                };
+                let start = body.len() - after.len() - 1;
+                let (json, end) = super::braced_json(&body[start..], quote).unwrap_or_default();
+                let args = compact(&json);
+                calls.push(CallProgress {
+                    name: function,
+                    done: end.is_some(),
+                    args,
+                });
+                end.map(|n| start + n)
+            }
             Body::Named { sep } => {
                 let Some((function, after)) = name_then(body, sep.find) else {
                     return;
@@ -437,6 +451,22 @@ mod tests {
             xml,
             "<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n<parameter=b>\n2\n</parameter>\n</function>\n</tool_call>",
             &[c("add", r#"{"a":1,"b":2}"#, true)],
+        );
+        let gemma = ToolSyntax::named("gemma4");
+        grows(
+            gemma,
+            "<|tool_call>call:get_weather{city:<|\"|>Rome, \"IT\"<|\"|>,days:3}<tool_call|>",
+            &[c(
+                "get_weather",
+                r#"{"city":"Rome, \"IT\"","days":3}"#,
+                true,
+            )],
+        );
+        let keyed = ToolSyntax::named("apertus");
+        grows(
+            keyed,
+            "<|tools_prefix|>[{\"add\": {\"a\": 1}}, {\"get_weather\": {\"city\": \"x\"}}]<|tools_suffix|>",
+            &[c("add", r#"{"a":1}"#, true), c("get_weather", r#"{"city":"x"}"#, true)],
         );
         let llama = Some(ToolSyntax::LLAMA3);
         grows(
