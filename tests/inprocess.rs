@@ -1158,5 +1158,62 @@ async fn family_outputs_come_back_exactly_through_every_wire() {
             "completed"
         };
         assert_eq!(r["status"], status, "{at}: {r}");
+
+        // Responses streamed: each call's item opens with its name, its arguments come
+        // in pieces, and the items closed are the calls; the final object agrees.
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let reply = c.post("/v1/responses", Some(ALICE), &streamed).await;
+        let events = common::typed_events(&reply.body);
+        let mut pieces: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut closed = Vec::new();
+        let mut last = Value::Null;
+        for (name, e) in &events {
+            match name.as_str() {
+                "response.function_call_arguments.delta" => pieces
+                    .entry(e["item_id"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(e["delta"].as_str().unwrap().to_string()),
+                "response.output_item.done" if e["item"]["type"] == "function_call" => {
+                    closed.push(e["item"].clone())
+                }
+                "response.completed" | "response.incomplete" => last = e["response"].clone(),
+                _ => {}
+            }
+        }
+        let whole: Vec<&Value> = closed
+            .iter()
+            .filter(|i| i["status"] != "incomplete")
+            .collect();
+        let done: Vec<(String, String)> = whole
+            .iter()
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap().to_string(),
+                    i["arguments"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(done, want_calls, "{at}: {events:?}");
+        for item in &whole {
+            let id = item["id"].as_str().unwrap();
+            let joined: String = pieces.get(id).map(|p| p.concat()).unwrap_or_default();
+            assert_eq!(
+                joined,
+                item["arguments"].as_str().unwrap(),
+                "{at}: {events:?}"
+            );
+            assert!(
+                v.slip || pieces[id].len() >= 2,
+                "{at}: one piece: {events:?}"
+            );
+        }
+        let final_calls: Vec<&Value> = last["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .collect();
+        assert_eq!(final_calls, whole, "{at}: {last}");
     }
 }

@@ -22,6 +22,8 @@
 use super::{sse_event, CallDelta, ChoiceBuilder, Totals, Wire};
 use crate::api::error::ApiError;
 use crate::api::tools::{self, Answer};
+use crate::engine::family::progress::progress;
+use crate::engine::family::Declared;
 use crate::engine::{FinishReason, Usage};
 use serde_json::{json, Map, Value};
 
@@ -44,6 +46,9 @@ pub struct ResponsesWire {
     reasoning: String,
     /// Streaming: the reasoning item is open (its deltas go on).
     reasoning_open: bool,
+    /// Streaming with tools: each call item opened as it was written (name, arguments
+    /// sent); they come right after the reasoning item, before any message.
+    streamed: Vec<(String, String)>,
 }
 
 impl ResponsesWire {
@@ -58,6 +63,7 @@ impl ResponsesWire {
             message_open: false,
             reasoning: String::new(),
             reasoning_open: false,
+            streamed: Vec::new(),
         }
     }
 
@@ -76,6 +82,12 @@ impl ResponsesWire {
     /// The output_index of the answer's first item (after the reasoning item, if any).
     fn base(&self) -> usize {
         usize::from(!self.reasoning.is_empty())
+    }
+
+    /// The message item's output_index: after the reasoning item, and after the call
+    /// items a stream opened before it.
+    fn message_index(&self) -> usize {
+        self.base() + self.streamed.len()
     }
 
     /// The reasoning item: the thinking as its `reasoning_text` content (no summary is
@@ -209,8 +221,19 @@ impl ResponsesWire {
         };
         let status = status_of(reason);
         if choice.shape().tools {
-            match tools::parse_answer(&text, choice.shape().syntax, &choice.shape().functions) {
-                Some(Answer::Calls(calls, before)) => return Output::Calls(calls, before, status),
+            let shape = choice.shape();
+            match tools::parse_answer(&text, shape.syntax, &shape.functions) {
+                Some(Answer::Calls(mut calls, before)) => {
+                    // Calls a stream sent as they were written keep the arguments' text it
+                    // sent (the pieces joined).
+                    let written = progress(shape.syntax, &text, &Declared(&shape.functions));
+                    for (call, seen) in calls.iter_mut().zip(&written).take(self.streamed.len()) {
+                        if seen.done && seen.name == call.0 {
+                            call.1 = seen.args.clone();
+                        }
+                    }
+                    return Output::Calls(calls, before, status);
+                }
                 Some(Answer::Content(c)) => return Output::Message(c, status),
                 // Not the generic format at all (no constraint held the answer): the text.
                 None => {}
@@ -232,7 +255,9 @@ impl ResponsesWire {
             Output::Message(text, _) if text.is_empty() && !self.reasoning.is_empty() => {}
             Output::Message(text, status) => items.push(self.message_item(text, status)),
             Output::Calls(calls, before, status) => {
-                if !before.is_empty() {
+                // A stream opened its call items first; else the text comes first.
+                let calls_first = !self.streamed.is_empty();
+                if !before.is_empty() && !calls_first {
                     items.push(self.message_item(before, status));
                 }
                 items.extend(
@@ -240,15 +265,81 @@ impl ResponsesWire {
                         .iter()
                         .enumerate()
                         .map(|(i, (name, args))| self.call_item(i, name, args, status)),
-                )
+                );
+                if !before.is_empty() && calls_first {
+                    items.push(self.message_item(before, status));
+                }
             }
         }
         items
     }
 
+    /// Stream: the end of call items opened as they were written — each one's last
+    /// argument pieces and closing events (a call the cut went through closes
+    /// incomplete, as far as it was written, and is not in the response's output), any
+    /// call the stream did not see, then the text before the calls as a message.
+    fn finish_streamed_calls(
+        &mut self,
+        calls: &[(String, String)],
+        before: &str,
+        status: &'static str,
+        out: &mut String,
+    ) {
+        let base = self.base();
+        let opened = self.streamed.len();
+        for i in 0..calls.len().max(opened) {
+            let (at, id) = (base + i, self.call_item_id(i));
+            let (name, args, item_status) = match calls.get(i) {
+                Some((name, args)) => (name.clone(), args.clone(), status),
+                None => {
+                    let (name, sent) = self.streamed.get(i).cloned().unwrap_or_default();
+                    (name, sent, "incomplete")
+                }
+            };
+            let sent = match self.streamed.get(i) {
+                Some((_, sent)) => sent.clone(),
+                None => {
+                    let added = self.call_item(i, &name, "", "in_progress");
+                    self.emit(
+                        out,
+                        "response.output_item.added",
+                        json!({"output_index": at, "item": added}),
+                    );
+                    String::new()
+                }
+            };
+            let rest = args.strip_prefix(sent.as_str()).unwrap_or("");
+            if !rest.is_empty() {
+                self.emit(
+                    out,
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": id, "output_index": at, "delta": rest}),
+                );
+            }
+            self.emit(
+                out,
+                "response.function_call_arguments.done",
+                json!({"item_id": id, "output_index": at, "name": name, "arguments": args}),
+            );
+            let done = self.call_item(i, &name, &args, item_status);
+            self.emit(
+                out,
+                "response.output_item.done",
+                json!({"output_index": at, "item": done}),
+            );
+        }
+        // The message goes after every call item the stream opened.
+        self.streamed.truncate(calls.len().max(opened));
+        if !before.is_empty() {
+            self.open_message(out);
+            self.delta(before, out);
+            self.close_message(before, status, out);
+        }
+    }
+
     /// Stream: the events of the message item after its text deltas.
     fn close_message(&mut self, text: &str, status: &str, out: &mut String) {
-        let (id, index) = (self.message_id(), self.base());
+        let (id, index) = (self.message_id(), self.message_index());
         let at = json!({"item_id": id, "output_index": index, "content_index": 0});
         let mut done = at.clone();
         extend(&mut done, json!({"text": text, "logprobs": []}));
@@ -268,7 +359,7 @@ impl ResponsesWire {
     fn open_message(&mut self, out: &mut String) {
         self.close_reasoning("completed", out);
         self.message_open = true;
-        let (item, index) = (self.message_item("", "in_progress"), self.base());
+        let (item, index) = (self.message_item("", "in_progress"), self.message_index());
         self.emit(
             out,
             "response.output_item.added",
@@ -283,7 +374,7 @@ impl ResponsesWire {
 
     fn delta(&mut self, text: &str, out: &mut String) {
         let delta = json!({
-            "item_id": self.message_id(), "output_index": self.base(), "content_index": 0,
+            "item_id": self.message_id(), "output_index": self.message_index(), "content_index": 0,
             "delta": text, "logprobs": [],
         });
         self.emit(out, "response.output_text.delta", delta);
@@ -336,8 +427,37 @@ impl Wire for ResponsesWire {
         self.reasoning.push_str(&text);
     }
 
-    /// Calls are sent whole, as items, when the answer is finished.
-    fn calls(&mut self, _: &mut ChoiceBuilder, _: Vec<CallDelta>, _: &mut String) {}
+    /// Each call's item opens as soon as its name is whole (after the reasoning item),
+    /// and its arguments follow as `function_call_arguments.delta` events.
+    fn calls(&mut self, _: &mut ChoiceBuilder, deltas: Vec<CallDelta>, out: &mut String) {
+        for d in deltas {
+            let at = self.base() + d.index;
+            if let Some(name) = d.name {
+                if self.streamed.is_empty() {
+                    self.close_reasoning("completed", out);
+                }
+                let item = self.call_item(d.index, &name, "", "in_progress");
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": at, "item": item}),
+                );
+                self.streamed.push((name, String::new()));
+            }
+            if d.arguments.is_empty() {
+                continue;
+            }
+            if let Some((_, sent)) = self.streamed.get_mut(d.index) {
+                sent.push_str(&d.arguments);
+            }
+            let id = self.call_item_id(d.index);
+            self.emit(
+                out,
+                "response.function_call_arguments.delta",
+                json!({"item_id": id, "output_index": at, "delta": d.arguments}),
+            );
+        }
+    }
 
     fn text(&mut self, _choice: &mut ChoiceBuilder, text: String, out: &mut String) {
         if !self.message_open {
@@ -373,6 +493,9 @@ impl Wire for ResponsesWire {
                     }
                 }
                 self.close_message(text, status, out);
+            }
+            Output::Calls(calls, before, status) if !self.streamed.is_empty() => {
+                self.finish_streamed_calls(calls, before, status, out);
             }
             Output::Calls(calls, before, status) => {
                 let mut base = base;

@@ -115,19 +115,27 @@ fn tool_calls_whole_and_streamed_agree() {
         shape(true, true),
         answer(&[call], FinishReason::Stop),
     );
-    let per_call = [
+    // Each call's item opens as soon as its name is written, its arguments follow as
+    // written (here the whole answer is one piece); the items close at the end.
+    let want = [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
         "response.output_item.added",
         "response.function_call_arguments.delta",
         "response.function_call_arguments.done",
         "response.output_item.done",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
     ];
-    let mut want = vec!["response.created", "response.in_progress"];
-    want.extend(per_call);
-    want.extend(per_call);
-    want.push("response.completed");
     assert_eq!(names(&events), want);
+    assert_eq!(events[2].1["item"]["name"], "f");
     assert_eq!(events[3].1["delta"], r#"{"a":1}"#);
-    assert_eq!(events[6].1["output_index"], 1);
+    assert_eq!(events[4].1["output_index"], 1);
+    assert_eq!(events[5].1["delta"], "{}");
+    assert_eq!(events[7].1["item"], whole["output"][0]);
     assert_eq!(events[10].1["response"]["output"], whole["output"]);
 }
 
