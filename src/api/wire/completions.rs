@@ -480,6 +480,61 @@ mod tests {
         assert_eq!(chunks[4]["object"], "chat.completion.chunk");
     }
 
+    /// Streamed calls after long free text (searched from the last opener's reach, not
+    /// from the start at every token), and a JSON call that counts only at the very
+    /// start of a Llama 3 answer is not announced in the middle of one.
+    #[test]
+    fn streamed_calls_are_found_after_free_text_and_only_where_they_count() {
+        use crate::engine::tool_syntax::ToolSyntax;
+        let shape = |syntax| Shape {
+            logprobs: false,
+            tools: true,
+            syntax: Some(syntax),
+            functions: Default::default(),
+            stream: true,
+        };
+        let mut text: Vec<String> = (0..200).map(|i| format!("word{i} ")).collect();
+        let call = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 12345}}\n</tool_call>";
+        let chars: Vec<char> = call.chars().collect();
+        text.extend(chars.chunks(2).map(|c| c.iter().collect::<String>()));
+        let words: Vec<&str> = text.iter().map(String::as_str).collect();
+        let (_, chunks) = testing::stream(
+            &mut meta(Kind::Chat),
+            shape(ToolSyntax::HERMES),
+            answer(&words, FinishReason::Stop),
+        );
+        let deltas: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|(_, c)| c["choices"][0]["delta"]["tool_calls"].as_array())
+            .flatten()
+            .collect();
+        assert_eq!(deltas[0]["function"]["name"], "f");
+        let joined: String = deltas
+            .iter()
+            .filter_map(|d| d["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(joined, r#"{"a":12345}"#);
+        assert!(deltas.len() >= 3, "{deltas:?}");
+
+        let mid = ["Sure: ", r#"{"name": "f", "#, r#""parameters": {}}"#];
+        let (_, chunks) = testing::stream(
+            &mut meta(Kind::Chat),
+            shape(ToolSyntax::LLAMA3),
+            answer(&mid, FinishReason::Stop),
+        );
+        assert!(
+            chunks
+                .iter()
+                .all(|(_, c)| c["choices"][0]["delta"].get("tool_calls").is_none()),
+            "{chunks:?}"
+        );
+        let content: String = chunks
+            .iter()
+            .filter_map(|(_, c)| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, r#"Sure: {"name": "f", "parameters": {}}"#);
+    }
+
     #[test]
     fn whole_and_streamed_tool_calls_agree() {
         let call = r#"{"tool_calls":[{"name":"f","arguments":{"a":1}}]}"#;

@@ -10,7 +10,7 @@ pub mod completions;
 pub mod responses;
 
 use super::error::ApiError;
-use crate::engine::family::progress::progress;
+use crate::engine::family::progress::{first_opener, progress};
 use crate::engine::family::Declared;
 use crate::engine::tool_syntax::ToolSyntax;
 use crate::engine::{Event, FinishReason, TokenLogprob, Usage};
@@ -73,6 +73,9 @@ pub struct ChoiceBuilder {
     offset: usize,
     /// A stream with tools: for each call announced, the bytes of its arguments sent.
     sent_calls: Vec<usize>,
+    /// A stream with tools: where in `held` the first call can still begin (free text
+    /// before it is not searched again at every token).
+    scan_from: usize,
 }
 
 impl ChoiceBuilder {
@@ -85,6 +88,7 @@ impl ChoiceBuilder {
             pending: Vec::new(),
             offset: 0,
             sent_calls: Vec::new(),
+            scan_from: 0,
         }
     }
 
@@ -140,11 +144,15 @@ impl ChoiceBuilder {
     /// A stream with tools: the calls the held answer has begun since the last look, as
     /// deltas (each call's name once, then its arguments piece by piece).
     fn call_deltas(&mut self) -> Step {
+        let from = self.scan_from.min(self.held.len());
         let calls = progress(
             self.shape.syntax,
-            &self.held,
+            self.held.get(from..).unwrap_or(""),
             &Declared(&self.shape.functions),
         );
+        if calls.is_empty() {
+            self.scan_from = self.call_can_begin_from();
+        }
         let mut deltas = Vec::new();
         for (index, call) in calls.into_iter().enumerate() {
             let name = match self.sent_calls.get(index) {
@@ -171,6 +179,35 @@ impl ChoiceBuilder {
             true => Step::Nothing,
             false => Step::Calls(deltas),
         }
+    }
+
+    /// Where the first call can still begin, no call having begun in `held`: at an
+    /// opener already written, else within the longest opener's length of its end; the
+    /// start where a call is JSON at the answer's very start (the generic envelope,
+    /// Llama 3), which is read from there.
+    fn call_can_begin_from(&self) -> usize {
+        let Some(syntax) = self.shape.syntax else {
+            // The envelope is the whole answer: from its start, or never.
+            return match self.held.trim_start().starts_with('{') {
+                true => 0,
+                false => self.held.len(),
+            };
+        };
+        if syntax.family().json_at_start {
+            // A JSON call counts only at the very start: the text is read from there.
+            return 0;
+        }
+        // An opener already written (its call's name not whole yet) is where to look.
+        let from = self.scan_from.min(self.held.len());
+        if let Some(at) = first_opener(syntax, self.held.get(from..).unwrap_or("")) {
+            return from + at;
+        }
+        let longest = syntax.family().call_open.iter().map(|o| o.len()).max();
+        let mut at = self.held.len().saturating_sub(longest.unwrap_or(0));
+        while !self.held.is_char_boundary(at) {
+            at -= 1;
+        }
+        at.max(from)
     }
 
     /// A stream: for each call announced, the bytes of its arguments sent so far.

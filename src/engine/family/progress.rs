@@ -181,6 +181,12 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
     }
 }
 
+/// Where in `text` the family's first call opener starts (a call may be begun there
+/// whose name is not whole yet).
+pub fn first_opener(syntax: ToolSyntax, text: &str) -> Option<usize> {
+    super::find_open(syntax.0, text).map(|(at, _)| at)
+}
+
 /// Call objects one after another (a Hermes block may hold several): the bytes they
 /// took when the last one is whole.
 fn objects_progress(
