@@ -113,6 +113,14 @@ pub const FORMATS: &[ReasoningFormat] = &[
         answer_headers: &["<|START_RESPONSE|>"],
     },
     ReasoningFormat {
+        name: "minimax-m3",
+        open: "<mm:think>",
+        close: "</mm:think>",
+        before_close: "",
+        after_close: "",
+        answer_headers: &[],
+    },
+    ReasoningFormat {
         name: "kimi-k3",
         open: "<|open|>think<|sep|>",
         close: "<|close|>think<|sep|>",

@@ -725,12 +725,12 @@ pub const EXPECTED_FAMILY: &[(&str, &str)] = &[
     ("Kimi-K2-Thinking", "kimi-k2"),
     ("Kimi-K3", "kimi-k3"),
     ("LFM2-8B-A1B", "generic"),
-    ("LFM2.5-8B-A1B", "generic"),
+    ("LFM2.5-8B-A1B", "lfm2"),
     ("LFM2.5-Instruct", "generic"),
     ("MiMo-VL", "hermes"),
     ("MiniMax-M1", "minimax-m1"),
     ("MiniMax-M2", "minimax-m2"),
-    ("MiniMax-M3", "generic"),
+    ("MiniMax-M3", "minimax-m3"),
     ("Mistral-Small-3.2-24B-Instruct-2506", "mistral-args"),
     ("NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "qwen3-coder"),
     ("NVIDIA-Nemotron-Nano-v2", "nemotron"),
@@ -779,7 +779,7 @@ pub const EXPECTED_FAMILY: &[(&str, &str)] = &[
     ("tencent-Hy3", "hunyuan"),
     ("unsloth-Apriel-1.5", "apriel"),
     ("unsloth-mistral-Devstral-Small-2507", "mistral-args"),
-    ("upstage-Solar-Open-100B", "generic"),
+    ("upstage-Solar-Open-100B", "solar"),
 ];
 
 /// The chat-template corpus (llama.cpp's models/templates/, fetched by

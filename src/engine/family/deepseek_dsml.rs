@@ -15,6 +15,7 @@ const BODY: Body = Body::Params {
         lark: "\"\\\" string=\\\"\" (\"true\" | \"false\") \"\\\">\"",
     },
     value_close: "</｜DSML｜parameter>",
+    close_names_key: false,
     end: "</｜DSML｜invoke>",
 };
 

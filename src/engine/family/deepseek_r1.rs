@@ -18,6 +18,7 @@ pub static FAMILY: Family = Family {
         "<｜tool▁call▁begin｜>",
     ],
     body: Body::Named {
+        pre: None,
         sep: Sep {
             find: "```json",
             lark: "\"\\n```json\\n\"",

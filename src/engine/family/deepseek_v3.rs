@@ -14,6 +14,7 @@ pub static FAMILY: Family = Family {
     call_open: &["<｜tool▁call▁begin｜>"],
     noise: &["<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"],
     body: Body::Named {
+        pre: None,
         sep: Sep {
             find: "<｜tool▁sep｜>",
             lark: "{{<｜tool▁sep｜>}}",

@@ -14,6 +14,7 @@ pub static FAMILY: Family = Family {
     call_open: &["<function="],
     noise: &["<|eom_id|>"],
     body: Body::Named {
+        pre: None,
         sep: Sep {
             find: ">",
             lark: "\">\"",

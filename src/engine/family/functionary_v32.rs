@@ -14,6 +14,7 @@ pub static FAMILY: Family = Family {
     call_open: &[">>>"],
     noise: &["all\n"],
     body: Body::Named {
+        pre: None,
         sep: Sep {
             find: "\n",
             lark: "\"\\n\"",

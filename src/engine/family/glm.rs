@@ -24,6 +24,7 @@ pub static FAMILY: Family = Family {
             lark: "\"</arg_key>\" \"\\n\"? \"<arg_value>\"",
         },
         value_close: "</arg_value>",
+        close_names_key: false,
         end: "</tool_call>",
     },
     closer: "",

@@ -25,6 +25,7 @@ pub static FAMILY: Family = Family {
         "<|call|>",
     ],
     body: Body::Named {
+        pre: None,
         sep: Sep {
             find: "<|message|>",
             lark: "\" \" {{<|constrain|>}} \"json\" {{<|message|>}}",

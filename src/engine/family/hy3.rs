@@ -24,6 +24,7 @@ pub static FAMILY: Family = Family {
             lark: "\"</arg_key:opensource>\" \"\\n\"? \"<arg_value:opensource>\"",
         },
         value_close: "</arg_value:opensource>",
+        close_names_key: false,
         end: "</tool_call:opensource>",
     },
     closer: "\n</tool_calls:opensource>",

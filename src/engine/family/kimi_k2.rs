@@ -14,6 +14,7 @@ pub static FAMILY: Family = Family {
     call_open: &["<|tool_call_begin|>functions.", "<|tool_call_begin|>"],
     noise: &["<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"],
     body: Body::Named {
+        pre: None,
         sep: Sep {
             find: "<|tool_call_argument_begin|>",
             lark: "\":\" /[0-9]{1,2}/ {{<|tool_call_argument_begin|>}}",

@@ -31,6 +31,7 @@ pub static FAMILY: Family = Family {
             lark: "\"\\\" type=\\\"\" /[a-z]{1,12}/ \"\\\"\" {{<|sep|>}}",
         },
         value_close: "<|close|>argument<|sep|>",
+        close_names_key: false,
         end: "<|close|>call<|sep|>",
     },
     closer: "<|close|>tools<|sep|>",

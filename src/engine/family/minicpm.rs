@@ -24,6 +24,7 @@ pub static FAMILY: Family = Family {
             lark: "\"\\\">\"",
         },
         value_close: "</param>",
+        close_names_key: false,
         end: "</function>",
     },
     closer: "",

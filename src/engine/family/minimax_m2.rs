@@ -24,6 +24,7 @@ pub static FAMILY: Family = Family {
             lark: "\"\\\">\"",
         },
         value_close: "</parameter>",
+        close_names_key: false,
         end: "</invoke>",
     },
     closer: "\n</minimax:tool_call>",

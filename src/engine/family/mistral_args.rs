@@ -14,6 +14,7 @@ pub static FAMILY: Family = Family {
     call_open: &["[TOOL_CALLS]"],
     noise: &[],
     body: Body::Named {
+        pre: None,
         sep: Sep {
             find: "[ARGS]",
             lark: "{{[ARGS]}}",

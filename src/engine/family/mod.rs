@@ -43,17 +43,21 @@ mod hermes;
 mod hy3;
 mod kimi_k2;
 mod kimi_k3;
+mod lfm2;
 mod llama3;
 mod minicpm;
 mod minimax_m1;
 mod minimax_m2;
+mod minimax_m3;
 mod mistral;
 mod mistral_args;
 mod muse;
 mod nemotron;
 pub mod progress;
+mod python;
 mod qwen3_coder;
 mod seed_oss;
+mod solar;
 
 #[cfg(test)]
 mod vectors;
@@ -68,6 +72,7 @@ pub static FAMILIES: &[&Family] = &[
     &seed_oss::FAMILY,
     &glm::FAMILY,
     &hy3::FAMILY,
+    &minimax_m3::FAMILY,
     &minimax_m2::FAMILY,
     &muse::FAMILY,
     &deepseek_dsml::FAMILY_V32,
@@ -87,8 +92,10 @@ pub static FAMILIES: &[&Family] = &[
     &functionary_v31::FAMILY,
     &functionary_v32::FAMILY,
     &gemma4::FAMILY,
+    &lfm2::FAMILY,
     &apertus::FAMILY,
     &firefunction::FAMILY,
+    &solar::FAMILY,
     &gigachat::FAMILY,
     &gigachat::FAMILY_V3,
     &minicpm::FAMILY,
@@ -148,19 +155,24 @@ pub enum Body {
     /// A JSON list of objects, each with one key: the function's name, its value the
     /// arguments (`[{"get_weather": {"city": "Paris"}}]`, Apertus).
     Keyed,
-    /// The name, then `sep`, then the arguments as a JSON object.
-    Named { sep: Sep },
+    /// The name, then `sep`, then the arguments as a JSON object; `pre`: what comes
+    /// before the name (Solar Open writes a call id there).
+    Named { pre: Option<Sep>, sep: Sep },
     /// The name, then the arguments as `{key:value,…}` with bare keys and strings
     /// between `quote` marks (Gemma 4: `get_weather{city:<|"|>Paris<|"|>}`), keys in
     /// sorted order as the family's template writes them.
     Braced { quote: &'static str },
+    /// A Python list of calls: `[NAME(key=value, …), …]` (`python`).
+    Pythonic,
     /// The name, then `sep`, then each argument as `param` KEY `key_close` VALUE
-    /// `value_close`, and `end` after the last.
+    /// `value_close` (then KEY and `>` again when `close_names_key`, as in
+    /// `<city>Paris</city>`), and `end` after the last.
     Params {
         sep: Sep,
         param: &'static str,
         key_close: Sep,
         value_close: &'static str,
+        close_names_key: bool,
         end: &'static str,
     },
 }
@@ -344,11 +356,12 @@ impl ToolSyntax {
                 CallGrammar::Schema(json!({"type": "array", "items": {"anyOf": calls},
                     "minItems": 1, "maxItems": max_calls.max(1)}))
             }
-            Body::Named { sep } => {
+            Body::Named { pre, sep } => {
                 let sep = markers(sep.lark, special);
+                let pre = pre.map_or(String::new(), |p| markers(p.lark, special) + " ");
                 CallGrammar::Lark(alternatives(functions, |i, f, params| {
                     format!(
-                        "c{i}: {} {sep} %json {}\n",
+                        "c{i}: {pre}{} {sep} %json {}\n",
                         lark_str(f),
                         super::constraint::as_enforced(params)
                     )
@@ -356,19 +369,54 @@ impl ToolSyntax {
             }
             Body::Braced { quote } => {
                 let q = markers(&format!("{{{{{quote}}}}}"), special);
+                let style = ArgList {
+                    open: "{",
+                    close: "}",
+                    assign: ":",
+                    string: format!("{q} /[^<]*/ {q}"),
+                    boolean: "(\"true\" | \"false\")",
+                    sorted: true,
+                };
                 CallGrammar::Lark(alternatives(functions, |i, f, params| {
-                    braced_rules(i, f, params, &q)
+                    arg_list_rules(i, f, params, &style)
                 }))
+            }
+            Body::Pythonic => {
+                let style = ArgList {
+                    open: "(",
+                    close: ")",
+                    assign: "=",
+                    string: "/'([^'\\\\\\n]|\\\\.)*'/".to_string(),
+                    boolean: "(\"True\" | \"False\")",
+                    sorted: false,
+                };
+                let mut g = alternatives(functions, |i, f, params| {
+                    arg_list_rules(i, f, params, &style)
+                });
+                // `[call, call, …]`, at most `max_calls` calls.
+                g = g.replacen("start:", "call:", 1);
+                let mut list = "call".to_string();
+                for _ in 1..max_calls.max(1) {
+                    list = format!("call (\",\" \" \"? {list})?");
+                }
+                CallGrammar::Lark(format!("start: \"[\" {list} \"]\"\n{g}"))
             }
             Body::Params {
                 sep,
                 param,
                 key_close,
                 value_close,
+                close_names_key,
                 end,
             } => {
                 let sep = markers(sep.lark, special);
                 let key_close = markers(key_close.lark, special);
+                // A string value is text up to the closer: neither `<` nor the closer's
+                // first character (MiniMax M3's begins with `]`).
+                let text = match value_close.chars().next() {
+                    Some(c) if c != '<' && c.is_ascii_punctuation() => format!("/[^<\\{c}]*/"),
+                    _ => "/[^<]*/".to_string(),
+                };
                 let (param, value_close, end) = (
                     lark_str(param),
                     lark_str(value_close),
@@ -385,7 +433,7 @@ impl ToolSyntax {
                     let props = params.get("properties").and_then(Value::as_object);
                     for (j, (key, schema)) in props.into_iter().flatten().enumerate() {
                         let value = match is_string(schema) {
-                            true => "/[^<]*/".to_string(),
+                            true => text.clone(),
                             false => format!(
                                 "\"\\n\"? %json {} \"\\n\"?",
                                 super::constraint::as_enforced(schema)
@@ -397,8 +445,12 @@ impl ToolSyntax {
                             "?"
                         };
                         rule.push_str(&format!(" p{i}_{j}{optional}"));
+                        let named = match close_names_key {
+                            true => format!(" {} \">\"", lark_str(key)),
+                            false => String::new(),
+                        };
                         defs.push_str(&format!(
-                            "p{i}_{j}: {param} {} {key_close} {value} {value_close} \"\\n\"?\n",
+                            "p{i}_{j}: {param} {} {key_close} {value} {value_close}{named} \"\\n\"?\n",
                             lark_str(key)
                         ));
                     }
@@ -409,11 +461,24 @@ impl ToolSyntax {
     }
 }
 
-/// A braced call's rules: `NAME{` then its parameters in sorted key order (as the
-/// family's template writes them), each required one once and each optional one at most
-/// once, comma-separated, then `}`. `s{i}_{j}_{f}`: the parameters from the j-th on,
-/// `f` = 1 while none was written yet (no comma before the next).
-fn braced_rules(i: usize, f: &str, params: &Value, q: &str) -> String {
+/// How a call's arguments are written as a list of `key<assign>value` (Gemma 4's braces,
+/// Python's call syntax).
+struct ArgList<'a> {
+    open: &'a str,
+    close: &'a str,
+    assign: &'a str,
+    /// A string value's Lark fragment.
+    string: String,
+    /// `true`/`false` in the family's spelling.
+    boolean: &'a str,
+    /// Keys in sorted order (as Gemma 4's template writes them), else the schema's.
+    sorted: bool,
+}
+
+/// A call's rules: `NAME` `open`, its parameters each required one once and each optional
+/// one at most once, comma-separated, then `close`. `s{i}_{j}_{f}`: the parameters from
+/// the j-th on, `f` = 1 while none was written yet (no comma before the next).
+fn arg_list_rules(i: usize, f: &str, params: &Value, style: &ArgList<'_>) -> String {
     let required: Vec<&str> = params
         .get("required")
         .and_then(Value::as_array)
@@ -424,18 +489,25 @@ fn braced_rules(i: usize, f: &str, params: &Value, q: &str) -> String {
         .and_then(Value::as_object)
         .map(|p| p.iter().collect())
         .unwrap_or_default();
-    props.sort_by(|a, b| a.0.cmp(b.0));
+    if style.sorted {
+        props.sort_by(|a, b| a.0.cmp(b.0));
+    }
     let n = props.len();
     let start = if n == 0 {
         String::new()
     } else {
         format!(" s{i}_0_1")
     };
-    let mut g = format!("c{i}: {} \"{{\"{start} \"}}\"\n", lark_str(f));
+    let (open, close, assign) = (
+        lark_str(style.open),
+        lark_str(style.close),
+        lark_str(style.assign),
+    );
+    let mut g = format!("c{i}: {} {open}{start} {close}\n", lark_str(f));
     for (j, (key, schema)) in props.iter().enumerate() {
         let value = match schema.get("type").and_then(Value::as_str) {
-            Some("string") => format!("{q} /[^<]*/ {q}"),
-            Some("boolean") => "(\"true\" | \"false\")".to_string(),
+            Some("string") => style.string.clone(),
+            Some("boolean") => style.boolean.to_string(),
             _ => format!("%json {}", super::constraint::as_enforced(schema)),
         };
         let next = |first: u8| match j + 1 == n {
@@ -443,8 +515,8 @@ fn braced_rules(i: usize, f: &str, params: &Value, q: &str) -> String {
             false => format!(" s{i}_{}_{first}", j + 1),
         };
         for first in [0u8, 1] {
-            let comma = if first == 1 { "" } else { "\",\" " };
-            let take = format!("{comma}{} \":\" {value}{}", lark_str(key), next(0));
+            let comma = if first == 1 { "" } else { "\",\" \" \"? " };
+            let take = format!("{comma}{} {assign} {value}{}", lark_str(key), next(0));
             let rule = match (required.contains(&key.as_str()), j + 1 == n) {
                 (true, _) => take,
                 (false, true) => format!("({take})?"),
@@ -716,6 +788,29 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 _ => Read::Malformed,
             }
         }
+        Body::Pythonic => {
+            let lead = body.len() - body.trim_start().len();
+            let rest = &body[lead..];
+            if rest.is_empty() {
+                return Read::Cut(Vec::new());
+            }
+            let Ok((calls, end)) = python::calls(rest) else {
+                return Read::Malformed;
+            };
+            let whole: Vec<(String, String)> = calls
+                .into_iter()
+                .filter(|c| c.end.is_some())
+                .map(|c| {
+                    let args: serde_json::Map<String, Value> = c.args.into_iter().collect();
+                    (c.name, Value::Object(args).to_string())
+                })
+                .collect();
+            match end {
+                Some(n) if !whole.is_empty() => Read::Calls(whole, lead + n),
+                Some(_) => Read::Malformed,
+                None => Read::Cut(whole),
+            }
+        }
         Body::Braced { quote } => {
             let Some((function, after)) = name_then(body, "{") else {
                 return cut_or_malformed(body, f);
@@ -732,8 +827,15 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 Err(()) => Read::Malformed,
             }
         }
-        Body::Named { sep } => {
-            let Some((function, after)) = name_then(body, sep.find) else {
+        Body::Named { pre, sep } => {
+            let named = match pre {
+                Some(p) => match body.find(p.find) {
+                    Some(at) => &body[at + p.find.len()..],
+                    None => return cut_or_malformed(body, f),
+                },
+                None => body,
+            };
+            let Some((function, after)) = name_then(named, sep.find) else {
                 return cut_or_malformed(body, f);
             };
             let start = body.len() - after.len();
@@ -753,6 +855,7 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
             param,
             key_close,
             value_close,
+            close_names_key,
             end,
         } => {
             let Some((function, mut rest)) = name_then(body, sep.find) else {
@@ -788,6 +891,14 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 }
                 args.insert(key.to_string(), value);
                 rest = &v[v_end + value_close.len()..];
+                if close_names_key {
+                    let named = format!("{key}>");
+                    rest = match rest.strip_prefix(named.as_str()) {
+                        Some(r) => r,
+                        None if named.starts_with(rest) => return Read::Cut(Vec::new()),
+                        None => return Read::Malformed,
+                    };
+                }
             }
         }
     }
@@ -940,6 +1051,7 @@ pub fn table() -> String {
             Body::Object { .. } => "JSON call object",
             Body::Keyed => "JSON list of {name: arguments}",
             Body::Braced { .. } => "name, then {key:value} (quoted strings)",
+            Body::Pythonic => "Python list of calls",
             Body::Named { .. } => "name, then a JSON object",
             Body::Params { .. } => "name, then one element per argument",
         };

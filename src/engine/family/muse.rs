@@ -23,6 +23,7 @@ pub static FAMILY: Family = Family {
             lark: "\"\\\">\"",
         },
         value_close: "</atem:parameter>",
+        close_names_key: false,
         end: "</atem:invoke>",
     },
     closer: "\n</atem:function_calls>",

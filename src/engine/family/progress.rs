@@ -98,6 +98,29 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                     None => None,
                 }
             }
+            Body::Pythonic => {
+                let t = body.trim_start();
+                let Ok((begun, end)) = super::python::calls(t) else {
+                    return;
+                };
+                for c in begun {
+                    let items: Vec<String> = c
+                        .args
+                        .iter()
+                        .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                        .collect();
+                    let mut args = format!("{{{}", items.join(","));
+                    if c.end.is_some() {
+                        args.push('}');
+                    }
+                    calls.push(CallProgress {
+                        name: c.name,
+                        args,
+                        done: c.end.is_some(),
+                    });
+                }
+                end.map(|n| body.len() - t.len() + n)
+            }
             Body::Braced { quote } => {
                 let Some((function, after)) = name_then(body, "{") else {
                     return;
@@ -112,8 +135,15 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                 });
                 end.map(|n| start + n)
             }
-            Body::Named { sep } => {
-                let Some((function, after)) = name_then(body, sep.find) else {
+            Body::Named { pre, sep } => {
+                let named = match pre {
+                    Some(p) => match body.find(p.find) {
+                        Some(at) => &body[at + p.find.len()..],
+                        None => return,
+                    },
+                    None => body,
+                };
+                let Some((function, after)) = name_then(named, sep.find) else {
                     return;
                 };
                 let lead = after.len() - after.trim_start().len();
@@ -135,6 +165,7 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                 param,
                 key_close,
                 value_close,
+                close_names_key,
                 end,
             } => {
                 let Some((function, mut p)) = name_then(body, sep.find) else {
@@ -158,9 +189,17 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                     let Some(v_end) = v.find(value_close) else {
                         break None;
                     };
+                    let rest = &v[v_end + value_close.len()..];
+                    let rest = match close_names_key {
+                        true => match rest.strip_prefix(key).and_then(|r| r.strip_prefix('>')) {
+                            Some(r) => r,
+                            None => break None,
+                        },
+                        false => rest,
+                    };
                     let value = super::param_value(&function, key, &v[..v_end], types);
                     items.push(format!("{}:{value}", Value::String(key.to_string())));
-                    p = &v[v_end + value_close.len()..];
+                    p = rest;
                 };
                 let mut args = format!("{{{}", items.join(","));
                 if done.is_some() {

@@ -16,6 +16,7 @@ pub const BODY: Body = Body::Params {
         lark: "\">\"",
     },
     value_close: "</parameter>",
+    close_names_key: false,
     end: "</function>",
 };
 
