@@ -794,9 +794,7 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
             if rest.is_empty() {
                 return Read::Cut(Vec::new());
             }
-            let Ok((calls, end)) = python::calls(rest) else {
-                return Read::Malformed;
-            };
+            let (calls, end) = python::calls(rest);
             let whole: Vec<(String, String)> = calls
                 .into_iter()
                 .filter(|c| c.end.is_some())
@@ -806,9 +804,9 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 })
                 .collect();
             match end {
-                Some(n) if !whole.is_empty() => Read::Calls(whole, lead + n),
-                Some(_) => Read::Malformed,
-                None => Read::Cut(whole),
+                python::End::Closed(n) if !whole.is_empty() => Read::Calls(whole, lead + n),
+                python::End::Closed(_) | python::End::Malformed => Read::Malformed,
+                python::End::Open => Read::Cut(whole),
             }
         }
         Body::Braced { quote } => {
@@ -824,7 +822,7 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                     _ => Read::Malformed,
                 },
                 Ok((_, None)) => Read::Cut(Vec::new()),
-                Err(()) => Read::Malformed,
+                Err(_) => Read::Malformed,
             }
         }
         Body::Named { pre, sep } => {
@@ -906,8 +904,9 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
 
 /// A braced value (`{key:<|"|>text<|"|>,n:1}`, from its `{`) as JSON text, written left
 /// to right: bare keys and quoted strings come out once they are whole. With the length
-/// of the value once it is closed (None: the text ends inside it); Err: not such a value.
-fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), ()> {
+/// of the value once it is closed (None: the text ends inside it); Err: not such a value
+/// (with what was read before the malformed part).
+fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), String> {
     let mut out = String::new();
     let mut stack: Vec<char> = Vec::new();
     let mut expect_key = false;
@@ -925,7 +924,9 @@ fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), ()> {
             // The text ends inside a quote mark.
             return Ok((out, None));
         }
-        let c = rest.chars().next().ok_or(())?;
+        let Some(c) = rest.chars().next() else {
+            return Ok((out, None));
+        };
         if c == '"' {
             match json_value(rest) {
                 Ok((_, n)) => {
@@ -934,7 +935,7 @@ fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), ()> {
                     continue;
                 }
                 Err(true) => return Ok((out, None)),
-                Err(false) => return Err(()),
+                Err(false) => return Err(out),
             }
         }
         if expect_key && !c.is_whitespace() && c != '}' {
@@ -943,7 +944,7 @@ fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), ()> {
             };
             let key = rest[..colon].trim();
             if key.is_empty() || key.contains(['{', '}', ',', '[', ']']) {
-                return Err(());
+                return Err(out);
             }
             out.push_str(&Value::String(key.to_string()).to_string());
             i += colon;
@@ -957,7 +958,7 @@ fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), ()> {
             }
             '[' => stack.push(']'),
             // The guard pops the opener a closer must match.
-            '}' | ']' if stack.pop() != Some(c) => return Err(()),
+            '}' | ']' if stack.pop() != Some(c) => return Err(out),
             ',' => expect_key = stack.last() == Some(&'}'),
             _ => {}
         }

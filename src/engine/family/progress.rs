@@ -100,9 +100,7 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
             }
             Body::Pythonic => {
                 let t = body.trim_start();
-                let Ok((begun, end)) = super::python::calls(t) else {
-                    return;
-                };
+                let (begun, end) = super::python::calls(t);
                 for c in begun {
                     let items: Vec<String> = c
                         .args
@@ -119,14 +117,18 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                         done: c.end.is_some(),
                     });
                 }
-                end.map(|n| body.len() - t.len() + n)
+                match end {
+                    super::python::End::Closed(n) => Some(body.len() - t.len() + n),
+                    _ => None,
+                }
             }
             Body::Braced { quote } => {
                 let Some((function, after)) = name_then(body, "{") else {
                     return;
                 };
                 let start = body.len() - after.len() - 1;
-                let (json, end) = super::braced_json(&body[start..], quote).unwrap_or_default();
+                let (json, end) =
+                    super::braced_json(&body[start..], quote).unwrap_or_else(|read| (read, None));
                 let args = compact(&json);
                 calls.push(CallProgress {
                     name: function,

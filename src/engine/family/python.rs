@@ -19,18 +19,31 @@ pub struct PyCall {
     pub end: Option<usize>,
 }
 
-/// The calls of a `[…]` list (`text` from its `[`): the calls begun, and the list's
-/// length once its `]` came; Err when the text is not such a list.
-pub fn calls(text: &str) -> Result<(Vec<PyCall>, Option<usize>), ()> {
+/// How far a list or a call's arguments went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Closed: its length.
+    Closed(usize),
+    /// The text ends inside it.
+    Open,
+    /// Something that is not a call list follows what was read.
+    Malformed,
+}
+
+/// The calls of a `[…]` list (`text` from its `[`): the calls begun (what was read of
+/// each, also when a malformed part follows), and how far the list went.
+pub fn calls(text: &str) -> (Vec<PyCall>, End) {
     let mut out = Vec::new();
-    let mut i = text.strip_prefix('[').map(|_| 1).ok_or(())?;
+    let Some(mut i) = text.strip_prefix('[').map(|_| 1) else {
+        return (out, End::Malformed);
+    };
     loop {
         i = skip(text, i);
         let Some(rest) = text.get(i..).filter(|r| !r.is_empty()) else {
-            return Ok((out, None));
+            return (out, End::Open);
         };
         if rest.starts_with(']') {
-            return Ok((out, Some(i + 1)));
+            return (out, End::Closed(i + 1));
         }
         if let Some(r) = rest.strip_prefix(',') {
             i = text.len() - r.len();
@@ -41,21 +54,24 @@ pub fn calls(text: &str) -> Result<(Vec<PyCall>, Option<usize>), ()> {
             .unwrap_or(rest.len());
         let name = &rest[..name_len];
         let Some(after) = rest.get(name_len..).filter(|a| !a.is_empty()) else {
-            return Ok((out, None));
+            return (out, End::Open);
         };
         if name.is_empty() || !after.starts_with('(') {
-            return Err(());
+            return (out, End::Malformed);
         }
-        let (args, used) = call_args(&after[1..])?;
-        let end = used.map(|n| i + name_len + 1 + n);
+        let (args, end) = call_args(&after[1..]);
+        let closed = match end {
+            End::Closed(n) => Some(i + name_len + 1 + n),
+            End::Open | End::Malformed => None,
+        };
         out.push(PyCall {
             name: name.to_string(),
             args,
-            end,
+            end: closed,
         });
-        match end {
-            Some(e) => i = e,
-            None => return Ok((out, None)),
+        match (closed, end) {
+            (Some(e), _) => i = e,
+            (None, end) => return (out, end),
         }
     }
 }
@@ -63,38 +79,41 @@ pub fn calls(text: &str) -> Result<(Vec<PyCall>, Option<usize>), ()> {
 /// A call's arguments read whole, in order.
 type Args = Vec<(String, Value)>;
 
-/// `key=value, …)` (`text` after the `(`): the arguments read whole, and the length up
-/// to and with the `)` once it came.
-fn call_args(text: &str) -> Result<(Args, Option<usize>), ()> {
+/// `key=value, …)` (`text` after the `(`): the arguments read whole, and how far the
+/// call went (closed: the length up to and with its `)`).
+fn call_args(text: &str) -> (Args, End) {
     let mut args = Vec::new();
     let mut i = 0;
     loop {
         i = skip(text, i);
         let Some(rest) = text.get(i..).filter(|r| !r.is_empty()) else {
-            return Ok((args, None));
+            return (args, End::Open);
         };
         if rest.starts_with(')') {
-            return Ok((args, Some(i + 1)));
+            return (args, End::Closed(i + 1));
         }
         if let Some(r) = rest.strip_prefix(',') {
             i = text.len() - r.len();
             continue;
         }
-        let Some(eq) = rest.find('=') else {
-            return Ok((args, None));
+        let key_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let after_key = skip(rest, key_len);
+        let Some(after) = rest.get(after_key..).filter(|a| !a.is_empty()) else {
+            return (args, End::Open);
         };
-        let key = rest[..eq].trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(());
+        if key_len == 0 || !after.starts_with('=') {
+            return (args, End::Malformed);
         }
-        let v_at = skip(rest, eq + 1);
+        let v_at = skip(rest, after_key + 1);
         match value(rest.get(v_at..).unwrap_or(""), 0) {
             Ok((v, n)) => {
-                args.push((key.to_string(), v));
+                args.push((rest[..key_len].to_string(), v));
                 i += v_at + n;
             }
-            Err(true) => return Ok((args, None)),
-            Err(false) => return Err(()),
+            Err(true) => return (args, End::Open),
+            Err(false) => return (args, End::Malformed),
         }
     }
 }
@@ -204,8 +223,8 @@ fn container(text: &str, open: char, depth: usize) -> Result<(Value, usize), boo
 mod tests {
     use super::*;
 
-    fn read(text: &str) -> (Vec<(String, String, bool)>, Option<usize>) {
-        let (calls, end) = calls(text).unwrap();
+    fn read(text: &str) -> (Vec<(String, String, bool)>, End) {
+        let (calls, end) = calls(text);
         let calls = calls
             .into_iter()
             .map(|c| {
@@ -220,7 +239,7 @@ mod tests {
     fn python_literals_become_json() {
         let text = r#"[get_weather(city='New York', units="metric"), add(a=1, b=-2.5, c=True, d=None, e=[1, 'x'], f={'k': False})]"#;
         let (calls, end) = read(text);
-        assert_eq!(end, Some(text.len()));
+        assert_eq!(end, End::Closed(text.len()));
         assert_eq!(
             calls,
             vec![
@@ -242,16 +261,18 @@ mod tests {
     #[test]
     fn a_cut_list_keeps_what_is_whole() {
         let (begun, end) = read("[get_weather(city='Paris'), add(a=1, b=");
-        assert_eq!(end, None);
+        assert_eq!(end, End::Open);
         assert_eq!(
             begun[0],
             ("get_weather".into(), r#"{"city":"Paris"}"#.into(), true)
         );
         assert_eq!(begun[1], ("add".into(), r#"{"a":1}"#.into(), false));
-        assert!(calls("get_weather(city='x')").is_err());
-        assert!(calls("[get weather]").is_err());
-        assert!(calls("[f(a=import os)]").is_err());
+        assert_eq!(calls("get_weather(city='x')").1, End::Malformed);
+        assert_eq!(calls("[get weather]").1, End::Malformed);
+        // What was read before a malformed part stays read (a stream sent it).
+        let (begun, end) = read("[f(a=1, b=import os)]");
+        assert_eq!((begun[0].1.as_str(), end), (r#"{"a":1}"#, End::Malformed));
         let deep = format!("[f(a={}{})]", "[".repeat(40), "]".repeat(40));
-        assert!(calls(&deep).is_err());
+        assert_eq!(calls(&deep).1, End::Malformed);
     }
 }
