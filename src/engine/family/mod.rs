@@ -425,11 +425,7 @@ impl ToolSyntax {
                 CallGrammar::Lark(alternatives(functions, |i, f, params| {
                     let mut rule = format!("c{i}: {} {sep}", lark_str(f));
                     let mut defs = String::new();
-                    let required: Vec<&str> = params
-                        .get("required")
-                        .and_then(Value::as_array)
-                        .map(|r| r.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
+                    let required = required_keys(params);
                     let props = params.get("properties").and_then(Value::as_object);
                     for (j, (key, schema)) in props.into_iter().flatten().enumerate() {
                         let value = match is_string(schema) {
@@ -479,11 +475,7 @@ struct ArgList<'a> {
 /// one at most once, comma-separated, then `close`. `s{i}_{j}_{f}`: the parameters from
 /// the j-th on, `f` = 1 while none was written yet (no comma before the next).
 fn arg_list_rules(i: usize, f: &str, params: &Value, style: &ArgList<'_>) -> String {
-    let required: Vec<&str> = params
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let required = required_keys(params);
     let mut props: Vec<(&String, &Value)> = params
         .get("properties")
         .and_then(Value::as_object)
@@ -526,6 +518,15 @@ fn arg_list_rules(i: usize, f: &str, params: &Value, style: &ArgList<'_>) -> Str
         }
     }
     g
+}
+
+/// A parameters schema's required keys.
+fn required_keys(params: &Value) -> Vec<&str> {
+    params
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 /// `start` as one alternative per function, each rule written by `rule(index, name,
@@ -848,55 +849,19 @@ fn read_call(f: &Family, body: &str, types: &dyn ParamTypes) -> Read {
                 Err(false) => Read::Malformed,
             }
         }
-        Body::Params {
-            sep,
-            param,
-            key_close,
-            value_close,
-            close_names_key,
-            end,
-        } => {
-            let Some((function, mut rest)) = name_then(body, sep.find) else {
+        Body::Params { sep, .. } => {
+            let Some((function, rest)) = name_then(body, sep.find) else {
                 return cut_or_malformed(body, f);
             };
-            let end = end.trim();
-            let mut args = serde_json::Map::new();
-            loop {
-                let t = rest.trim_start();
-                if let Some(after) = t.strip_prefix(end) {
-                    let used = body.len() - after.len();
-                    return Read::Calls(vec![(function, Value::Object(args).to_string())], used);
+            let (args, end) = read_params(&f.body, &function, rest, types);
+            match end {
+                ParamsEnd::Closed(n) => {
+                    let args: serde_json::Map<String, Value> = args.into_iter().collect();
+                    let used = body.len() - rest.len() + n;
+                    Read::Calls(vec![(function, Value::Object(args).to_string())], used)
                 }
-                let Some(p) = t.strip_prefix(param) else {
-                    // Unexpected text before the end: cut if the end never comes.
-                    return match t.contains(end) {
-                        true => Read::Malformed,
-                        false => Read::Cut(Vec::new()),
-                    };
-                };
-                let key_end = p.find(NAME_STOP).unwrap_or(p.len());
-                let key = &p[..key_end];
-                let Some(v_at) = p.find(key_close.find) else {
-                    return Read::Cut(Vec::new());
-                };
-                let v = &p[v_at + key_close.find.len()..];
-                let Some(v_end) = v.find(value_close) else {
-                    return Read::Cut(Vec::new());
-                };
-                let value = param_value(&function, key, &v[..v_end], types);
-                if key.is_empty() {
-                    return Read::Malformed;
-                }
-                args.insert(key.to_string(), value);
-                rest = &v[v_end + value_close.len()..];
-                if close_names_key {
-                    let named = format!("{key}>");
-                    rest = match rest.strip_prefix(named.as_str()) {
-                        Some(r) => r,
-                        None if named.starts_with(rest) => return Read::Cut(Vec::new()),
-                        None => return Read::Malformed,
-                    };
-                }
+                ParamsEnd::Open => Read::Cut(Vec::new()),
+                ParamsEnd::Malformed => Read::Malformed,
             }
         }
     }
@@ -969,6 +934,79 @@ fn braced_json(text: &str, quote: &str) -> Result<(String, Option<usize>), Strin
         }
     }
     Ok((out, None))
+}
+
+/// How far an XML-like argument list went.
+enum ParamsEnd {
+    /// Its end came: the bytes of the text up to and with it.
+    Closed(usize),
+    /// The text ends inside it.
+    Open,
+    /// Something else than an argument or the end follows.
+    Malformed,
+}
+
+/// The XML-like arguments at the start of `text` (after the function's name and its
+/// separator) in a `Body::Params` shape: those read whole, in order, and how far the
+/// list went. The finished parse and the streamed view both read them so.
+fn read_params(
+    body: &Body,
+    function: &str,
+    text: &str,
+    types: &dyn ParamTypes,
+) -> (Vec<(String, Value)>, ParamsEnd) {
+    let Body::Params {
+        param,
+        key_close,
+        value_close,
+        close_names_key,
+        end,
+        ..
+    } = *body
+    else {
+        return (Vec::new(), ParamsEnd::Malformed);
+    };
+    let end = end.trim();
+    let mut args = Vec::new();
+    let mut rest = text;
+    loop {
+        let t = rest.trim_start();
+        if let Some(after) = t.strip_prefix(end) {
+            return (args, ParamsEnd::Closed(text.len() - after.len()));
+        }
+        let Some(p) = t.strip_prefix(param) else {
+            // Unexpected text before the end: open while the end may still come.
+            let state = match t.contains(end) || !(end.starts_with(t) || param.starts_with(t)) {
+                true if !t.is_empty() => ParamsEnd::Malformed,
+                _ => ParamsEnd::Open,
+            };
+            return (args, state);
+        };
+        let key = &p[..p.find(NAME_STOP).unwrap_or(p.len())];
+        let Some(v_at) = p.find(key_close.find) else {
+            return (args, ParamsEnd::Open);
+        };
+        let v = &p[v_at + key_close.find.len()..];
+        let Some(v_end) = v.find(value_close) else {
+            return (args, ParamsEnd::Open);
+        };
+        if key.is_empty() {
+            return (args, ParamsEnd::Malformed);
+        }
+        rest = &v[v_end + value_close.len()..];
+        if close_names_key {
+            let named = format!("{key}>");
+            rest = match rest.strip_prefix(named.as_str()) {
+                Some(r) => r,
+                None if named.starts_with(rest) => return (args, ParamsEnd::Open),
+                None => return (args, ParamsEnd::Malformed),
+            };
+        }
+        args.push((
+            key.to_string(),
+            param_value(function, key, &v[..v_end], types),
+        ));
+    }
 }
 
 /// One XML-like argument's value: a string parameter's text (one newline each side

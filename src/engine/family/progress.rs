@@ -162,46 +162,18 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                 });
                 end.map(|n| body.len() - after.len() + lead + n)
             }
-            Body::Params {
-                sep,
-                param,
-                key_close,
-                value_close,
-                close_names_key,
-                end,
-            } => {
-                let Some((function, mut p)) = name_then(body, sep.find) else {
+            Body::Params { sep, .. } => {
+                let Some((function, rest)) = name_then(body, sep.find) else {
                     return;
                 };
-                let end = end.trim();
-                let mut items = Vec::new();
-                let done = loop {
-                    let t = p.trim_start();
-                    if let Some(after) = t.strip_prefix(end) {
-                        break Some(body.len() - after.len());
-                    }
-                    let Some(k) = t.strip_prefix(param) else {
-                        break None;
-                    };
-                    let key = &k[..k.find(super::NAME_STOP).unwrap_or(k.len())];
-                    let Some(v_at) = k.find(key_close.find) else {
-                        break None;
-                    };
-                    let v = &k[v_at + key_close.find.len()..];
-                    let Some(v_end) = v.find(value_close) else {
-                        break None;
-                    };
-                    let rest = &v[v_end + value_close.len()..];
-                    let rest = match close_names_key {
-                        true => match rest.strip_prefix(key).and_then(|r| r.strip_prefix('>')) {
-                            Some(r) => r,
-                            None => break None,
-                        },
-                        false => rest,
-                    };
-                    let value = super::param_value(&function, key, &v[..v_end], types);
-                    items.push(format!("{}:{value}", Value::String(key.to_string())));
-                    p = rest;
+                let (read, end) = super::read_params(&f.body, &function, rest, types);
+                let items: Vec<String> = read
+                    .iter()
+                    .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                    .collect();
+                let done = match end {
+                    super::ParamsEnd::Closed(n) => Some(body.len() - rest.len() + n),
+                    _ => None,
                 };
                 let mut args = format!("{{{}", items.join(","));
                 if done.is_some() {
@@ -249,49 +221,46 @@ fn objects_progress(
     }
 }
 
-/// The elements of a JSON list of call objects (`list` follows its `[`): the bytes up to
-/// the list's `]` once it is closed.
+/// A JSON list's elements (`list` follows its `[`), each read by `element` (the bytes
+/// it took once whole, None while it is not): the bytes up to the list's `]` once it
+/// is closed.
+fn walk_list(list: &str, mut element: impl FnMut(&str) -> Option<usize>) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let rest = list.get(i..)?;
+        let t = rest.trim_start();
+        i += rest.len() - t.len();
+        if let Some(after) = t.strip_prefix(',') {
+            i += t.len() - after.len();
+            continue;
+        }
+        if t.starts_with(']') {
+            return Some(i + 1);
+        }
+        i += element(t)?;
+    }
+}
+
+/// A JSON list of call objects (`list` follows its `[`).
 fn list_progress(
     list: &str,
     name: &str,
     args: &str,
     calls: &mut Vec<CallProgress>,
 ) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        let rest = list.get(i..)?;
-        let t = rest.trim_start();
-        i += rest.len() - t.len();
-        if let Some(after) = t.strip_prefix(',') {
-            i += t.len() - after.len();
-            continue;
-        }
-        if t.starts_with(']') {
-            return Some(i + 1);
-        }
+    walk_list(list, |t| {
         if !t.starts_with('{') {
             return None;
         }
         let (call, end) = object_progress(t, name, args);
         calls.extend(call);
-        i += end?;
-    }
+        end
+    })
 }
 
 /// A JSON list of `{NAME: {…}}` objects (`list` follows its `[`).
 fn keyed_list_progress(list: &str, calls: &mut Vec<CallProgress>) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        let rest = list.get(i..)?;
-        let t = rest.trim_start();
-        i += rest.len() - t.len();
-        if let Some(after) = t.strip_prefix(',') {
-            i += t.len() - after.len();
-            continue;
-        }
-        if t.starts_with(']') {
-            return Some(i + 1);
-        }
+    walk_list(list, |t| {
         let inner = t.strip_prefix('{')?.trim_start();
         let Ok((Value::String(name), n)) = super::json_value(inner) else {
             return None;
@@ -311,8 +280,8 @@ fn keyed_list_progress(list: &str, calls: &mut Vec<CallProgress>) -> Option<usiz
             args,
             done: closed.is_some(),
         });
-        i += closed?;
-    }
+        closed
+    })
 }
 
 /// One call object at the start of `obj`: the call once its name is whole, and the
