@@ -2,7 +2,7 @@
 //! (llama.cpp's models/templates/, fetched by `.ci/template-corpus`), the real binary
 //! starts with `model.chat_template_file` set to it and serves, over TLS with a key, with
 //! the real test model: a plain chat, a named tool call after a tool-result turn (the
-//! second turn of every agent loop), and the same call streamed — in the tool syntax of
+//! second turn of every agent loop), and a `required` one streamed — in the tool syntax of
 //! the template's family (`EXPECTED_FAMILY`, which the server's log must name). One
 //! server start per template. (Byte parity with transformers is `template_parity.rs`, in the fast tier.)
 
@@ -18,14 +18,19 @@ fn tools() -> Value {
                        "required": ["city"]}}}])
 }
 
-/// A tool-result turn, then a named call: the model must call get_weather again.
+/// A tool-result turn, then a forced call: the model must call get_weather again.
 /// 160 tokens: the test model's vocabulary has none of the families' markers as tokens,
 /// so an opener such as DeepSeek's `<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>` takes it
 /// dozens of tokens (a model of the family writes each marker as one).
 fn agent_turn(stream: bool) -> Value {
+    // Whole: a named call; streamed: `required` (the one tool): both forced choices.
+    let choice = match stream {
+        false => json!({"type": "function", "function": {"name": "get_weather"}}),
+        true => json!("required"),
+    };
     json!({"model": MODEL_ID, "max_tokens": 160, "temperature": 0, "stream": stream,
         "tools": tools(),
-        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "tool_choice": choice, "parallel_tool_calls": false,
         "messages": [
             {"role": "system", "content": "You answer questions about the weather."},
             {"role": "user", "content": "Weather in Paris, then in Rome?"},
