@@ -130,12 +130,15 @@ fn family_progress(f: &Family, text: &str, types: &dyn ParamTypes, calls: &mut V
                 let (json, end) =
                     super::braced_json(&body[start..], quote).unwrap_or_else(|read| (read, None));
                 let args = compact(&json);
+                // Whole only as a JSON object (bare values the reader copies may not be).
+                let whole = end.is_some()
+                    && serde_json::from_str::<Value>(&args).is_ok_and(|v| v.is_object());
                 calls.push(CallProgress {
                     name: function,
-                    done: end.is_some(),
+                    done: whole,
                     args,
                 });
-                end.map(|n| start + n)
+                end.filter(|_| whole).map(|n| start + n)
             }
             Body::Named { pre, sep } => {
                 let named = match pre {
