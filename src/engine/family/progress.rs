@@ -297,6 +297,8 @@ fn object_progress(
     let mut name = None;
     let mut args = (String::new(), false);
     let mut i = 1;
+    // After a member only `,` or `}` may come (a key there is no JSON object).
+    let mut after_member = false;
     let closed = loop {
         let Some(rest) = obj.get(i..) else {
             break None;
@@ -309,10 +311,15 @@ fn object_progress(
         if t.starts_with('}') {
             break Some(i + 1);
         }
-        if t.starts_with(',') {
+        if t.starts_with(',') && after_member {
             i += 1;
+            after_member = false;
             continue;
         }
+        if after_member {
+            break None;
+        }
+        after_member = true;
         let Ok((Value::String(key), n)) = super::json_value(t) else {
             break None;
         };
@@ -334,7 +341,7 @@ fn object_progress(
         }
         match super::json_value(value) {
             Ok((v, n)) => {
-                if key == name_key {
+                if key == name_key && name.is_none() {
                     name = v.as_str().map(str::to_string);
                 }
                 if key == args_key {
