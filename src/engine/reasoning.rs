@@ -113,6 +113,14 @@ pub const FORMATS: &[ReasoningFormat] = &[
         answer_headers: &["<|START_RESPONSE|>"],
     },
     ReasoningFormat {
+        name: "gemma4",
+        open: "<|channel>thought",
+        close: "<channel|>",
+        before_close: "",
+        after_close: "",
+        answer_headers: &[],
+    },
+    ReasoningFormat {
         name: "minimax-m3",
         open: "<mm:think>",
         close: "</mm:think>",
@@ -649,6 +657,10 @@ mod tests {
         assert_eq!(
             split_chars(format("hunyuan"), "<think:opensource>x</think:opensource>y"),
             pair("x", "y")
+        );
+        assert_eq!(
+            split_chars(format("gemma4"), "<|channel>thought\nplan<channel|>Done."),
+            pair("plan", "Done.")
         );
         assert_eq!(
             split_chars(

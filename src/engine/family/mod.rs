@@ -136,7 +136,8 @@ pub struct Family {
     /// Several calls come as several opened blocks; else one value holds every call (a
     /// list) or the answer makes one call.
     pub repeats: bool,
-    /// Reasoning markers of the family (README only; `engine::reasoning` splits them).
+    /// The family's thinking opener (README only; `engine::reasoning` holds the formats
+    /// it splits, chosen from the template on their own).
     pub reasoning: &'static str,
 }
 
