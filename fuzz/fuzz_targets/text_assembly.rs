@@ -12,7 +12,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use llama_gguf_inference::engine::output::TextOut;
-use llama_gguf_inference::engine::reasoning::{Plan, ReasoningFormat, Run};
+use llama_gguf_inference::engine::reasoning::{Plan, Run, THINK};
 use llama_gguf_inference::engine::text::{StopMatcher, Utf8Assembler};
 
 const OPEN: &str = "<think>";
@@ -102,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     let plan = Plan {
-        format: ReasoningFormat::Think,
+        format: THINK,
         budget: None,
     };
     let mut path = TextOut::<u32>::new(stops.clone(), Some(Run::new(plan, opened, Vec::new())));
