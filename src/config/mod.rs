@@ -277,13 +277,14 @@ pub struct ModelConfig {
     /// use instead of the model file's; not together with `chat_template_file`.
     #[serde(default)]
     pub chat_template: Option<crate::engine::template_families::Family>,
-    /// How the model marks its thinking: "auto" (`think` when the chat template mentions
-    /// `<think>`), "think" (`<think>…</think>`) or "none" (no split).
+    /// How the model marks its thinking: "auto" (the format whose opener the chat
+    /// template mentions), a format's name (`engine::reasoning::FORMATS`: "think",
+    /// "harmony", …) or "none" (no split).
     #[serde(default)]
     pub reasoning_format: crate::engine::reasoning::ReasoningSetting,
-    /// How the model calls tools: "auto" (its family's syntax when the chat template
-    /// shows one: `<tool_call>` Hermes, `[TOOL_CALLS]` Mistral, `<|python_tag|>` Llama 3),
-    /// "hermes", "llama3", "mistral", or "generic" (the JSON envelope, any template).
+    /// How the model calls tools: "auto" (the family whose syntax the chat template
+    /// writes, `engine::family`), a family's name ("hermes", "qwen3-coder", "harmony",
+    /// …), or "generic" (the JSON envelope, any template).
     #[serde(default)]
     pub tool_format: crate::engine::tool_syntax::ToolFormatSetting,
     /// Thinking tokens a request with `reasoning_effort: "low"` may spend.
