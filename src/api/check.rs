@@ -65,7 +65,8 @@ pub struct OutputSchema {
 #[derive(Debug, Clone)]
 pub struct NativeCall {
     pub syntax: crate::engine::tool_syntax::ToolSyntax,
-    pub functions: Vec<(String, Value)>,
+    /// Shared with the answer's parser (`wire::Shape::functions`): made once a request.
+    pub functions: std::sync::Arc<Vec<(String, Value)>>,
     pub max_calls: u32,
 }
 

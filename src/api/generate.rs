@@ -155,13 +155,13 @@ pub(super) async fn generate(
         logprobs: generation.logprobs.is_some(),
         tools: generation.tools.is_some(),
         syntax: tools.map(|plan| plan.syntax),
-        functions: std::sync::Arc::new(
-            generation
-                .tools
-                .as_ref()
-                .map(|t| t.functions_and_parameters())
-                .unwrap_or_default(),
-        ),
+        // Only a native syntax reads argument text by the declared schemas.
+        functions: generation
+            .json_schema
+            .as_ref()
+            .and_then(|s| s.native.as_ref())
+            .map(|call| call.functions.clone())
+            .unwrap_or_default(),
         stream: generation.stream,
     };
     let created = unix_now();

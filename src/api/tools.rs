@@ -289,13 +289,13 @@ impl ToolSet {
     pub fn native_call(&self, syntax: ToolSyntax) -> NativeCall {
         NativeCall {
             syntax,
-            functions: self.functions_and_parameters(),
+            functions: std::sync::Arc::new(self.functions_and_parameters()),
             max_calls: self.native_plan(syntax).max_calls,
         }
     }
 
     /// (name, parameters schema) of each function the answer may call.
-    pub fn functions_and_parameters(&self) -> Vec<(String, Value)> {
+    fn functions_and_parameters(&self) -> Vec<(String, Value)> {
         self.callable()
             .map(|f| (f.name.clone(), f.parameters.clone()))
             .collect()
