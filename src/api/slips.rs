@@ -8,6 +8,7 @@
 //! SECURITY / robustness: pure Rust over the model's text; at most one object is read,
 //! and only from the answer's first `{` (bounded work: one JSON parse of the answer).
 
+use crate::engine::family::required_keys;
 use serde_json::{Map, Value};
 
 /// A slipped call in `text` to one of `functions` (name, parameters schema): the text
@@ -64,11 +65,8 @@ pub fn fits(args: &Value, schema: &Value) -> bool {
         .get("properties")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    let required = schema.get("required").and_then(Value::as_array);
-    let has_required = required
+    let has_required = required_keys(schema)
         .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
         .all(|k| args.contains_key(k));
     has_required
         && args.iter().all(|(k, v)| {

@@ -522,7 +522,7 @@ fn arg_list_rules(i: usize, f: &str, params: &Value, style: &ArgList<'_>) -> Str
 }
 
 /// A parameters schema's required keys.
-fn required_keys(params: &Value) -> Vec<&str> {
+pub fn required_keys(params: &Value) -> Vec<&str> {
     params
         .get("required")
         .and_then(Value::as_array)
