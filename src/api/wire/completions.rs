@@ -8,6 +8,7 @@ use crate::api::tools::{self, Answer};
 use crate::engine::family::progress::progress;
 use crate::engine::family::Declared;
 use crate::engine::{FinishReason, TokenLogprob};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 /// Which endpoint's shape to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,23 +52,31 @@ impl Meta {
         m
     }
 
-    /// A stream chunk with one choice: `body` is the chat delta or the completion text.
-    fn chunk(&self, index: usize, body: Value, logprobs: Value, finish: Option<&str>) -> Value {
-        let field = match self.kind {
-            Kind::Chat => "delta",
-            Kind::Completion => "text",
+    /// Write a stream chunk with one choice: `body` is the chat delta or the completion
+    /// text. Serialized straight from borrowed fields, with no `Value` tree: this runs
+    /// once per token per stream (issue 30's serving-path profile).
+    fn chunk(
+        &self,
+        out: &mut String,
+        index: usize,
+        body: &impl Serialize,
+        logprobs: &Value,
+        finish: Option<&str>,
+    ) {
+        let chunk = ChunkJson {
+            meta: self,
+            choice: ChoiceJson {
+                index,
+                field: match self.kind {
+                    Kind::Chat => "delta",
+                    Kind::Completion => "text",
+                },
+                body,
+                logprobs,
+                finish,
+            },
         };
-        let mut choice = Map::new();
-        choice.insert("index".into(), json!(index));
-        choice.insert(field.into(), body);
-        choice.insert("logprobs".into(), logprobs);
-        choice.insert("finish_reason".into(), json!(finish));
-        let mut m = self.envelope(true, vec![Value::Object(choice)]);
-        if self.include_usage {
-            // OpenAI sends `usage: null` on every chunk but the last when usage is asked.
-            m.insert("usage".into(), Value::Null);
-        }
-        Value::Object(m)
+        sse_event(out, None, &chunk);
     }
 
     fn empty_body(&self) -> Value {
@@ -85,24 +94,83 @@ impl Meta {
     }
 }
 
+/// A chat text delta, `{"content": …}`.
+#[derive(serde::Serialize)]
+struct Content<'a> {
+    content: &'a str,
+}
+
+/// A chat reasoning delta, `{"reasoning_content": …}`.
+#[derive(serde::Serialize)]
+struct Reasoning<'a> {
+    reasoning_content: &'a str,
+}
+
+/// One stream chunk: the envelope's fields in OpenAI's order, one choice, and
+/// `usage: null` when the stream will end with the usage.
+struct ChunkJson<'a, B> {
+    meta: &'a Meta,
+    choice: ChoiceJson<'a, B>,
+}
+
+/// The chunk's one choice; `field` is `delta` (chat) or `text` (completions).
+struct ChoiceJson<'a, B> {
+    index: usize,
+    field: &'static str,
+    body: &'a B,
+    logprobs: &'a Value,
+    finish: Option<&'a str>,
+}
+
+impl<B: Serialize> Serialize for ChunkJson<'_, B> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.meta;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &m.id)?;
+        map.serialize_entry("object", m.object(true))?;
+        map.serialize_entry("created", &m.created)?;
+        map.serialize_entry("model", &m.model)?;
+        map.serialize_entry("system_fingerprint", &m.system_fingerprint)?;
+        map.serialize_entry("choices", std::slice::from_ref(&self.choice))?;
+        if m.include_usage {
+            // OpenAI sends `usage: null` on every chunk but the last when usage is asked.
+            map.serialize_entry("usage", &())?;
+        }
+        map.end()
+    }
+}
+
+impl<B: Serialize> Serialize for ChoiceJson<'_, B> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("index", &self.index)?;
+        map.serialize_entry(self.field, self.body)?;
+        map.serialize_entry("logprobs", self.logprobs)?;
+        map.serialize_entry("finish_reason", &self.finish)?;
+        map.end()
+    }
+}
+
 impl Wire for Meta {
     fn open(&mut self, choices: usize, out: &mut String) {
         if self.kind == Kind::Chat {
             // The first chunk of each chat choice announces the role.
             for i in 0..choices {
                 let body = json!({"role": "assistant", "content": ""});
-                sse_event(out, None, &self.chunk(i, body, Value::Null, None));
+                self.chunk(out, i, &body, &Value::Null, None);
             }
         }
     }
 
     fn text(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String) {
         let logprobs = self.logprobs(choice);
-        let body = match self.kind {
-            Kind::Chat => json!({"content": text}),
-            Kind::Completion => Value::String(text),
-        };
-        sse_event(out, None, &self.chunk(choice.index(), body, logprobs, None));
+        match self.kind {
+            Kind::Chat => {
+                let body = Content { content: &text };
+                self.chunk(out, choice.index(), &body, &logprobs, None);
+            }
+            Kind::Completion => self.chunk(out, choice.index(), &text, &logprobs, None),
+        }
     }
 
     /// Chat: `delta.reasoning_content`, the field llama-server, vLLM and DeepSeek's API
@@ -110,8 +178,10 @@ impl Wire for Meta {
     fn reasoning(&mut self, choice: &mut ChoiceBuilder, text: String, out: &mut String) {
         if self.kind == Kind::Chat {
             let logprobs = self.logprobs(choice);
-            let body = json!({"reasoning_content": text});
-            sse_event(out, None, &self.chunk(choice.index(), body, logprobs, None));
+            let body = Reasoning {
+                reasoning_content: &text,
+            };
+            self.chunk(out, choice.index(), &body, &logprobs, None);
         }
     }
 
@@ -133,7 +203,7 @@ impl Wire for Meta {
             .collect();
         let logprobs = self.logprobs(choice);
         let body = json!({"tool_calls": list});
-        sse_event(out, None, &self.chunk(index, body, logprobs, None));
+        self.chunk(out, index, &body, &logprobs, None);
     }
 
     /// With tools, the parsed answer first (what the stream has not sent of it yet);
@@ -159,11 +229,7 @@ impl Wire for Meta {
             // Nothing left when the stream already sent every call whole.
             if !delta.is_empty() || choice.has_pending() {
                 let logprobs = self.logprobs(choice);
-                sse_event(
-                    out,
-                    None,
-                    &self.chunk(index, Value::Object(delta), logprobs, None),
-                );
+                self.chunk(out, index, &delta, &logprobs, None);
             }
         }
         let logprobs = if choice.has_pending() {
@@ -173,7 +239,7 @@ impl Wire for Meta {
         };
         let finish = finish_str(reason, called);
         let empty = self.empty_body();
-        sse_event(out, None, &self.chunk(index, empty, logprobs, Some(finish)));
+        self.chunk(out, index, &empty, &logprobs, Some(finish));
         if last {
             if self.include_usage {
                 let mut m = self.envelope(true, Vec::new());

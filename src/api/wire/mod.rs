@@ -382,14 +382,19 @@ pub fn stream_event<W: Wire>(
 }
 
 /// One SSE event: `data: {json}`, with an `event:` line when the format names its events.
-pub fn sse_event(out: &mut String, event: Option<&str>, data: &Value) {
+pub fn sse_event(out: &mut String, event: Option<&str>, data: &impl serde::Serialize) {
     if let Some(name) = event {
         out.push_str("event: ");
         out.push_str(name);
         out.push('\n');
     }
     out.push_str("data: ");
-    out.push_str(&data.to_string());
+    // Our wire types have string keys only, so serializing cannot fail; were it to, the
+    // event carries an empty object rather than ending the stream with a panic.
+    match serde_json::to_string(data) {
+        Ok(json) => out.push_str(&json),
+        Err(_) => out.push_str("{}"),
+    }
     out.push_str("\n\n");
 }
 
