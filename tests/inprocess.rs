@@ -13,123 +13,12 @@
 
 mod common;
 
+use common::inprocess::InProcess;
 use common::{Client, Options, ALICE, BOB, MODEL_ID};
-use llama_gguf_inference::auth::KeyStore;
-use llama_gguf_inference::config::{Config, SeccompMode};
-use llama_gguf_inference::engine::fake::Gate;
-use llama_gguf_inference::server::{self, Launch, Listeners};
-use llama_gguf_inference::settings::Settings;
-use llama_gguf_inference::{keys, logging, tls};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 const ANSWER: &str = "The quick brown fox jumps over the lazy dog.";
-
-/// One in-process server; stopped (and its thread joined) on drop.
-struct InProcess {
-    api: SocketAddr,
-    health: SocketAddr,
-    dir: tempfile::TempDir,
-    gate: Arc<Gate>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
-}
-
-impl InProcess {
-    fn start(opts: Options) -> InProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            // Never read: the fake engine loads nothing (and no GGUF check runs).
-            model: Some(dir.path().join("not-loaded.gguf")),
-            sandbox: String::new(),
-            ..opts
-        };
-        let config = common::write_config(dir.path(), &opts);
-        let cfg = Config::load(&config).unwrap();
-        let settings = Settings::resolve(&cfg, 2);
-        let gate = settings.engine.fake_gate.clone();
-        let keys = KeyStore::new(
-            keys::load_keys_file(&cfg.auth.keys_file).unwrap(),
-            settings.auth,
-        )
-        .unwrap();
-        let material = tls::load_material(&cfg.tls).unwrap();
-        let (tls_config, tls_switch) = tls::server_config(&material, cfg.server.http2).unwrap();
-        let launch = Launch {
-            tls: tls_config,
-            tls_switch,
-            tls_reload: None,
-            keys,
-            user_tag_key: logging::user_tag_key(None).unwrap(),
-            system_fingerprint: "fp_inprocess".into(),
-            keys_file: cfg.auth.keys_file.clone(),
-            seccomp: SeccompMode::Off,
-            lock: None,
-            self_test: None,
-            settings,
-        };
-        let bind = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
-        };
-        let listeners = Listeners {
-            api: bind(),
-            health: bind(),
-        };
-        let (api, health) = listeners.local_addrs().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(server::run(launch, listeners, async move {
-                let _ = stopped.await;
-                "test end"
-            }))
-        });
-        let server = InProcess {
-            api,
-            health,
-            dir,
-            gate,
-            stop: Some(stop),
-            thread: Some(thread),
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        while common::health_get(self.health, "/ready").0 != 200 {
-            assert!(std::time::Instant::now() < until, "never ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(self.api, &self.dir.path().join("tls/cert.pem")).await
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let ended = t.join();
-            if !std::thread::panicking() {
-                ended.unwrap().unwrap();
-            }
-        }
-    }
-}
 
 fn chat(content: &str) -> Value {
     json!({"model": MODEL_ID, "messages": [{"role": "user", "content": content}]})

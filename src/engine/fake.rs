@@ -9,10 +9,15 @@
 //! - a constrained generation (JSON schema, tools) walks its real llguidance constraint
 //!   over a one-byte-per-token vocabulary, preferring the token that closes a value, so
 //!   the output is valid for the schema;
-//! - generations run side by side (a thread each), as the real engine batches them;
+//! - one step loop serves every generation, one token each per step, as the real engine
+//!   batches them (a generation held by the gate does not hold the others);
 //! - embeddings are a fixed unit vector per input;
 //! - the prompt counts one token per 4 bytes of its text (at least 1).
 //!
+//! - a completion or chat that begins with `FLOOD` gets `ANSWER` over and over until its
+//!   `max_tokens`, through the real output path, at zero model cost, optionally paced to
+//!   one step per N µs (`FLOOD` then N) like a device's forward pass: the load of the
+//!   serving-path benchmark (`tests/serving_path.rs`);
 //! - a chat whose last message begins with `SCRIPT` is answered with the rest of that
 //!   message, as a model would write it (three bytes per token, through the real output
 //!   path: stop strings and the reasoning split), so a model family's real-looking output
@@ -24,6 +29,7 @@
 //! how fast tokens come.
 
 use super::constraint::{ApproximateTokEnv, ConstraintCompiler};
+use super::output::TextOut;
 use super::{
     EmbedInput, Embeddings, EngineHandle, EngineParams, EngineStats, Event, FinishReason,
     GenerateRequest, Intake, Job, LoadedModel, Prompt, Spawned, Usage,
@@ -31,10 +37,16 @@ use super::{
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
 /// A chat's last message that begins with this is a script: the rest is the answer.
 pub const SCRIPT: &str = "[fake engine script]";
+
+/// A completion prompt or a chat's last message that begins with this is answered with
+/// `ANSWER`'s words over and over until `max_tokens`, through the real output path: the
+/// serving-path benchmark's load (`tests/serving_path.rs`).
+pub const FLOOD: &str = "[fake engine flood]";
 
 /// What an unconstrained generation says, one word per token.
 pub const ANSWER: &str = "The quick brown fox jumps over the lazy dog.";
@@ -63,15 +75,16 @@ impl Gate {
         self.closed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait while closed; false if it stayed closed for `GATE_LIMIT`.
-    fn pass(&self) -> bool {
+    fn is_closed(&self) -> bool {
+        *self.lock()
+    }
+
+    /// Wait while closed, at most `limit`.
+    fn wait_open(&self, limit: Duration) {
         let guard = self.lock();
-        let (guard, timeout) = self
+        let _ = self
             .changed
-            .wait_timeout_while(guard, GATE_LIMIT, |closed| *closed)
-            .unwrap_or_else(|p| p.into_inner());
-        drop(guard);
-        !timeout.timed_out()
+            .wait_timeout_while(guard, limit, |closed| *closed);
     }
 }
 
@@ -99,26 +112,7 @@ pub fn spawn(params: &EngineParams, stats: Arc<EngineStats>) -> Result<Spawned, 
     }));
     std::thread::Builder::new()
         .name("fake-engine".into())
-        .spawn(move || {
-            while let Some(job) = intake.next(true) {
-                match job {
-                    // Each generation on its own thread, so one held by the gate does
-                    // not hold the others (the real engine batches them).
-                    Job::Generate(g) => {
-                        let (gate, stats) = (gate.clone(), stats.clone());
-                        std::thread::spawn(move || generate(*g, eos, &gate, &stats));
-                    }
-                    Job::Embed(e) => {
-                        let vectors = e.inputs.iter().map(|_| vec![0.6, 0.8]).collect();
-                        let prompt_tokens = e.inputs.iter().map(input_tokens).sum();
-                        let _ = e.reply.send(Ok(Embeddings {
-                            vectors,
-                            prompt_tokens,
-                        }));
-                    }
-                }
-            }
-        })
+        .spawn(move || serve(&intake, eos, &gate, &stats))
         .map_err(|e| format!("cannot start the fake engine thread: {e}"))?;
     Ok((handle, loaded_rx))
 }
@@ -147,14 +141,114 @@ fn prompt_tokens(prompt: &Prompt) -> u32 {
     }
 }
 
-/// One generation, start to finish, on the engine thread.
-fn generate(mut job: GenerateRequest, eos: u32, gate: &Gate, stats: &EngineStats) {
+/// What a running generation writes next.
+enum Source {
+    /// `ANSWER`'s words in order, one per token (sent as they are).
+    Words(usize),
+    /// `ANSWER`'s words over and over until `max_tokens`, through the real output path,
+    /// at most one step per `Duration` (`FLOOD`).
+    Flood(usize, Box<TextOut<u8>>, Duration),
+    /// The job's constraint, walked one byte per token.
+    Constrained,
+    /// A script's bytes, three per token, through the real output path (`SCRIPT`).
+    Script {
+        bytes: Vec<u8>,
+        at: usize,
+        out: Box<TextOut<u8>>,
+    },
+}
+
+/// One generation in the step loop.
+struct Running {
+    job: GenerateRequest,
+    prompt_tokens: u32,
+    max_tokens: u32,
+    started: Instant,
+    completion: u32,
+    source: Source,
+    /// Since when the gate has held it after its first token.
+    held_since: Option<Instant>,
+}
+
+/// How one step left a generation.
+enum Stepped {
+    Wrote,
+    Held,
+    Done(Option<FinishReason>),
+    /// Its client left.
+    Gone,
+}
+
+/// The engine loop: like the real batcher, every running generation gets one token per
+/// step, on this one thread; it sleeps on the intake when nothing runs.
+fn serve(intake: &Intake, eos: u32, gate: &Gate, stats: &EngineStats) {
+    let mut running: Vec<Running> = Vec::new();
+    let mut next_step = Instant::now();
+    loop {
+        while let Some(job) = intake.next(running.is_empty()) {
+            match job {
+                Job::Generate(g) => {
+                    if let Some(r) = start(*g, stats) {
+                        running.push(r);
+                    }
+                }
+                Job::Embed(e) => {
+                    let vectors = e.inputs.iter().map(|_| vec![0.6, 0.8]).collect();
+                    let prompt_tokens = e.inputs.iter().map(input_tokens).sum();
+                    let _ = e.reply.send(Ok(Embeddings {
+                        vectors,
+                        prompt_tokens,
+                    }));
+                }
+            }
+        }
+        let mut wrote = false;
+        running.retain_mut(|r| match step(r, eos, gate) {
+            Stepped::Wrote => {
+                wrote = true;
+                true
+            }
+            Stepped::Held => true,
+            Stepped::Gone => {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                stats.active.fetch_sub(1, Ordering::Relaxed);
+                false
+            }
+            Stepped::Done(reason) => {
+                end(r, reason, stats);
+                false
+            }
+        });
+        if !wrote && !running.is_empty() {
+            // Everything running is held by the gate: wait for it (or for new work).
+            gate.wait_open(HELD_POLL);
+        }
+        if let Some(period) = pace(&running) {
+            // Paced like a device's forward pass: the next step starts one period after
+            // this one did (at once when the serving path fell behind).
+            next_step += period;
+            let now = Instant::now();
+            match next_step.checked_duration_since(now) {
+                Some(wait) => std::thread::sleep(wait),
+                None => next_step = now,
+            }
+        } else {
+            next_step = Instant::now();
+        }
+    }
+}
+
+/// How long the loop sleeps while every generation is held before it looks again (for
+/// new requests and gate limits).
+const HELD_POLL: Duration = Duration::from_millis(10);
+
+/// Admit a generation: report its start; None when it needs no steps.
+fn start(job: GenerateRequest, stats: &EngineStats) -> Option<Running> {
     let prompt_tokens = prompt_tokens(&job.prompt);
     let max_tokens = job.max_tokens.unwrap_or(job.default_max_tokens);
-    let started = Instant::now();
     if job.events.send(Event::Started { prompt_tokens }).is_err() {
         stats.cancelled.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     }
     if job.count_only {
         let usage = Usage {
@@ -163,73 +257,179 @@ fn generate(mut job: GenerateRequest, eos: u32, gate: &Gate, stats: &EngineStats
         };
         let reason = FinishReason::Stop;
         let _ = job.events.send(Event::Finished { reason, usage });
-        return;
+        return None;
     }
     stats.active.fetch_add(1, Ordering::Relaxed);
-    if let Some(script) = scripted(&job.prompt) {
-        let (reason, usage) = play(&job, &script, max_tokens, prompt_tokens);
-        stats.active.fetch_sub(1, Ordering::Relaxed);
-        stats.completed.fetch_add(1, Ordering::Relaxed);
-        let _ = job.events.send(Event::Finished { reason, usage });
-        return;
+    let output = || {
+        let reasoning = job
+            .reasoning
+            .map(|plan| super::reasoning::Run::<u8>::new(plan, false, Vec::new()));
+        Box::new(TextOut::new(job.stop.clone(), reasoning))
+    };
+    let source = if let Some(script) = scripted(&job.prompt) {
+        Source::Script {
+            bytes: script.into_bytes(),
+            at: 0,
+            out: output(),
+        }
+    } else if job.constraint.is_some() {
+        Source::Constrained
+    } else if let Some(period) = flooded(&job.prompt) {
+        Source::Flood(0, output(), period)
+    } else {
+        Source::Words(0)
+    };
+    Some(Running {
+        job,
+        prompt_tokens,
+        max_tokens,
+        started: Instant::now(),
+        completion: 0,
+        source,
+        held_since: None,
+    })
+}
+
+/// One token of one generation.
+fn step(r: &mut Running, eos: u32, gate: &Gate) -> Stepped {
+    if r.job.events.is_closed() {
+        return Stepped::Gone;
     }
-    let mut completion = 0u32;
-    let mut words = ANSWER.split_inclusive(' ');
-    let reason = loop {
-        if completion >= max_tokens || started.elapsed() > job.deadline {
-            break Some(FinishReason::Length);
+    // A script plays to its end (no gate, no deadline); the rest keep the real limits.
+    let scripted = matches!(r.source, Source::Script { .. });
+    if !scripted {
+        if r.completion >= r.max_tokens || r.started.elapsed() > r.job.deadline {
+            return Stepped::Done(Some(FinishReason::Length));
         }
-        if completion == 1 && !gate.pass() {
-            break Some(FinishReason::Length);
+        if r.completion == 1 && gate.is_closed() {
+            let since = *r.held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > GATE_LIMIT {
+                return Stepped::Done(Some(FinishReason::Length));
+            }
+            return Stepped::Held;
         }
-        let piece = match job.constraint.as_mut() {
-            Some(c) => match next_constrained(c, eos) {
-                Ok(Some(byte)) => String::from_utf8_lossy(&[byte]).into_owned(),
-                Ok(None) => break Some(FinishReason::Stop),
+    }
+    let words = || ANSWER.split_inclusive(' ');
+    let sent = match &mut r.source {
+        Source::Words(at) => {
+            let Some(word) = words().nth(*at) else {
+                return Stepped::Done(Some(FinishReason::Stop));
+            };
+            *at += 1;
+            r.job.events.send(Event::Text(word.to_string())).is_ok()
+        }
+        Source::Flood(at, out, _) => {
+            let word = words().nth(*at % words().count()).unwrap_or(" ");
+            *at += 1;
+            let pieces = out.push(word.as_bytes());
+            let stopped = pieces.stopped;
+            if !pieces.send(&r.job.events) {
+                return Stepped::Gone;
+            }
+            if stopped {
+                r.completion += 1;
+                return Stepped::Done(Some(FinishReason::Stop));
+            }
+            true
+        }
+        Source::Constrained => {
+            let Some(c) = r.job.constraint.as_mut() else {
+                return Stepped::Done(None);
+            };
+            match next_constrained(c, eos) {
+                Ok(Some(byte)) => {
+                    let piece = String::from_utf8_lossy(&[byte]).into_owned();
+                    r.job.events.send(Event::Text(piece)).is_ok()
+                }
+                Ok(None) => return Stepped::Done(Some(FinishReason::Stop)),
                 Err(e) => {
-                    let _ = job
+                    let _ = r
+                        .job
                         .events
                         .send(Event::Failed(super::EngineError::Constraint(e)));
-                    break None;
+                    return Stepped::Done(None);
                 }
-            },
-            None => match words.next() {
-                Some(w) => w.to_string(),
-                None => break Some(FinishReason::Stop),
-            },
-        };
-        completion += 1;
-        if job.events.send(Event::Text(piece)).is_err() {
-            // The client left: stop, as the real engine frees the sequence.
-            stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            stats.active.fetch_sub(1, Ordering::Relaxed);
-            return;
+            }
+        }
+        Source::Script { bytes, at, out } => {
+            return play(
+                bytes,
+                at,
+                out,
+                &mut r.completion,
+                r.max_tokens,
+                &r.job.events,
+            )
         }
     };
-    stats.active.fetch_sub(1, Ordering::Relaxed);
-    match reason {
-        Some(reason) => {
-            stats.completed.fetch_add(1, Ordering::Relaxed);
-            stats
-                .prompt_tokens
-                .fetch_add(u64::from(prompt_tokens), Ordering::Relaxed);
-            stats
-                .completion_tokens
-                .fetch_add(u64::from(completion), Ordering::Relaxed);
-            let _ = job.events.send(Event::Finished {
-                reason,
-                usage: Usage {
-                    prompt_tokens,
-                    completion_tokens: completion,
-                    cached_tokens: 0,
-                    reasoning_tokens: 0,
-                },
-            });
-        }
-        None => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-        }
+    if !sent {
+        // The client left: stop, as the real engine frees the sequence.
+        return Stepped::Gone;
     }
+    r.completion += 1;
+    Stepped::Wrote
+}
+
+/// One token of a script: its next three bytes (markers arrive split), until the script
+/// or `max_tokens` ends.
+fn play(
+    bytes: &[u8],
+    at: &mut usize,
+    out: &mut TextOut<u8>,
+    completion: &mut u32,
+    max_tokens: u32,
+    events: &UnboundedSender<Event>,
+) -> Stepped {
+    let Some(rest) = bytes.get(*at..).filter(|rest| !rest.is_empty()) else {
+        return Stepped::Done(Some(FinishReason::Stop));
+    };
+    if *completion >= max_tokens {
+        return Stepped::Done(Some(FinishReason::Length));
+    }
+    let chunk = rest.get(..3).unwrap_or(rest);
+    *at += chunk.len();
+    *completion += 1;
+    let pieces = out.push(chunk);
+    let stopped = pieces.stopped;
+    if !pieces.send(events) {
+        return Stepped::Gone;
+    }
+    if stopped {
+        Stepped::Done(Some(FinishReason::Stop))
+    } else {
+        Stepped::Wrote
+    }
+}
+
+/// Finish a generation: what the output path holds, then the usage (None: it failed
+/// and has been told).
+fn end(r: &mut Running, reason: Option<FinishReason>, stats: &EngineStats) {
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+    let Some(reason) = reason else {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let mut reasoning_tokens = 0;
+    if let Source::Script { out, .. } | Source::Flood(_, out, _) = &mut r.source {
+        out.finish().send(&r.job.events);
+        reasoning_tokens = out.reasoning_tokens();
+    }
+    stats.completed.fetch_add(1, Ordering::Relaxed);
+    stats
+        .prompt_tokens
+        .fetch_add(u64::from(r.prompt_tokens), Ordering::Relaxed);
+    stats
+        .completion_tokens
+        .fetch_add(u64::from(r.completion), Ordering::Relaxed);
+    let _ = r.job.events.send(Event::Finished {
+        reason,
+        usage: Usage {
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion,
+            cached_tokens: 0,
+            reasoning_tokens,
+        },
+    });
 }
 
 /// The script of a chat whose last message holds one (`SCRIPT`).
@@ -243,40 +443,26 @@ fn scripted(prompt: &Prompt) -> Option<String> {
     }
 }
 
-/// Write a script through the real output path, three bytes per token (markers arrive
-/// split), up to `max_tokens` tokens.
-fn play(
-    job: &GenerateRequest,
-    script: &str,
-    max_tokens: u32,
-    prompt_tokens: u32,
-) -> (FinishReason, Usage) {
-    let reasoning = job
-        .reasoning
-        .map(|plan| super::reasoning::Run::<u8>::new(plan, false, Vec::new()));
-    let mut out = super::output::TextOut::new(job.stop.clone(), reasoning);
-    let mut tokens = 0u32;
-    let mut reason = FinishReason::Stop;
-    for chunk in script.as_bytes().chunks(3) {
-        if tokens == max_tokens {
-            reason = FinishReason::Length;
-            break;
-        }
-        tokens += 1;
-        let pieces = out.push(chunk);
-        let stopped = pieces.stopped;
-        if !pieces.send(&job.events) || stopped {
-            break;
-        }
-    }
-    out.finish().send(&job.events);
-    let usage = Usage {
-        prompt_tokens,
-        completion_tokens: tokens,
-        cached_tokens: 0,
-        reasoning_tokens: out.reasoning_tokens(),
+/// A completion prompt or a chat's last message that begins with `FLOOD`: the step
+/// period it asks for (microseconds after the marker; zero or none: as fast as it goes).
+fn flooded(prompt: &Prompt) -> Option<Duration> {
+    let text = match prompt {
+        Prompt::Chat { messages, .. } => messages.last().map(|m| m.content.as_str())?,
+        Prompt::Text(t) => t,
     };
-    (reason, usage)
+    let period = text.strip_prefix(FLOOD)?;
+    Some(Duration::from_micros(period.trim().parse().unwrap_or(0)))
+}
+
+/// The step period the running floods ask for: the shortest (a GPU's step time).
+fn pace(running: &[Running]) -> Option<Duration> {
+    running
+        .iter()
+        .filter_map(|r| match r.source {
+            Source::Flood(_, _, period) if !period.is_zero() => Some(period),
+            _ => None,
+        })
+        .min()
 }
 
 /// The byte a constrained walk emits next (None: the constraint allows the end).

@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+#[cfg(feature = "fake-engine")]
+pub mod inprocess;
+
 pub const MODEL_ID: &str = "test-model";
 pub const BIN: &str = env!("CARGO_BIN_EXE_llama-gguf-inference");
 
