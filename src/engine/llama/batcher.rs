@@ -277,7 +277,7 @@ impl<'m> Batcher<'m> {
         }
         slot.cached.truncate(reuse);
         slot.owner = Some(job.owner.clone());
-        let sampler = build_sampler(self.model, &job)?;
+        let sampler = build_sampler(self.model.n_vocab(), &job)?;
         // The texts the engine may write itself (a spent thinking budget's closer, a tool
         // call's opener and closer): constants of the format, as this model's tokens (its
         // own marker tokens where the vocabulary has them).
