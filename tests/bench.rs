@@ -1228,3 +1228,59 @@ async fn bench_front_door() {
         server.metric("lgi_argon2_verifications_total")
     );
 }
+
+/// Batching alone (issue 30): ours at 1, 4 and 8 streams against the bare loop's 1, 4
+/// and 8 sequences, in alternating rounds, no peers. Quick to run while working on the
+/// step loop (`cargo test --release --features test-hooks --test bench bench_batching
+/// -- --ignored --nocapture`); prints the ratios, writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_batching() {
+    let (bare_go, bare_done) = spawn_bare_loop();
+    let server = Server::start_with(ours_options(0));
+    let ours_t = ours_target(&server, "llama-gguf-inference");
+    let mut bare = BareRound::default();
+    let mut ours: Vec<(usize, f64)> = Vec::new();
+    for _ in 0..ROUNDS {
+        bare_go.send(()).unwrap();
+        let b = tokio::task::block_in_place(|| bare_done.recv().unwrap());
+        bare.rates.extend(b.rates);
+        for (n, rate) in b.batched {
+            match bare.batched.iter_mut().find(|x| x.0 == n) {
+                Some(x) => x.1 = x.1.max(rate),
+                None => bare.batched.push((n, rate)),
+            }
+        }
+        let mut c = ours_t.client().await;
+        stream_once(&ours_t, &mut c).await;
+        for n in [1, 4, 8] {
+            let a = aggregate(&ours_t, n).await;
+            match ours.iter_mut().find(|x| x.0 == n) {
+                Some(x) => x.1 = x.1.max(a),
+                None => ours.push((n, a)),
+            }
+        }
+    }
+    drop(bare_go);
+    bare.rates.sort_by(|a, b| a.total_cmp(b));
+    let bare_1 = bare.rates[bare.rates.len() / 2];
+    let bare_n = |n: usize| bare.batched.iter().find(|b| b.0 == n).map_or(0.0, |b| b.1);
+    let ours_n = |n: usize| ours.iter().find(|b| b.0 == n).map_or(0.0, |b| b.1);
+    println!(
+        "bare loop: 1 {bare_1:.1}, 4 {:.1}, 8 {:.1} tok/s",
+        bare_n(4),
+        bare_n(8)
+    );
+    println!(
+        "ours:      1 {:.1}, 4 {:.1}, 8 {:.1} tok/s",
+        ours_n(1),
+        ours_n(4),
+        ours_n(8)
+    );
+    println!(
+        "ours / bare: 1 {:.2}, 4 {:.2}, 8 {:.2}",
+        ours_n(1) / bare_1,
+        ours_n(4) / bare_n(4),
+        ours_n(8) / bare_n(8)
+    );
+}
