@@ -291,6 +291,29 @@ async fn completions_length_and_stop_sequences() {
     assert_eq!(streamed, full);
 }
 
+/// The repetition penalties reach sampling on the real model (the engine applies them
+/// itself since issue 30): a counting prompt, greedy, repeats its separators; with a
+/// frequency penalty the answer must differ, and the same request gives the same text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penalties_change_a_greedy_answer() {
+    let server = Server::start();
+    let mut c = server.client().await;
+    let plain = completion_body("1, 2, 3, 4,", json!({"temperature": 0, "max_tokens": 24}));
+    let penalized = completion_body(
+        "1, 2, 3, 4,",
+        json!({"temperature": 0, "max_tokens": 24,
+               "frequency_penalty": 2.0, "presence_penalty": 1.0}),
+    );
+    let mut answers = Vec::new();
+    for body in [&plain, &penalized, &penalized] {
+        let r = c.post("/v1/completions", Some(ALICE), body).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        answers.push(r.json()["choices"][0]["text"].as_str().unwrap().to_string());
+    }
+    assert_ne!(answers[0], answers[1], "{answers:?}");
+    assert_eq!(answers[1], answers[2], "{answers:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_seed_same_text() {
     let server = Server::start();

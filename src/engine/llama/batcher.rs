@@ -28,7 +28,7 @@
 
 use super::embed::{EmbedMode, Embedder};
 use super::render::{prompt_tokens, Renderer};
-use super::sampling::{build_sampler, constrained_sample, token_logprob};
+use super::sampling::{build_sampler, token_logprob, Sampler};
 use crate::engine::constraint::ConstraintError;
 use crate::engine::output::TextOut;
 use crate::engine::prefix::{self, PrefixCache, SlotView};
@@ -42,7 +42,6 @@ use crate::engine::{
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -54,7 +53,7 @@ use tokio::sync::mpsc::UnboundedSender;
 struct Active {
     key_id: Arc<str>,
     events: UnboundedSender<Event>,
-    sampler: LlamaSampler,
+    sampler: Sampler,
     /// Forced tokens, the output constraint in force, and token bytes to events (UTF-8,
     /// stop strings, the reasoning split, native tool calls): `engine::steer`.
     steer: Steer<LlamaToken>,
@@ -434,13 +433,13 @@ impl<'m> Batcher<'m> {
             };
             let (token, constrained) = match a.steer.pick() {
                 Pick::Forced(t) => {
-                    // The sampler chain's penalties see it as if it had been drawn.
+                    // The sampler's penalties see it as if it had been drawn.
                     a.sampler.accept(t);
                     (t, false)
                 }
-                Pick::Free => (a.sampler.sample(&self.ctx, idx), false),
+                Pick::Free => (a.sampler.sample(self.ctx.get_logits_ith(idx)), false),
                 Pick::Constrained(c) => {
-                    match constrained_sample(c, &mut a.sampler, self.ctx.get_logits_ith(idx)) {
+                    match a.sampler.constrained(c, self.ctx.get_logits_ith(idx)) {
                         Ok(t) => (t, true),
                         Err(e) => {
                             self.fail(i, e);
