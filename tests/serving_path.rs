@@ -21,8 +21,7 @@ use common::{request, Client, Options, ALICE, MODEL_ID};
 use http_body_util::BodyExt;
 use serde_json::json;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -81,8 +80,7 @@ fn server_tids() -> Vec<String> {
 
 /// One streamed chat completion of `max_tokens` flood tokens on its own TLS connection;
 /// returns the completion tokens the server counted (its usage chunk).
-async fn stream(api: SocketAddr, ca: PathBuf, pace_us: u64, max_tokens: u32) -> u32 {
-    let mut c = Client::connect(api, &ca).await;
+async fn stream(mut c: Client, pace_us: u64, max_tokens: u32) -> u32 {
     let flood = format!("{}{pace_us}", llama_gguf_inference::engine::fake::FLOOD);
     let body = json!({
         "model": MODEL_ID,
@@ -139,13 +137,20 @@ async fn measure(server: &InProcess, pace_us: u64, n: usize) -> Run {
         0 => TOKENS_PER_RUN / n as u32,
         p => (RUN.as_micros() as u64 / p) as u32,
     };
+    // Every connection is up (TLS handshake, first key check) before the clock starts:
+    // the rows measure streaming, not connection set-up.
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = server.client().await;
+        assert_eq!(c.get("/v1/models", Some(ALICE)).await.status, 200);
+        clients.push(c);
+    }
     let (server0, client0) = thread_cpu(&[SERVER_THREAD, ENGINE_THREAD]);
     let (engine0, _) = thread_cpu(&[ENGINE_THREAD]);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        let ca = server.dir.path().join("tls/cert.pem");
-        tasks.spawn(stream(server.api, ca, pace_us, per_stream));
+    for c in clients {
+        tasks.spawn(stream(c, pace_us, per_stream));
     }
     let mut tokens = 0u64;
     while let Some(t) = tasks.join_next().await {
