@@ -533,6 +533,29 @@ pub fn completion_budget(
     }
 }
 
+/// A plain generation job for unit tests: a text prompt, one token, nobody listening.
+#[cfg(test)]
+pub(crate) fn test_request(sampling: Sampling) -> GenerateRequest {
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    GenerateRequest {
+        key_id: Arc::from("k"),
+        owner: Arc::from("k#0"),
+        prompt: Prompt::Text("x".into()),
+        max_tokens: None,
+        default_max_tokens: 1,
+        stop: vec![],
+        sampling,
+        constraint: None,
+        logit_bias: vec![],
+        logprobs: None,
+        events,
+        deadline: std::time::Duration::from_secs(1),
+        count_only: false,
+        reasoning: None,
+        tools: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,26 +580,7 @@ mod tests {
     fn full_queue_is_refused_not_awaited() {
         let intake = Intake::new(1, Arc::new(EngineStats::default()));
         let h = EngineHandle::new(intake.clone(), 64);
-        let make = || {
-            let (events, _) = tokio::sync::mpsc::unbounded_channel();
-            GenerateRequest {
-                key_id: Arc::from("k"),
-                owner: Arc::from("k#0"),
-                prompt: Prompt::Text("x".into()),
-                max_tokens: None,
-                default_max_tokens: 1,
-                stop: vec![],
-                sampling: Sampling::default(),
-                constraint: None,
-                logit_bias: vec![],
-                logprobs: None,
-                events,
-                deadline: std::time::Duration::from_secs(1),
-                count_only: false,
-                reasoning: None,
-                tools: None,
-            }
-        };
+        let make = || test_request(Sampling::default());
         assert!(h.submit(make()).is_ok());
         assert!(h.submit(make()).is_err());
         assert_eq!(h.stats.queued.load(Ordering::Relaxed), 1);

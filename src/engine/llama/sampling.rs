@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn plain_greedy_matches_llama_cpp_greedy() {
         let mut model = LanguageModelLike::new(5000);
-        let req = request(Sampling {
+        let req = crate::engine::test_request(Sampling {
             temperature: 0.0,
             ..Sampling::default()
         });
@@ -369,6 +369,14 @@ mod tests {
         use std::fmt::Write as _;
         use std::time::Instant;
         const TOKENS: u32 = 300;
+        // What an application tuning its output typically sends.
+        let tuned = Sampling {
+            temperature: 0.7,
+            top_p: 0.9,
+            presence_penalty: 0.5,
+            frequency_penalty: 0.5,
+            ..Sampling::default()
+        };
         let cases: [(&str, Sampling, Option<u32>); 6] = [
             (
                 "greedy",
@@ -404,26 +412,10 @@ mod tests {
             ),
             (
                 "temperature 0.7, top_p 0.9, presence and frequency penalties",
-                Sampling {
-                    temperature: 0.7,
-                    top_p: 0.9,
-                    presence_penalty: 0.5,
-                    frequency_penalty: 0.5,
-                    ..Sampling::default()
-                },
+                tuned,
                 None,
             ),
-            (
-                "the same with logprobs, top_logprobs 5",
-                Sampling {
-                    temperature: 0.7,
-                    top_p: 0.9,
-                    presence_penalty: 0.5,
-                    frequency_penalty: 0.5,
-                    ..Sampling::default()
-                },
-                Some(5),
-            ),
+            ("the same with logprobs, top_logprobs 5", tuned, Some(5)),
         ];
         let mut md = String::from(
             "## Sampling per token at large vocabularies\n\n\
@@ -438,7 +430,7 @@ mod tests {
             let mut row = format!("| {name} |");
             for n_vocab in [49_152i32, 151_936, 262_144] {
                 let mut model = LanguageModelLike::new(n_vocab as usize);
-                let req = request(sampling);
+                let req = crate::engine::test_request(sampling);
                 let mut sampler = build_sampler(n_vocab, &req).unwrap();
                 let start = Instant::now();
                 for t in 0..TOKENS {
@@ -526,26 +518,5 @@ mod tests {
         let h =
             (i as u64 ^ k.wrapping_mul(0xD6E8_FEB8_6659_FD93)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         ((h >> 40) as f32) / (1u64 << 24) as f32
-    }
-
-    fn request(sampling: Sampling) -> GenerateRequest {
-        let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        GenerateRequest {
-            key_id: "bench".into(),
-            owner: "bench".into(),
-            prompt: crate::engine::Prompt::Text(String::new()),
-            max_tokens: None,
-            default_max_tokens: 1,
-            stop: Vec::new(),
-            sampling,
-            constraint: None,
-            logit_bias: Vec::new(),
-            logprobs: None,
-            events,
-            deadline: std::time::Duration::from_secs(1),
-            count_only: false,
-            reasoning: None,
-            tools: None,
-        }
     }
 }
