@@ -198,6 +198,15 @@ impl Results {
     }
 }
 
+/// Keep the best rate seen for `n` streams (a hiccup of the shared machine is not the
+/// server).
+fn keep_best(best: &mut Vec<(usize, f64)>, n: usize, rate: f64) {
+    match best.iter_mut().find(|x| x.0 == n) {
+        Some(x) => x.1 = x.1.max(rate),
+        None => best.push((n, rate)),
+    }
+}
+
 /// One round for one target: single-stream runs (repeated and cold prompts) and the
 /// aggregate at each concurrency. Rounds alternate between targets, so a slow spell of
 /// the shared machine hits every server alike.
@@ -222,10 +231,7 @@ async fn measure_round(t: &Target, round: usize, r: &mut Results) {
     for n in CONCURRENCY {
         // Best over the rounds: a hiccup of the shared machine is not the server.
         let a = aggregate(t, n).await;
-        match r.aggregate.iter_mut().find(|x| x.0 == n) {
-            Some(x) => x.1 = x.1.max(a),
-            None => r.aggregate.push((n, a)),
-        }
+        keep_best(&mut r.aggregate, n, a);
     }
 }
 
@@ -718,10 +724,7 @@ async fn bench_side_by_side() {
         bare.rates.extend(b.rates);
         bare.ttfts.extend(b.ttfts);
         for (n, rate) in b.batched {
-            match bare.batched.iter_mut().find(|x| x.0 == n) {
-                Some(x) => x.1 = x.1.max(rate),
-                None => bare.batched.push((n, rate)),
-            }
+            keep_best(&mut bare.batched, n, rate);
         }
         for (t, r) in targets.iter_mut() {
             measure_round(t, round, r).await;
@@ -1246,19 +1249,13 @@ async fn bench_batching() {
         let b = tokio::task::block_in_place(|| bare_done.recv().unwrap());
         bare.rates.extend(b.rates);
         for (n, rate) in b.batched {
-            match bare.batched.iter_mut().find(|x| x.0 == n) {
-                Some(x) => x.1 = x.1.max(rate),
-                None => bare.batched.push((n, rate)),
-            }
+            keep_best(&mut bare.batched, n, rate);
         }
         let mut c = ours_t.client().await;
         stream_once(&ours_t, &mut c).await;
         for n in [1, 4, 8] {
             let a = aggregate(&ours_t, n).await;
-            match ours.iter_mut().find(|x| x.0 == n) {
-                Some(x) => x.1 = x.1.max(a),
-                None => ours.push((n, a)),
-            }
+            keep_best(&mut ours, n, a);
         }
     }
     drop(bare_go);
