@@ -319,18 +319,14 @@ fn step(r: &mut Running, eos: u32, gate: &Gate) -> Stepped {
             r.job.events.send(Event::Text(word.to_string())).is_ok()
         }
         Source::Flood(at, out, _) => {
-            let word = words().nth(*at % words().count()).unwrap_or(" ");
+            // The answer's words in turn, from the first again after the last.
+            let word = words().nth(*at).unwrap_or_else(|| {
+                *at = 0;
+                words().next().unwrap_or(" ")
+            });
             *at += 1;
-            let pieces = out.push(word.as_bytes());
-            let stopped = pieces.stopped;
-            if !pieces.send(&r.job.events) {
-                return Stepped::Gone;
-            }
-            if stopped {
-                r.completion += 1;
-                return Stepped::Done(Some(FinishReason::Stop));
-            }
-            true
+            r.completion += 1;
+            return emit(out, word.as_bytes(), &r.job.events);
         }
         Source::Constrained => {
             let Some(c) = r.job.constraint.as_mut() else {
@@ -389,7 +385,13 @@ fn play(
     let chunk = rest.get(..3).unwrap_or(rest);
     *at += chunk.len();
     *completion += 1;
-    let pieces = out.push(chunk);
+    emit(out, chunk, events)
+}
+
+/// One token's bytes through the real output path: sent, or the client gone, or a stop
+/// string found.
+fn emit(out: &mut TextOut<u8>, bytes: &[u8], events: &UnboundedSender<Event>) -> Stepped {
+    let pieces = out.push(bytes);
     let stopped = pieces.stopped;
     if !pieces.send(events) {
         return Stepped::Gone;
